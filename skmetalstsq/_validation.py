@@ -1,0 +1,235 @@
+"""Input checks: every mismatch is reported, with the block key, before any solve."""
+
+import numpy as np
+from metatensor import TensorMap
+
+from ._blocks import key_text
+from ._solvers import array_library
+
+
+def check_is_tensor_map(tensor, caller, name):
+    """Raise TypeError unless ``tensor`` is a metatensor.TensorMap."""
+    if not isinstance(tensor, TensorMap):
+        raise TypeError(
+            f"{caller}: {name} must be a metatensor.TensorMap, an IndexedTensorMap or "
+            f"a 2-D array, got {type(tensor).__name__}"
+        )
+
+
+def resolve_device(device, caller):
+    """Turn the ``device`` parameter into None or a ``torch.device``.
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not None, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a
+        torch.device, or names a CUDA device that is not available.
+    ImportError
+        If a device is requested and torch is not installed.
+    """
+    if device is None:
+        return None
+    accepted = "None, 'cpu', 'cuda', 'cuda:N' or a torch.device"
+    is_torch_device = (
+        type(device).__name__ == "device" and type(device).__module__ == "torch"
+    )
+    if not (isinstance(device, str) or is_torch_device):
+        raise ValueError(f"{caller}: device must be {accepted}, got {device!r}")
+    try:
+        import torch
+    except ImportError as error:  # pragma: no cover - torch is installed in the tests
+        raise ImportError(
+            f"{caller}: device={device!r} needs torch: pip install 'skmetalstsq[torch]'"
+        ) from error
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{caller}: device must be {accepted}, got {device!r}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"{caller}: device must be {accepted}, got {device!r}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{caller}: device={device!r} but CUDA is not available")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{caller}: device={device!r} but only {torch.cuda.device_count()} "
+                "CUDA device(s) are available"
+            )
+    return resolved
+
+
+def _labels_mismatch(what, x_labels, y_labels):
+    """Describe how two Labels differ, or return None when they are equal."""
+    if x_labels.names != y_labels.names:
+        return f"{what} are named {x_labels.names} in X but {y_labels.names} in y"
+    x_values, y_values = np.asarray(x_labels.values), np.asarray(y_labels.values)
+    if x_values.shape[0] != y_values.shape[0]:
+        return f"has {x_values.shape[0]} {what} in X but {y_values.shape[0]} in y"
+    if np.array_equal(x_values, y_values):
+        return None
+    row = int(np.flatnonzero((x_values != y_values).any(axis=1))[0])
+    if np.array_equal(np.unique(x_values, axis=0), np.unique(y_values, axis=0)):
+        return (
+            f"has the same {what} in X and y but in a different order (first at "
+            f"row {row}); sort both with metatensor.sort"
+        )
+    return (
+        f"has different {what} in X and y: row {row} is "
+        f"{tuple(int(v) for v in x_values[row])} in X but "
+        f"{tuple(int(v) for v in y_values[row])} in y ({what} names {x_labels.names})"
+    )
+
+
+def check_same_keys(X, y, caller):
+    """Raise ValueError unless X and y have the same key names and the same keys."""
+    if X.keys.names != y.keys.names:
+        raise ValueError(
+            f"{caller}: keys are named {X.keys.names} in X but {y.keys.names} in y"
+        )
+    only_x = X.keys.difference(y.keys)
+    only_y = y.keys.difference(X.keys)
+    if len(only_x) or len(only_y):
+        raise ValueError(
+            f"{caller}: X and y have different keys: "
+            f"only in X: {[key_text(k) for k in only_x]}, "
+            f"only in y: {[key_text(k) for k in only_y]}"
+        )
+
+
+def check_finite(array, caller, name, key, where):
+    """Raise ValueError if ``array`` holds NaN or infinity."""
+    if array_library(array) == "numpy":
+        if np.isfinite(np.sum(array)) or np.isfinite(array).all():
+            return
+    else:
+        import torch
+
+        if bool(torch.isfinite(array.sum())) or bool(torch.isfinite(array).all()):
+            return
+    raise ValueError(
+        f"{caller}: {name} block {key_text(key)} has NaN or infinity in its {where}"
+    )
+
+
+def check_block_arrays(block, caller, name, key):
+    """Check dtype and finiteness of a block's values and gradients."""
+    arrays = [("values", block.values)]
+    arrays += [(f"'{p}' gradient", g.values) for p, g in block.gradients()]
+    for where, array in arrays:
+        library = array_library(array)
+        if library == "numpy" and not np.issubdtype(array.dtype, np.number):
+            raise TypeError(
+                f"{caller}: {name} block {key_text(key)} has {array.dtype} {where}"
+            )
+        if np.iscomplexobj(array) if library == "numpy" else array.is_complex():
+            raise TypeError(
+                f"{caller}: {name} block {key_text(key)} has complex {where}, "
+                "which least squares on real data does not accept"
+            )
+        check_finite(array, caller, name, key, where)
+
+
+def _array_kind(array):
+    library = array_library(array)
+    return library if library == "numpy" else f"torch ({array.device})"
+
+
+def check_fit_inputs(X, y, caller):
+    """Check that X and y can be solved block by block, before any solve.
+
+    Keys must match (in any order); in each block the array library and device,
+    the samples, the components and the gradients (parameters, samples and
+    components) must be the same in X and y, and no array may hold NaN or
+    infinity.
+
+    Raises
+    ------
+    ValueError, TypeError
+        naming the block key and both sides of the first mismatch found.
+    """
+    check_is_tensor_map(X, caller, "X")
+    check_is_tensor_map(y, caller, "y")
+    check_same_keys(X, y, caller)
+    for key, x_block in X.items():
+        y_block = y.block(key)
+        block = f"{caller}: block {key_text(key)}"
+        x_kind, y_kind = _array_kind(x_block.values), _array_kind(y_block.values)
+        if x_kind != y_kind:
+            raise TypeError(f"{block} holds {x_kind} arrays in X but {y_kind} in y")
+        for what in ("samples", "components"):
+            x_labels, y_labels = getattr(x_block, what), getattr(y_block, what)
+            if what == "components":
+                mismatch = _components_mismatch(x_labels, y_labels)
+            else:
+                mismatch = _labels_mismatch(what, x_labels, y_labels)
+            if mismatch:
+                raise ValueError(f"{block} {mismatch}")
+        x_parameters = set(x_block.gradients_list())
+        y_parameters = set(y_block.gradients_list())
+        if x_parameters != y_parameters:
+            raise ValueError(
+                f"{block} has gradients {sorted(x_parameters)} in X but "
+                f"{sorted(y_parameters)} in y: every gradient is fitted together with "
+                "the values, so both must have the same ones (remove the others with "
+                "metatensor.remove_gradients)"
+            )
+        for parameter in sorted(x_parameters):
+            x_gradient, y_gradient = (
+                x_block.gradient(parameter),
+                y_block.gradient(parameter),
+            )
+            mismatch = _labels_mismatch("samples", x_gradient.samples, y_gradient.samples)
+            mismatch = mismatch or _components_mismatch(
+                x_gradient.components, y_gradient.components
+            )
+            if mismatch:
+                raise ValueError(f"{block}, '{parameter}' gradient {mismatch}")
+        check_block_arrays(x_block, caller, "X", key)
+        check_block_arrays(y_block, caller, "y", key)
+
+
+def _components_mismatch(x_components, y_components):
+    if len(x_components) != len(y_components):
+        return (
+            f"has {len(x_components)} component dimensions in X but "
+            f"{len(y_components)} in y"
+        )
+    for x_labels, y_labels in zip(x_components, y_components):
+        mismatch = _labels_mismatch("components", x_labels, y_labels)
+        if mismatch:
+            return mismatch
+    return None
+
+
+def check_predict_input(X, weights, caller):
+    """Check a TensorMap to predict from against the fitted weights.
+
+    Every key of X must have been seen in fit, and each block's properties must
+    be the X properties seen in fit for that key.
+
+    Returns
+    -------
+    list of int
+        For each block of X, the position of its weights in ``weights``.
+    """
+    check_is_tensor_map(X, caller, "X")
+    if X.keys.names != weights.keys.names:
+        raise ValueError(
+            f"{caller}: keys are named {X.keys.names} in X but "
+            f"{weights.keys.names} were seen in fit"
+        )
+    positions = []
+    for key, block in X.items():
+        position = weights.keys.position(key)
+        if position is None:
+            raise ValueError(f"{caller}: block {key_text(key)} of X was not seen in fit")
+        fitted = weights.block(position).properties
+        if block.properties != fitted:
+            raise ValueError(
+                f"{caller}: block {key_text(key)} has {len(block.properties)} properties "
+                f"named {block.properties.names} in X, but {len(fitted)} named "
+                f"{fitted.names} were seen in fit (or their values differ)"
+            )
+        check_block_arrays(block, caller, "X", key)
+        positions.append(position)
+    return positions
