@@ -50,9 +50,7 @@ def block_systems(X, y, device):
         dtype = solve_dtype(x_block.values, y_block.values)
         a_parts = [convert(p, device, dtype) for p in row_parts(x_block, parameters)]
         b_parts = [convert(p, device, dtype) for p in row_parts(y_block, parameters)]
-        device_type = (
-            "cpu" if array_library(a_parts[0]) == "numpy" else a_parts[0].device.type
-        )
+        device_type = "cpu" if array_library(a_parts[0]) == "numpy" else a_parts[0].device.type
         systems.append(BlockSystem(key_text(key), a_parts, b_parts, device_type))
     return systems
 
@@ -188,9 +186,7 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             X, y = array_to_tensor(X), array_to_tensor(y.reshape(len(y), -1))
 
         systems = block_systems(X, y, device)
-        solutions = solve_systems(
-            systems, self.rcond, self.driver, self.n_jobs, self.verbose
-        )
+        solutions = solve_systems(systems, self.rcond, self.driver, self.n_jobs, self.verbose)
 
         blocks = [
             weights_block(solution.weights, y.block(key).properties, x_block.properties)

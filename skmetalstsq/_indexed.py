@@ -64,9 +64,7 @@ class IndexedTensorMap:
             columns.append(np.asarray(block.samples.column(sample)))
         self.tensor = tensor
         self.sample = sample
-        self.entries = (
-            np.unique(np.concatenate(columns)) if columns else np.array([], np.int32)
-        )
+        self.entries = np.unique(np.concatenate(columns)) if columns else np.array([], np.int32)
 
     @property
     def shape(self):
@@ -110,9 +108,7 @@ class IndexedTensorMap:
                 "a TensorMap cannot hold repeated samples"
             )
         selection = Labels([self.sample], self.entries[np.sort(positions)].reshape(-1, 1))
-        return IndexedTensorMap(
-            metatensor.slice(self.tensor, "samples", selection), self.sample
-        )
+        return IndexedTensorMap(metatensor.slice(self.tensor, "samples", selection), self.sample)
 
     def with_tensor(self, tensor):
         """A new IndexedTensorMap over ``tensor``, by the same sample dimension."""

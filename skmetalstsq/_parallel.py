@@ -51,9 +51,7 @@ def _solve_group(systems, rcond, driver, verbose):
     solutions = []
     for system in systems:
         start = time.perf_counter()
-        solutions.append(
-            solve(system.a_parts, system.b_parts, rcond, driver, system.device_type)
-        )
+        solutions.append(solve(system.a_parts, system.b_parts, rcond, driver, system.device_type))
         if verbose:
             n_rows = sum(part.shape[0] for part in system.a_parts)
             print(

@@ -87,9 +87,7 @@ class _NumpyBackend:
 
     @staticmethod
     def svd(matrix):
-        return scipy.linalg.svd(
-            matrix, full_matrices=False, overwrite_a=True, check_finite=False
-        )
+        return scipy.linalg.svd(matrix, full_matrices=False, overwrite_a=True, check_finite=False)
 
     @staticmethod
     def lstsq(a, b, rcond, driver):

@@ -30,9 +30,7 @@ def resolve_device(device, caller):
     if device is None:
         return None
     accepted = "None, 'cpu', 'cuda', 'cuda:N' or a torch.device"
-    is_torch_device = (
-        type(device).__name__ == "device" and type(device).__module__ == "torch"
-    )
+    is_torch_device = type(device).__name__ == "device" and type(device).__module__ == "torch"
     if not (isinstance(device, str) or is_torch_device):
         raise ValueError(f"{caller}: device must be {accepted}, got {device!r}")
     try:
@@ -83,9 +81,7 @@ def _labels_mismatch(what, x_labels, y_labels):
 def check_same_keys(X, y, caller):
     """Raise ValueError unless X and y have the same key names and the same keys."""
     if X.keys.names != y.keys.names:
-        raise ValueError(
-            f"{caller}: keys are named {X.keys.names} in X but {y.keys.names} in y"
-        )
+        raise ValueError(f"{caller}: keys are named {X.keys.names} in X but {y.keys.names} in y")
     only_x = X.keys.difference(y.keys)
     only_y = y.keys.difference(X.keys)
     if len(only_x) or len(only_y):
@@ -106,9 +102,7 @@ def check_finite(array, caller, name, key, where):
 
         if bool(torch.isfinite(array.sum())) or bool(torch.isfinite(array).all()):
             return
-    raise ValueError(
-        f"{caller}: {name} block {key_text(key)} has NaN or infinity in its {where}"
-    )
+    raise ValueError(f"{caller}: {name} block {key_text(key)} has NaN or infinity in its {where}")
 
 
 def check_block_arrays(block, caller, name, key):
@@ -118,9 +112,7 @@ def check_block_arrays(block, caller, name, key):
     for where, array in arrays:
         library = array_library(array)
         if library == "numpy" and not np.issubdtype(array.dtype, np.number):
-            raise TypeError(
-                f"{caller}: {name} block {key_text(key)} has {array.dtype} {where}"
-            )
+            raise TypeError(f"{caller}: {name} block {key_text(key)} has {array.dtype} {where}")
         if np.iscomplexobj(array) if library == "numpy" else array.is_complex():
             raise TypeError(
                 f"{caller}: {name} block {key_text(key)} has complex {where}, "
@@ -190,10 +182,7 @@ def check_fit_inputs(X, y, caller):
 
 def _components_mismatch(x_components, y_components):
     if len(x_components) != len(y_components):
-        return (
-            f"has {len(x_components)} component dimensions in X but "
-            f"{len(y_components)} in y"
-        )
+        return f"has {len(x_components)} component dimensions in X but {len(y_components)} in y"
     for x_labels, y_labels in zip(x_components, y_components):
         mismatch = _labels_mismatch("components", x_labels, y_labels)
         if mismatch:

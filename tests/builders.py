@@ -33,12 +33,8 @@ def make_block(
         properties=Labels.range(property_name, n_properties),
     )
     for parameter in gradients:
-        rows = [
-            [i, s, a] for i, (s, _) in enumerate(samples.values) for a in range(n_atoms)
-        ]
-        gradient_samples = Labels(
-            ["sample", "system", "atom"], np.array(rows).reshape(-1, 3)
-        )
+        rows = [[i, s, a] for i, (s, _) in enumerate(samples.values) for a in range(n_atoms)]
+        gradient_samples = Labels(["sample", "system", "atom"], np.array(rows).reshape(-1, 3))
         gradient_components = [Labels.range("xyz", 3), *components]
         gradient_shape = (
             len(gradient_samples),
@@ -76,8 +72,7 @@ def make_pair(
         x = make_block(rng, n_systems, n_atoms, n_features, n_components, gradients)
         w = rng.normal(size=(n_features, n_targets))
         y = TensorBlock(
-            values=x.values @ w
-            + noise * rng.normal(size=(*x.values.shape[:-1], n_targets)),
+            values=x.values @ w + noise * rng.normal(size=(*x.values.shape[:-1], n_targets)),
             samples=x.samples,
             components=x.components,
             properties=Labels.range("target", n_targets),
