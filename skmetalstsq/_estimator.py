@@ -164,7 +164,7 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         ----------
         X : metatensor.TensorMap, IndexedTensorMap or array-like of shape (n_samples, n_features)
             Features; gradients are fitted together with the values.
-        y : metatensor.TensorMap, IndexedTensorMap or array-like of shape (n_samples,) or (n_samples, n_targets)
+        y : metatensor.TensorMap, IndexedTensorMap or array-like of shape (n_samples[, n_targets])
             Targets, with the same keys, samples, components and gradients as X.
 
         Returns
