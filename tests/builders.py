@@ -91,3 +91,96 @@ def make_pair(
         x_blocks.append(x)
         y_blocks.append(y)
     return TensorMap(keys_labels, x_blocks), TensorMap(keys_labels, y_blocks)
+
+
+def map_arrays(tensor, function, gradient_function=None):
+    """A copy of ``tensor`` with ``function`` applied to every values array.
+
+    ``gradient_function(parameter, array)`` is applied to gradient arrays
+    (default: ``function``). Metadata is kept.
+    """
+    if gradient_function is None:
+
+        def gradient_function(parameter, array):
+            return function(array)
+
+    blocks = []
+    for block in tensor.blocks():
+        new = TensorBlock(
+            values=function(block.values),
+            samples=block.samples,
+            components=block.components,
+            properties=block.properties,
+        )
+        for parameter, gradient in block.gradients():
+            new.add_gradient(
+                parameter,
+                TensorBlock(
+                    values=gradient_function(parameter, gradient.values),
+                    samples=gradient.samples,
+                    components=gradient.components,
+                    properties=new.properties,
+                ),
+            )
+        blocks.append(new)
+    return TensorMap(tensor.keys, blocks)
+
+
+def to_torch(tensor, dtype=None, device="cpu"):
+    """A copy of ``tensor`` whose arrays are torch tensors."""
+    import torch
+
+    return map_arrays(
+        tensor,
+        lambda array: torch.tensor(np.asarray(array), dtype=dtype, device=device),
+    )
+
+
+def as_dtype(tensor, dtype):
+    """A copy of a numpy-backed ``tensor`` with every array cast to ``dtype``."""
+    return map_arrays(tensor, lambda array: np.asarray(array).astype(dtype))
+
+
+def stacked(block, parameters=None):
+    """The values and gradients of ``block`` stacked into one 2-D numpy array.
+
+    Components are folded into rows; gradients (all of them, in
+    ``block.gradients_list()`` order unless ``parameters`` is given) go under
+    the values, as ``metatensor.lstsq`` stacks them. Built independently of the
+    library, with ``np.concatenate``.
+    """
+    if parameters is None:
+        parameters = block.gradients_list()
+    n_properties = block.values.shape[-1]
+    parts = [_numpy(block.values).reshape(-1, n_properties)]
+    for parameter in parameters:
+        parts.append(_numpy(block.gradient(parameter).values).reshape(-1, n_properties))
+    return np.concatenate(parts, axis=0)
+
+
+def _numpy(array):
+    if isinstance(array, np.ndarray):
+        return array
+    return array.detach().cpu().numpy()
+
+
+def single_block_map(x_values, y_values, x_properties="feature", y_properties="target"):
+    """(X, y) one-block TensorMaps with samples numbered 0..rows-1 from 2-D arrays."""
+    samples = Labels.range("system", x_values.shape[0])
+    x = TensorBlock(x_values, samples, [], Labels.range(x_properties, x_values.shape[1]))
+    y = TensorBlock(y_values, samples, [], Labels.range(y_properties, y_values.shape[1]))
+    return TensorMap(Labels.single(), [x]), TensorMap(Labels.single(), [y])
+
+
+def make_rank_deficient(tensor):
+    """A copy of ``tensor`` whose last feature is 2.5 times the first and whose
+    second-to-last duplicates the second, in the values and every gradient, so
+    that each stacked block loses two ranks (needs at least 4 features)."""
+
+    def function(array):
+        array = np.array(array, copy=True)
+        array[..., -1] = 2.5 * array[..., 0]
+        array[..., -2] = array[..., 1]
+        return array
+
+    return map_arrays(tensor, function)
