@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import metrics
+from ._cv import TensorMapLstsqCV
 from ._estimator import TensorMapLstsq
 from ._indexed import IndexedTensorMap
 
@@ -11,4 +12,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["IndexedTensorMap", "TensorMapLstsq", "metrics", "__version__"]
+__all__ = ["IndexedTensorMap", "TensorMapLstsq", "TensorMapLstsqCV", "metrics", "__version__"]

@@ -1,0 +1,551 @@
+"""TensorMapLstsqCV: rcond chosen by cross-validation from one SVD per block per fold.
+
+Every rcond candidate is a truncation of the same singular value decomposition, so
+one :class:`~skmetalstsq._solvers.SVDFactorization` of a block's training rows gives
+the weights for all of them at the cost of one small matrix product each (the idea
+behind scikit-learn's ``RidgeCV``, applied to the rcond cut-off). Candidates that
+keep the same number of singular values have the same weights and are scored once.
+
+For the scorers of :mod:`skmetalstsq.metrics`, each (fold, block) only returns the
+sums the pooled metric is made of (sum of squared or absolute residuals, sum of
+squared deviations from the column means, number of entries), so pooled and
+per-block scores of every candidate follow without building any TensorMap. Any
+other scorer is called on a fitted :class:`TensorMapLstsq` per (fold, candidate).
+"""
+
+import numbers
+from numbers import Integral
+
+import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
+from metatensor import TensorMap
+from sklearn.base import _fit_context
+from sklearn.model_selection import check_cv
+from sklearn.utils._param_validation import StrOptions
+from threadpoolctl import threadpool_limits
+
+from ._blocks import key_text, key_tuple, weights_block
+from ._estimator import TensorMapLstsq, block_systems
+from ._indexed import IndexedTensorMap, check_same_entries
+from ._parallel import SMALL_SOLVE_FLOPS, _balanced_groups, solve_cost, solve_systems
+from ._solvers import SVDFactorization, array_library
+from ._validation import check_fit_inputs, resolve_device
+from .metrics import SCORERS, TensorMapScorer
+
+#: rcond candidates used when none are given: 1e-12, 1e-11, ..., 1e-1.
+DEFAULT_RCONDS = tuple(float(10.0**exponent) for exponent in range(-12, 0))
+
+#: metric name -> the residual statistic its sums are made of
+_STATISTICS = {"r2": "squared", "neg_rmse": "squared", "neg_mae": "absolute"}
+
+
+class TensorMapLstsqCV(TensorMapLstsq):
+    """TensorMapLstsq with rcond chosen by cross-validation over the entries.
+
+    The entries of an :class:`~skmetalstsq.IndexedTensorMap` (e.g. systems) are
+    split into folds; a system's samples and gradient rows stay together in every
+    block. For each fold, each block's training rows (values and gradients, as
+    :class:`TensorMapLstsq` stacks them) are decomposed once, and every candidate
+    rcond is a cut-off of that decomposition. The per-split scores are those of
+    ``GridSearchCV(TensorMapLstsq(driver="gelsd"), {"rcond": rconds}, cv=cv)``
+    with the same splits and scoring. After the choice, the weights are refitted
+    on all the data, and the estimator predicts and scores like TensorMapLstsq.
+
+    Parameters
+    ----------
+    rconds : array-like of float >= 0 or None, default=(1e-12, 1e-11, ..., 1e-1)
+        The candidate cut-offs, with :class:`TensorMapLstsq`'s meaning of
+        ``rcond`` (None: machine epsilon times the larger dimension of the
+        stacked training block).
+    cv : int, cross-validation splitter, iterable of splits or None, default=5
+        An int is ``sklearn.model_selection.KFold(cv)`` over the entries (None
+        is 5 folds); any splitter is called as ``cv.split(X, y, groups)``.
+    scoring : {None, "r2", "neg_rmse", "neg_mae"} or callable, default=None
+        None and ``"r2"`` are the estimator's :meth:`score` (R^2 of the values
+        pooled over blocks); ``"neg_rmse"`` and ``"neg_mae"`` the negated errors
+        of :mod:`skmetalstsq.metrics` on the values. A callable
+        ``(estimator, X, y) -> float``: a scorer of
+        :func:`skmetalstsq.metrics.scorer` (on the values or a gradient) is
+        computed from sums without building predictions; any other callable is
+        called with a fitted :class:`TensorMapLstsq` for each fold and candidate.
+    per_block : bool, default=False
+        False chooses one rcond for all blocks by the pooled score. True chooses
+        one rcond per block by that block's own score: the same metric (of
+        the same values or gradient) computed over that block alone. Only the
+        scorers of :mod:`skmetalstsq.metrics` can be restricted to a block.
+    n_jobs : int or None, default=None
+        (fold, block) decompositions run concurrently, with joblib's meaning;
+        threads are preferred, each with BLAS on one thread.
+    device : None, str or torch.device, default=None
+        As in :class:`TensorMapLstsq`: None works where the data is; otherwise
+        the blocks are converted to torch tensors on that device. Scores are
+        computed with the data's array library, on its device.
+
+    Attributes
+    ----------
+    rcond_ : float, None or dict
+        The chosen candidate, or with ``per_block=True`` a dict from each key
+        (a tuple of its values) to the candidate chosen for that block.
+    best_index_ : int or dict
+        Position of ``rcond_`` in ``rconds`` (a dict by key with ``per_block``).
+    best_score_ : float
+        Mean over the splits of the pooled score of the chosen rcond, or with
+        ``per_block=True`` of the pooled score with each block at its own choice.
+    cv_results_ : dict of numpy arrays
+        Keys as in ``GridSearchCV``: ``params``, ``param_rcond``,
+        ``split{k}_test_score``, ``mean_test_score``, ``std_test_score`` and
+        ``rank_test_score`` (pooled over blocks, every block at that candidate).
+        With ``per_block=True``, the same four score keys for each block with
+        ``score`` replaced by the block's name (:attr:`block_names_`), e.g.
+        ``mean_test_center_type=6``. A split whose test entries have no row in a
+        block gives that block nan, left out of its mean and std.
+    block_names_ : dict
+        Key (tuple of its values) -> its name in ``cv_results_``:
+        ``"name=value,name=value"``.
+    n_splits_ : int
+        The number of splits.
+    weights_, rank_, singular_values_ :
+        As in :class:`TensorMapLstsq`, refitted on all the data with ``rcond_``
+        (``driver=None``).
+
+    See Also
+    --------
+    TensorMapLstsq : the estimator refitted with the chosen rcond.
+    sklearn.linear_model.RidgeCV : the same idea for the ridge penalty.
+
+    Notes
+    -----
+    X and y must be :class:`~skmetalstsq.IndexedTensorMap` to be split; a plain
+    TensorMap is refused with a message that says how to wrap it. Ties go to the
+    first candidate, as in ``GridSearchCV``. After the fit, :meth:`predict` and
+    :meth:`score` accept TensorMaps and IndexedTensorMaps alike.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from metatensor import Labels, TensorBlock, TensorMap
+    >>> from skmetalstsq import IndexedTensorMap, TensorMapLstsqCV
+    >>> rng = np.random.default_rng(0)
+    >>> samples = Labels.range("system", 30)
+    >>> features = rng.normal(size=(30, 3)) * [1.0, 1e-3, 1e-9]
+    >>> x = TensorBlock(features, samples, [], Labels.range("feature", 3))
+    >>> energy = features @ [1.0, 1.0, 1.0] + 1e-4 * rng.normal(size=30)
+    >>> y = TensorBlock(energy[:, None], samples, [], Labels.range("energy", 1))
+    >>> X = IndexedTensorMap(TensorMap(Labels.single(), [x]), "system")
+    >>> Y = IndexedTensorMap(TensorMap(Labels.single(), [y]), "system")
+    >>> model = TensorMapLstsqCV(rconds=[1e-12, 1e-6, 1e-2], cv=3).fit(X, Y)
+    >>> model.rcond_
+    1e-06
+    >>> model.cv_results_["rank_test_score"]
+    array([2, 1, 3], dtype=int32)
+    """
+
+    _parameter_constraints = {
+        "rconds": ["array-like"],
+        "cv": ["cv_object"],
+        "scoring": [StrOptions(set(SCORERS)), callable, None],
+        "per_block": ["boolean"],
+        "n_jobs": [Integral, None],
+        "device": "no_validation",
+    }
+
+    def __init__(
+        self,
+        rconds=DEFAULT_RCONDS,
+        cv=5,
+        scoring=None,
+        per_block=False,
+        n_jobs=None,
+        device=None,
+    ):
+        self.rconds = rconds
+        self.cv = cv
+        self.scoring = scoring
+        self.per_block = per_block
+        self.n_jobs = n_jobs
+        self.device = device
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, groups=None):
+        """Choose rcond by cross-validation, then fit the weights on all the data.
+
+        Parameters
+        ----------
+        X : IndexedTensorMap
+            Features, indexed by the sample dimension to split (e.g. ``"system"``).
+        y : IndexedTensorMap
+            Targets over the same entries, keys, samples and gradients.
+        groups : array-like of shape (n_entries,), default=None
+            Group of each entry, for group-wise splitters such as ``GroupKFold``.
+
+        Returns
+        -------
+        self : TensorMapLstsqCV
+        """
+        caller = "TensorMapLstsqCV.fit"
+        rconds = _check_rconds(self.rconds, caller)
+        device = resolve_device(self.device, caller)
+        for name, data in (("X", X), ("y", y)):
+            _check_indexed(data, name, caller)
+        check_same_entries(X, y, caller)
+        tensor_x, tensor_y = X.tensor, y.tensor
+        check_fit_inputs(tensor_x, tensor_y, caller)
+        metric, gradient, custom = _resolve_scoring(self.scoring)
+        if self.per_block and custom is not None:
+            raise ValueError(
+                f"{caller}: per_block=True needs a score per block, which only the "
+                "scoring names 'r2', 'neg_rmse', 'neg_mae' or a skmetalstsq.metrics.scorer "
+                f"give; got {self.scoring!r}"
+            )
+        score_parts = _score_parts(tensor_x, gradient, caller)
+        splits = list(check_cv(self.cv).split(X, y, groups))
+
+        systems = block_systems(tensor_x, tensor_y, device)
+        row_entries = [
+            _row_entries(block, block.gradients_list(), X.sample, X.entries)
+            for block in tensor_x.blocks()
+        ]
+        statistic = None if custom is not None else _STATISTICS[metric]
+        results = _cross_validate(
+            systems, row_entries, score_parts, splits, len(X), rconds, statistic, self.n_jobs
+        )
+
+        keys = [key_tuple(key) for key in tensor_x.keys]
+        self.block_names_ = {
+            key_tuple(key): ",".join(f"{n}={int(v)}" for n, v in zip(key.names, key.values))
+            for key in tensor_x.keys
+        }
+        if custom is None:
+            losses, totals, counts = results
+            pooled = _scores(metric, losses.sum(1), totals.sum(1)[:, None], counts.sum(1)[:, None])
+        else:
+            pooled = _custom_scores(custom, results, tensor_x, tensor_y, X, y, splits, rconds)
+        self.cv_results_ = _search_results(rconds, {"score": pooled})
+        self.n_splits_ = len(splits)
+
+        if self.per_block:
+            block_scores = _scores(metric, losses, totals[..., None], counts[..., None], True)
+            per_block = {self.block_names_[key]: block_scores[:, b] for b, key in enumerate(keys)}
+            self.cv_results_.update(_search_results(rconds, per_block, params=False))
+            choice = [
+                int(np.argmin(self.cv_results_[f"rank_test_{self.block_names_[key]}"]))
+                for key in keys
+            ]
+            chosen_losses = losses[:, np.arange(len(keys)), choice].sum(1)
+            self.best_score_ = float(
+                np.mean(_scores(metric, chosen_losses, totals.sum(1), counts.sum(1)))
+            )
+            self.best_index_ = dict(zip(keys, choice))
+            self.rcond_ = {key: rconds[i] for key, i in zip(keys, choice)}
+        else:
+            best = int(np.argmin(self.cv_results_["rank_test_score"]))
+            choice = [best] * len(keys)
+            self.best_score_ = float(self.cv_results_["mean_test_score"][best])
+            self.best_index_ = best
+            self.rcond_ = rconds[best]
+
+        solutions = _refit(systems, choice, rconds, self.n_jobs)
+        blocks = [
+            weights_block(solution.weights, tensor_y.block(key).properties, block.properties)
+            for solution, (key, block) in zip(solutions, tensor_x.items())
+        ]
+        self.weights_ = TensorMap(tensor_x.keys, blocks)
+        self.rank_ = {key: solution.rank for key, solution in zip(keys, solutions)}
+        self.singular_values_ = {
+            key: solution.singular_values for key, solution in zip(keys, solutions)
+        }
+        return self
+
+
+# ---------------------------------------------------------------------------------
+# checks
+# ---------------------------------------------------------------------------------
+
+
+def _check_rconds(rconds, caller):
+    """The candidates as a list, each a non-negative finite float or None."""
+    rconds = list(np.asarray(rconds, dtype=object).reshape(-1)) if rconds is not None else []
+    if not rconds:
+        raise ValueError(f"{caller}: rconds is empty; give at least one candidate rcond")
+    checked = []
+    for position, rcond in enumerate(rconds):
+        if rcond is None:
+            checked.append(None)
+            continue
+        valid = isinstance(rcond, numbers.Real) and not isinstance(rcond, bool)
+        if not valid or not np.isfinite(rcond) or rcond < 0:
+            raise ValueError(
+                f"{caller}: rconds must hold non-negative finite numbers or None, got "
+                f"{rcond!r} at position {position}"
+            )
+        checked.append(float(rcond))
+    return checked
+
+
+def _check_indexed(data, name, caller):
+    if isinstance(data, IndexedTensorMap):
+        return
+    if isinstance(data, TensorMap):
+        raise TypeError(
+            f"{caller}: {name} is a metatensor.TensorMap, which cannot be split into "
+            "folds; wrap X and y with skmetalstsq.IndexedTensorMap(tensor, 'system') "
+            "(or another sample dimension) to cross-validate over its entries"
+        )
+    raise TypeError(f"{caller}: {name} must be an IndexedTensorMap, got {type(data).__name__}")
+
+
+def _resolve_scoring(scoring):
+    """(metric name, gradient, custom callable) for the ``scoring`` parameter."""
+    if scoring is None:
+        return "r2", None, None
+    if isinstance(scoring, str):
+        return scoring, None, None
+    if isinstance(scoring, TensorMapScorer) and scoring.name in SCORERS:
+        return scoring.name, scoring.gradient, None
+    return None, None, scoring
+
+
+def _score_parts(X, gradient, caller):
+    """For each block, the position of the scored rows among its row parts."""
+    positions = []
+    for key, block in X.items():
+        parameters = block.gradients_list()
+        if gradient is None:
+            positions.append(0)
+        elif gradient in parameters:
+            positions.append(1 + parameters.index(gradient))
+        else:
+            raise ValueError(
+                f"{caller}: scoring uses the '{gradient}' gradient, but block "
+                f"{key_text(key)} has the gradients {parameters}"
+            )
+    return positions
+
+
+# ---------------------------------------------------------------------------------
+# folds
+# ---------------------------------------------------------------------------------
+
+
+def _row_entries(block, parameters, sample, entries):
+    """Entry position of every row of each row part (values, then gradients)."""
+    position = np.searchsorted(entries, np.asarray(block.samples.column(sample)))
+    rows = [np.repeat(position, _n_component_rows(block))]
+    for parameter in parameters:
+        gradient = block.gradient(parameter)
+        parent = np.asarray(gradient.samples.column("sample"))
+        rows.append(np.repeat(position[parent], _n_component_rows(gradient)))
+    return rows
+
+
+def _n_component_rows(block):
+    return int(np.prod([len(component) for component in block.components], dtype=np.int64))
+
+
+def _take(part, mask):
+    """Rows of ``part`` where ``mask`` (a numpy boolean array) is True."""
+    if array_library(part) == "numpy":
+        return part[mask]
+    import torch
+
+    return part[torch.from_numpy(mask).to(part.device)]
+
+
+def _candidate_weights(factorization, rconds):
+    """Weights for each candidate; candidates of equal rank share one array."""
+    by_rank = {}
+    weights = []
+    for rcond in rconds:
+        rank = factorization.rank(rcond)
+        if rank not in by_rank:
+            by_rank[rank] = factorization.solve(rcond).weights
+        weights.append(by_rank[rank])
+    return weights
+
+
+def _fold_block(system, rows, score_part, train, test, rconds, statistic):
+    """Decompose one block's training rows; score or return every candidate.
+
+    Returns
+    -------
+    (losses, total, count) with losses of shape (n_candidates,) when
+    ``statistic`` is ``"squared"`` or ``"absolute"``; the list of candidate
+    weights when it is None.
+    """
+    a_train = [_take(part, train[r]) for part, r in zip(system.a_parts, rows)]
+    b_train = [_take(part, train[r]) for part, r in zip(system.b_parts, rows)]
+    weights = _candidate_weights(SVDFactorization(a_train, b_train), rconds)
+    if statistic is None:
+        return weights
+    test_rows = test[rows[score_part]]
+    a_test = _take(system.a_parts[score_part], test_rows)
+    b_test = _take(system.b_parts[score_part], test_rows)
+    count = b_test.shape[0] * b_test.shape[1]
+    if count == 0:
+        return np.zeros(len(rconds)), 0.0, 0
+    by_array = {}
+    losses = []
+    for candidate in weights:
+        if id(candidate) not in by_array:
+            residual = b_test - a_test @ candidate.T
+            if statistic == "squared":
+                by_array[id(candidate)] = float((residual**2).sum())
+            else:
+                by_array[id(candidate)] = float(abs(residual).sum())
+        losses.append(by_array[id(candidate)])
+    total = float(((b_test - b_test.mean(0)) ** 2).sum())
+    return np.array(losses), total, count
+
+
+def _run_tasks(tasks, n_jobs):
+    """Run ``(function, args, cost)`` tasks; results in order.
+
+    Serial runs keep BLAS on one thread for small tasks; parallel runs use
+    joblib threads (or the caller's joblib backend), one group of tasks of
+    similar total cost per worker, BLAS on one thread.
+    """
+    n_workers = min(effective_n_jobs(n_jobs), len(tasks))
+    if n_workers <= 1:
+        results = []
+        for function, args, cost in tasks:
+            if cost < SMALL_SOLVE_FLOPS:
+                with threadpool_limits(limits=1):
+                    results.append(function(*args))
+            else:
+                results.append(function(*args))
+        return results
+    groups = _balanced_groups([cost for _, _, cost in tasks], n_workers)
+    with threadpool_limits(limits=1):
+        grouped = Parallel(n_jobs=n_jobs, prefer="threads")(
+            delayed(_run_group)([tasks[i] for i in group]) for group in groups
+        )
+    results = [None] * len(tasks)
+    for group, group_results in zip(groups, grouped):
+        for i, result in zip(group, group_results):
+            results[i] = result
+    return results
+
+
+def _run_group(tasks):
+    return [function(*args) for function, args, _ in tasks]
+
+
+def _cross_validate(
+    systems, row_entries, score_parts, splits, n_entries, rconds, statistic, n_jobs
+):
+    """Every (split, block) decomposed once and evaluated for every candidate.
+
+    Returns
+    -------
+    (losses, totals, counts) of shapes (n_splits, n_blocks, n_candidates),
+    (n_splits, n_blocks) and (n_splits, n_blocks) for a known statistic; for
+    None, a nested list [split][block][candidate] of weights.
+    """
+    tasks = []
+    for train, test in splits:
+        train_mask = np.zeros(n_entries, dtype=bool)
+        train_mask[train] = True
+        test_mask = np.zeros(n_entries, dtype=bool)
+        test_mask[test] = True
+        for system, rows, score_part in zip(systems, row_entries, score_parts):
+            cost = solve_cost(system)
+            args = (system, rows, score_part, train_mask, test_mask, rconds, statistic)
+            tasks.append((_fold_block, args, cost))
+    results = _run_tasks(tasks, n_jobs)
+    n_blocks = len(systems)
+    nested = [results[s * n_blocks : (s + 1) * n_blocks] for s in range(len(splits))]
+    if statistic is None:
+        return nested
+    losses = np.array([[result[0] for result in split] for split in nested])
+    totals = np.array([[result[1] for result in split] for split in nested], dtype=float)
+    counts = np.array([[result[2] for result in split] for split in nested], dtype=float)
+    return losses.reshape(len(splits), n_blocks, len(rconds)), totals, counts
+
+
+def _refit(systems, choice, rconds, n_jobs):
+    """Solve every block on all the data with the candidate chosen for it."""
+    solutions = [None] * len(systems)
+    for index in sorted(set(choice)):
+        positions = [b for b, chosen in enumerate(choice) if chosen == index]
+        solved = solve_systems([systems[b] for b in positions], rconds[index], None, n_jobs)
+        for b, solution in zip(positions, solved):
+            solutions[b] = solution
+    return solutions
+
+
+# ---------------------------------------------------------------------------------
+# scores
+# ---------------------------------------------------------------------------------
+
+
+def _scores(metric, losses, totals, counts, empty_is_nan=False):
+    """Scores from summed residual statistics, as :mod:`skmetalstsq.metrics` computes them.
+
+    ``losses`` are sums of squared (``r2``, ``neg_rmse``) or absolute
+    (``neg_mae``) residuals, ``totals`` sums of squared deviations from each
+    column's mean, ``counts`` numbers of entries; all broadcast together.
+    """
+    losses, totals, counts = np.broadcast_arrays(losses, totals, counts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "r2":
+            constant = np.where(losses == 0.0, 1.0, 0.0)
+            scores = np.where(totals == 0.0, constant, 1.0 - losses / totals)
+        elif metric == "neg_rmse":
+            scores = -np.sqrt(losses / counts)
+        else:
+            scores = -losses / counts
+    if empty_is_nan:
+        scores = np.where(counts == 0, np.nan, scores)
+    return scores
+
+
+def _custom_scores(scoring, weights, tensor_x, tensor_y, X, y, splits, rconds):
+    """Call a scorer on a TensorMapLstsq carrying each candidate's weights."""
+    scores = np.empty((len(splits), len(rconds)))
+    for s, (_, test) in enumerate(splits):
+        X_test, y_test = X[test], y[test]
+        for c, rcond in enumerate(rconds):
+            model = TensorMapLstsq(rcond=rcond, driver="gelsd")
+            blocks = [
+                weights_block(weights[s][b][c], tensor_y.block(key).properties, block.properties)
+                for b, (key, block) in enumerate(tensor_x.items())
+            ]
+            model.weights_ = TensorMap(tensor_x.keys, blocks)
+            scores[s, c] = scoring(model, X_test, y_test)
+    return scores
+
+
+def _rank(means):
+    """Ranks as GridSearchCV gives them: 1 is best, nan ties with the worst."""
+    from scipy.stats import rankdata
+
+    if np.isnan(means).all():
+        return np.ones(len(means), dtype=np.int32)
+    means = np.nan_to_num(means, nan=np.nanmin(means) - 1)
+    return rankdata(-means, method="min").astype(np.int32)
+
+
+def _search_results(rconds, scores, params=True):
+    """GridSearchCV's result keys for each named (n_splits, n_candidates) score."""
+    results = {}
+    if params:
+        numeric = all(rcond is not None for rcond in rconds)
+        results["params"] = [{"rcond": rcond} for rcond in rconds]
+        results["param_rcond"] = np.ma.MaskedArray(
+            np.array(rconds, dtype=float if numeric else object),
+            mask=np.zeros(len(rconds), dtype=bool),
+        )
+    for name, split_scores in scores.items():
+        split_scores = np.asarray(split_scores, dtype=float)
+        for s, row in enumerate(split_scores):
+            results[f"split{s}_test_{name}"] = row
+        valid = ~np.isnan(split_scores)
+        n_valid = valid.sum(0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(valid, split_scores, 0.0).sum(0) / n_valid
+            deviation = np.where(valid, split_scores - mean, 0.0)
+            std = np.sqrt((deviation**2).sum(0) / n_valid)
+        results[f"mean_test_{name}"] = mean
+        results[f"std_test_{name}"] = std
+        results[f"rank_test_{name}"] = _rank(mean)
+    return results
