@@ -4,7 +4,7 @@ import numbers
 
 import metatensor
 import numpy as np
-from metatensor import Labels, TensorMap
+from metatensor import Labels, TensorBlock, TensorMap
 
 from ._blocks import key_text, tensor_from_state, tensor_to_state
 
@@ -21,7 +21,8 @@ class IndexedTensorMap:
     Parameters
     ----------
     tensor : metatensor.TensorMap
-        Every block must have the sample dimension ``sample``.
+        Every block must have the sample dimension ``sample``. Gradient samples
+        must start with ``"sample"``, as metatensor requires.
     sample : str, default="system"
         The sample dimension to index by.
 
@@ -32,7 +33,36 @@ class IndexedTensorMap:
     sample : str
         The sample dimension.
     entries : numpy.ndarray of shape (n_entries,)
-        The distinct values of ``sample``, sorted.
+        The distinct values of ``sample`` over all blocks, sorted.
+    shape : tuple of int
+        ``(n_entries,)``, as scikit-learn reads it; ``len()`` is ``n_entries``.
+
+    Notes
+    -----
+    Indexing (``X[index]``) accepts what indexes a 1-D numpy array of length
+    ``n_entries``: an integer, an array or list of integers (negative ones
+    count from the end), a boolean mask, a slice, and ``(index, Ellipsis)`` as
+    :func:`sklearn.utils._safe_indexing` passes it. It returns an
+    IndexedTensorMap of the selected entries with every key kept (a block may
+    become empty), the samples of each block in their original order and the
+    gradient rows of the kept samples, their ``"sample"`` column renumbered, as
+    :func:`metatensor.slice` does.
+
+    - The order of ``index`` is not kept: ``X[[3, 1]]`` and ``X[[1, 3]]`` are
+      the same map. Predictions and scores are compared by sample labels, so
+      this does not matter for X and y indexed alike; arrays indexed with the
+      same positions (``groups``, say) are in the order of ``index``.
+    - An index that selects an entry twice raises ValueError: a TensorMap cannot
+      hold repeated samples (bootstrap resampling is not supported).
+    - Copies: a block whose samples are all selected is reused without copying;
+      a block whose selected samples and gradient rows form contiguous runs is
+      a view of the original arrays; any other block is copied once, by
+      :func:`metatensor.slice_block`.
+    - Pickling keeps the arrays as they are (no TensorMap serialisation), so
+      joblib can memory-map large numpy arrays for worker processes and torch
+      tensors keep their dtype and device.
+    - ``numpy.asarray`` of an IndexedTensorMap raises TypeError rather than
+      making an object array; use ``.tensor``.
 
     Examples
     --------
@@ -54,6 +84,11 @@ class IndexedTensorMap:
                 f"IndexedTensorMap: tensor must be a metatensor.TensorMap, got "
                 f"{type(tensor).__name__}"
             )
+        if not isinstance(sample, str):
+            raise TypeError(
+                f"IndexedTensorMap: sample must be the name of a sample dimension (a str), "
+                f"got {sample!r}"
+            )
         columns = []
         for key, block in tensor.items():
             if sample not in block.samples.names:
@@ -65,6 +100,17 @@ class IndexedTensorMap:
         self.tensor = tensor
         self.sample = sample
         self.entries = np.unique(np.concatenate(columns)) if columns else np.array([], np.int32)
+        self._positions_cache = None
+
+    @classmethod
+    def _from_parts(cls, tensor, sample, entries):
+        """An IndexedTensorMap whose entries are already known (no checks)."""
+        indexed = cls.__new__(cls)
+        indexed.tensor = tensor
+        indexed.sample = sample
+        indexed.entries = entries
+        indexed._positions_cache = None
+        return indexed
 
     @property
     def shape(self):
@@ -80,11 +126,30 @@ class IndexedTensorMap:
             f"{len(self.tensor.keys)} blocks)"
         )
 
-    def __getitem__(self, index):
-        """The entries at ``index`` (integers, a boolean mask or a slice).
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            "IndexedTensorMap cannot be converted to a numpy array; use its .tensor, "
+            "or an estimator that accepts TensorMaps"
+        )
 
-        ``(index, Ellipsis)``, as scikit-learn passes it, is accepted too. The
-        result keeps the blocks' own sample order.
+    def _positions(self, index):
+        """The sorted positions selected by ``index``, checked.
+
+        Parameters
+        ----------
+        index : int, array-like of int or bool, slice, or ``(index, Ellipsis)``
+
+        Returns
+        -------
+        numpy.ndarray of int, sorted, without repeats
+
+        Raises
+        ------
+        IndexError
+            For a position out of range (naming the number of entries), a boolean
+            mask of the wrong length, or an index of another kind.
+        ValueError
+            If ``index`` selects an entry more than once.
         """
         if isinstance(index, tuple):
             if len(index) == 2 and index[1] is Ellipsis:
@@ -93,22 +158,64 @@ class IndexedTensorMap:
                 raise IndexError(
                     f"IndexedTensorMap has one axis ('{self.sample}'), got the index {index!r}"
                 )
-        if isinstance(index, numbers.Integral):
+        if isinstance(index, numbers.Integral) and not isinstance(index, (bool, np.bool_)):
             index = [index]
-        positions = np.arange(len(self))
+        if not isinstance(index, slice):
+            index = np.asarray(index)
+            if index.dtype == object or index.ndim != 1:
+                raise IndexError(
+                    f"IndexedTensorMap over {len(self)} entries of '{self.sample}': "
+                    f"the index must be an integer, a 1-D array of integers or booleans, "
+                    f"or a slice, got {index!r}"
+                )
+            if index.size == 0:
+                index = index.astype(np.intp)
         try:
-            positions = positions[index]
+            positions = np.arange(len(self))[index]
         except IndexError as error:
             raise IndexError(
                 f"IndexedTensorMap over {len(self)} entries of '{self.sample}': {error}"
             ) from None
-        if len(np.unique(positions)) != len(positions):
+        positions = positions.reshape(-1)
+        ordered = np.sort(positions)
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        if len(repeated):
+            repeated = np.unique(repeated).tolist()[:10]
             raise ValueError(
-                "IndexedTensorMap: an index selects some entries more than once; "
+                f"IndexedTensorMap: the index selects positions {repeated} more than once; "
                 "a TensorMap cannot hold repeated samples"
             )
-        selection = Labels([self.sample], self.entries[np.sort(positions)].reshape(-1, 1))
-        return IndexedTensorMap(metatensor.slice(self.tensor, "samples", selection), self.sample)
+        return ordered
+
+    def __getitem__(self, index):
+        """The entries at ``index`` (integers, a boolean mask or a slice).
+
+        ``(index, Ellipsis)``, as scikit-learn passes it, is accepted too. See
+        the class Notes for the order of samples and what is copied.
+        """
+        positions = self._positions(index)
+        if len(positions) == len(self):
+            return self
+        keep = np.zeros(len(self), dtype=bool)
+        keep[positions] = True
+        selection = Labels(
+            [self.sample], self.entries[positions].reshape(-1, 1), assume_unique=True
+        )
+        blocks = [
+            _slice_block(block, keep[block_positions], selection)
+            for block, block_positions in zip(self.tensor.blocks(), self._block_positions())
+        ]
+        tensor = TensorMap(self.tensor.keys, blocks)
+        return IndexedTensorMap._from_parts(tensor, self.sample, self.entries[positions])
+
+    def _block_positions(self):
+        """For each block, the position in ``entries`` of each of its samples."""
+        if self._positions_cache is None:
+            self._positions_cache = [
+                np.searchsorted(self.entries, np.asarray(block.samples.column(self.sample)))
+                for block in self.tensor.blocks()
+            ]
+        return self._positions_cache
 
     def with_tensor(self, tensor):
         """A new IndexedTensorMap over ``tensor``, by the same sample dimension."""
@@ -125,6 +232,63 @@ class IndexedTensorMap:
         self.tensor = tensor_from_state(state["tensor"])
         self.sample = state["sample"]
         self.entries = state["entries"]
+        self._positions_cache = None
+
+
+def _run(mask):
+    """``(start, stop)`` when the True values of ``mask`` are contiguous, else None."""
+    rows = np.flatnonzero(mask)
+    if len(rows) == 0:
+        return (0, 0)
+    if rows[-1] - rows[0] + 1 == len(rows):
+        return (int(rows[0]), int(rows[-1]) + 1)
+    return None
+
+
+def _slice_block(block, keep, selection):
+    """The rows of ``block`` where ``keep`` is True, with their gradient rows.
+
+    Reuses the arrays when every row is kept, takes views when the kept rows
+    and gradient rows are contiguous, and otherwise copies them with
+    :func:`metatensor.slice_block`.
+    """
+    if keep.all():
+        start, stop = 0, len(keep)
+    else:
+        run = _run(keep)
+        if run is None:
+            return metatensor.slice_block(block, "samples", selection)
+        start, stop = run
+    gradient_runs = []
+    for parameter, gradient in block.gradients():
+        if len(gradient.gradients_list()):
+            return metatensor.slice_block(block, "samples", selection)
+        parents = np.asarray(gradient.samples.column("sample"))
+        gradient_run = _run((parents >= start) & (parents < stop))
+        if gradient_run is None:
+            return metatensor.slice_block(block, "samples", selection)
+        gradient_runs.append((parameter, gradient, gradient_run))
+
+    samples = block.samples
+    if (start, stop) != (0, len(keep)):
+        samples = Labels(samples.names, samples.values[start:stop], assume_unique=True)
+    sliced = TensorBlock(block.values[start:stop], samples, block.components, block.properties)
+    for parameter, gradient, (row_start, row_stop) in gradient_runs:
+        gradient_samples = gradient.samples
+        if (row_start, row_stop) != (0, len(gradient_samples)) or start:
+            values = np.array(gradient_samples.values[row_start:row_stop])
+            values[:, 0] -= start
+            gradient_samples = Labels(gradient_samples.names, values, assume_unique=True)
+        sliced.add_gradient(
+            parameter,
+            TensorBlock(
+                gradient.values[row_start:row_stop],
+                gradient_samples,
+                gradient.components,
+                sliced.properties,
+            ),
+        )
+    return sliced
 
 
 def unwrap(data):
@@ -149,7 +313,10 @@ def _identity(tensor):
 
 
 def check_same_entries(X, y, caller):
-    """Raise ValueError unless two IndexedTensorMaps index the same entries."""
+    """Raise ValueError unless two IndexedTensorMaps index the same entries.
+
+    Nothing is checked unless both are IndexedTensorMaps.
+    """
     if not (isinstance(X, IndexedTensorMap) and isinstance(y, IndexedTensorMap)):
         return
     if X.sample != y.sample:
@@ -158,6 +325,7 @@ def check_same_entries(X, y, caller):
         only_x = np.setdiff1d(X.entries, y.entries)
         only_y = np.setdiff1d(y.entries, X.entries)
         raise ValueError(
-            f"{caller}: X and y index different '{X.sample}' entries: "
-            f"only in X: {only_x.tolist()[:10]}, only in y: {only_y.tolist()[:10]}"
+            f"{caller}: X and y index different '{X.sample}' entries ({len(X)} in X, "
+            f"{len(y)} in y): only in X: {only_x.tolist()[:10]}, "
+            f"only in y: {only_y.tolist()[:10]}"
         )
