@@ -2,14 +2,27 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import metrics
+from . import metrics, model_selection, preprocessing
 from ._cv import TensorMapLstsqCV
 from ._estimator import TensorMapLstsq
 from ._indexed import IndexedTensorMap
+from .model_selection import cross_val_predict
+from .preprocessing import TensorMapFunctionTransformer, TensorMapStandardScaler
 
 try:
     __version__ = version("skmetalstsq")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["IndexedTensorMap", "TensorMapLstsq", "TensorMapLstsqCV", "metrics", "__version__"]
+__all__ = [
+    "IndexedTensorMap",
+    "TensorMapFunctionTransformer",
+    "TensorMapLstsq",
+    "TensorMapLstsqCV",
+    "TensorMapStandardScaler",
+    "cross_val_predict",
+    "metrics",
+    "model_selection",
+    "preprocessing",
+    "__version__",
+]
