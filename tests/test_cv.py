@@ -1,0 +1,379 @@
+"""TensorMapLstsqCV against GridSearchCV over TensorMapLstsq(driver="gelsd")."""
+
+import pickle
+import re
+import runpy
+from pathlib import Path
+
+import metatensor
+import numpy as np
+import pytest
+from builders import make_block, to_torch
+from metatensor import Labels, TensorBlock, TensorMap
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, ShuffleSplit
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils._param_validation import InvalidParameterError
+
+import skmetalstsq._cv
+from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV, metrics
+
+RCONDS = [float(r) for r in np.logspace(-12, -1, 12)]
+EXAMPLE = Path(__file__).parents[1] / "examples" / "rcond_cross_validation.py"
+
+
+def decades_pair(
+    rng,
+    informative=(4, 8),
+    n_systems=20,
+    n_atoms=1,
+    n_features=12,
+    n_targets=2,
+    n_components=0,
+    noise=0.5,
+    decades=11,
+):
+    """(X, y) where the cut-off matters: feature scales span ``decades`` decades.
+
+    Feature j is ``10**(-j * decades / (n_features - 1))`` times a unit-scale
+    latent variable; block b's targets depend (with normal weights on the latent
+    variables) on its first ``informative[b]`` features only, plus noise. Cutting
+    singular values below the last informative scale removes pure over-fitting;
+    cutting above it removes signal, so scores vary by tenths and the best rcond
+    differs between blocks.
+    """
+    keys = Labels(["center_type"], np.arange(len(informative)).reshape(-1, 1))
+    scales = np.logspace(0, -decades, n_features)
+    x_blocks, y_blocks = [], []
+    for n_informative in informative:
+        latent = make_block(rng, n_systems, n_atoms, n_features, n_components)
+        weights = np.zeros((n_features, n_targets))
+        weights[:n_informative] = rng.normal(size=(n_informative, n_targets))
+
+        def pair(z, weights=weights):
+            y = z @ weights + noise * rng.normal(size=(*z.shape[:-1], n_targets))
+            return z * scales, y
+
+        x_values, y_values = pair(latent.values)
+        x = TensorBlock(x_values, latent.samples, latent.components, latent.properties)
+        targets = Labels.range("target", n_targets)
+        y = TensorBlock(y_values, latent.samples, latent.components, targets)
+        gradient = latent.gradient("positions")
+        x_gradient, y_gradient = pair(gradient.values)
+        for block, values in ((x, x_gradient), (y, y_gradient)):
+            block.add_gradient(
+                "positions",
+                TensorBlock(values, gradient.samples, gradient.components, block.properties),
+            )
+        x_blocks.append(x)
+        y_blocks.append(y)
+    return (
+        IndexedTensorMap(TensorMap(keys, x_blocks), "system"),
+        IndexedTensorMap(TensorMap(keys, y_blocks), "system"),
+    )
+
+
+def neg_mae_of_forces(estimator, X, y):
+    """A scorer that is not one of skmetalstsq.metrics' own."""
+    return -metrics.mae(y, estimator.predict(X), gradient="positions")
+
+
+def split_scores(results, n_splits, name="score"):
+    return np.array([results[f"split{k}_test_{name}"] for k in range(n_splits)])
+
+
+def from_single_blocks(keys, tensors):
+    """One TensorMap of the only block of each of ``tensors``, under ``keys``."""
+    return TensorMap(keys, [tensor.block(0).copy() for tensor in tensors])
+
+
+def single_block(data, position):
+    tensor = data.tensor
+    keys = Labels(tensor.keys.names, np.asarray(tensor.keys.values)[[position]])
+    return data.with_tensor(TensorMap(keys, [tensor.block(position).copy()]))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return decades_pair(np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    "scoring, n_jobs, shape",
+    [
+        (None, None, {}),
+        (None, 2, {"n_atoms": 2, "n_components": 2}),
+        ("neg_mae", None, {}),
+        (metrics.scorer("neg_rmse", gradient="positions"), None, {"n_atoms": 2}),
+        (neg_mae_of_forces, None, {}),
+    ],
+)
+def test_matches_grid_search(scoring, n_jobs, shape):
+    X, y = decades_pair(np.random.default_rng(1), **shape)
+    cv = KFold(4, shuffle=True, random_state=0)
+    # a name means the skmetalstsq.metrics scorer of that name
+    grid_scoring = metrics.scorer(scoring) if isinstance(scoring, str) else scoring
+    search = GridSearchCV(
+        TensorMapLstsq(driver="gelsd"), {"rcond": RCONDS}, cv=cv, scoring=grid_scoring
+    ).fit(X, y)
+    model = TensorMapLstsqCV(rconds=RCONDS, cv=cv, scoring=scoring, n_jobs=n_jobs).fit(X, y)
+
+    expected = split_scores(search.cv_results_, 4)
+    # the cut-off matters on this data: the scores differ visibly between candidates
+    assert np.ptp(search.cv_results_["mean_test_score"]) > 0.05
+    np.testing.assert_allclose(split_scores(model.cv_results_, 4), expected, rtol=0, atol=1e-8)
+    for name in ("mean_test_score", "std_test_score"):
+        np.testing.assert_allclose(model.cv_results_[name], search.cv_results_[name], atol=1e-8)
+    np.testing.assert_array_equal(
+        model.cv_results_["rank_test_score"], search.cv_results_["rank_test_score"]
+    )
+    assert model.rcond_ == search.best_params_["rcond"]
+    assert model.best_index_ == search.best_index_
+    assert model.best_score_ == pytest.approx(search.best_score_, abs=1e-8)
+    assert model.n_splits_ == 4
+
+    reference = metatensor.lstsq(X.tensor, y.tensor, rcond=model.rcond_, driver="gelsd")
+    for key, block in reference.items():
+        np.testing.assert_allclose(model.weights_.block(key).values, block.values, atol=1e-10)
+
+
+def test_the_choice_is_interior(data):
+    # on this data neither end of the candidates wins, so choosing is meaningful
+    X, y = data
+    model = TensorMapLstsqCV(rconds=RCONDS, cv=KFold(4, shuffle=True, random_state=0))
+    model.fit(X, y)
+    assert 0 < model.best_index_ < len(RCONDS) - 1
+
+
+@pytest.mark.parametrize("cv_kind", ["int", "group", "shuffle", "list"])
+def test_splitters_and_groups(data, cv_kind):
+    X, y = data
+    groups = np.arange(len(X)) % 5 if cv_kind == "group" else None
+    cv = {
+        "int": 3,
+        "group": GroupKFold(5),
+        "shuffle": ShuffleSplit(3, test_size=0.3, random_state=0),
+        "list": [(np.arange(0, 14), np.arange(14, 20)), (np.arange(6, 20), np.arange(0, 6))],
+    }[cv_kind]
+    search = GridSearchCV(TensorMapLstsq(driver="gelsd"), {"rcond": RCONDS}, cv=cv)
+    search.fit(X, y, groups=groups)
+    model = TensorMapLstsqCV(rconds=RCONDS, cv=cv).fit(X, y, groups=groups)
+    n_splits = search.n_splits_
+    np.testing.assert_allclose(
+        split_scores(model.cv_results_, n_splits),
+        split_scores(search.cv_results_, n_splits),
+        atol=1e-8,
+    )
+    assert model.rcond_ == search.best_params_["rcond"]
+
+
+def test_per_block_matches_a_search_on_each_block(data):
+    X, y = data
+    cv = KFold(4, shuffle=True, random_state=2)
+    model = TensorMapLstsqCV(rconds=RCONDS, cv=cv, per_block=True).fit(X, y)
+    splits = list(cv.split(np.arange(len(X))))
+
+    for position, key in enumerate(X.tensor.keys):
+        key = tuple(int(v) for v in key.values)
+        X_block, y_block = single_block(X, position), single_block(y, position)
+        search = GridSearchCV(TensorMapLstsq(driver="gelsd"), {"rcond": RCONDS}, cv=splits)
+        search.fit(X_block, y_block)
+        name = model.block_names_[key]
+        assert name == f"center_type={key[0]}"
+        np.testing.assert_allclose(
+            split_scores(model.cv_results_, 4, name),
+            split_scores(search.cv_results_, 4),
+            atol=1e-8,
+        )
+        np.testing.assert_array_equal(
+            model.cv_results_[f"rank_test_{name}"], search.cv_results_["rank_test_score"]
+        )
+        assert model.rcond_[key] == search.best_params_["rcond"]
+        assert model.best_index_[key] == search.best_index_
+        reference = metatensor.lstsq(X_block.tensor, y_block.tensor, rcond=model.rcond_[key])
+        np.testing.assert_allclose(
+            model.weights_.block(position).values, reference.block(0).values, atol=1e-10
+        )
+    # blocks of different physics want different cut-offs on this data
+    assert len(set(model.rcond_.values())) > 1
+
+    # best_score_: the pooled R^2 with each block at its own choice, by hand
+    pooled = []
+    for train, test in splits:
+        predictions = []
+        for position, key in enumerate(X.tensor.keys):
+            key = tuple(int(v) for v in key.values)
+            X_train = single_block(X, position)[train].tensor
+            weights = metatensor.lstsq(
+                X_train, single_block(y, position)[train].tensor, rcond=model.rcond_[key]
+            )
+            predictions.append(metatensor.dot(single_block(X, position)[test].tensor, weights))
+        predicted = from_single_blocks(X.tensor.keys, predictions)
+        pooled.append(metrics.r2(y[test].tensor, predicted))
+    assert model.best_score_ == pytest.approx(np.mean(pooled), abs=1e-8)
+
+
+def test_one_decomposition_per_block_per_fold(data, monkeypatch):
+    X, y = data
+    created = []
+
+    class Counting(skmetalstsq._cv.SVDFactorization):
+        def __init__(self, *args, **kwargs):
+            created.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(skmetalstsq._cv, "SVDFactorization", Counting)
+    rconds = np.logspace(-12, -1, 20)
+    TensorMapLstsqCV(rconds=rconds, cv=3, per_block=True).fit(X, y)
+    assert len(created) == 3 * len(X.tensor.keys)
+
+
+def test_ties_go_to_the_first_candidate_and_none_is_a_candidate():
+    # well-conditioned data: every cut-off below 1e-3 keeps every singular value
+    X, y = decades_pair(np.random.default_rng(3), n_features=3, informative=(3,), decades=0.5)
+    rconds = [1e-13, None, 1e-9, 0.9]
+    search = GridSearchCV(TensorMapLstsq(driver="gelsd"), {"rcond": rconds}, cv=3).fit(X, y)
+    model = TensorMapLstsqCV(rconds=rconds, cv=3).fit(X, y)
+    np.testing.assert_array_equal(
+        model.cv_results_["rank_test_score"], search.cv_results_["rank_test_score"]
+    )
+    np.testing.assert_array_equal(model.cv_results_["rank_test_score"], [1, 1, 1, 4])
+    assert model.rcond_ == 1e-13 and search.best_params_["rcond"] == 1e-13
+    assert model.cv_results_["params"] == search.cv_results_["params"]
+    assert list(model.cv_results_["param_rcond"]) == list(search.cv_results_["param_rcond"])
+
+
+def test_cv_results_keys(data):
+    X, y = data
+    search = GridSearchCV(TensorMapLstsq(driver="gelsd"), {"rcond": RCONDS[:3]}, cv=3).fit(X, y)
+    model = TensorMapLstsqCV(rconds=RCONDS[:3], cv=3, per_block=True).fit(X, y)
+    expected = {key for key in search.cv_results_ if "time" not in key}
+    block_keys = {
+        f"{kind}_test_center_type={value}"
+        for value in (0, 1)
+        for kind in ("split0", "split1", "split2", "mean", "std", "rank")
+    }
+    assert set(model.cv_results_) == expected | block_keys
+    np.testing.assert_array_equal(model.cv_results_["param_rcond"], RCONDS[:3])
+
+
+def test_torch_data_and_device(data):
+    torch = pytest.importorskip("torch")
+    X, y = data
+    cv = KFold(4, shuffle=True, random_state=0)
+    scoring = metrics.scorer("neg_rmse", gradient="positions")
+    search = GridSearchCV(
+        TensorMapLstsq(driver="gelsd"), {"rcond": RCONDS}, cv=cv, scoring=scoring
+    ).fit(X, y)
+    expected = split_scores(search.cv_results_, 4)
+
+    X_torch, y_torch = X.with_tensor(to_torch(X.tensor)), y.with_tensor(to_torch(y.tensor))
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    runs = [((X_torch, y_torch), None), ((X, y), "cpu")] + [((X, y), d) for d in devices[1:]]
+    for (X_run, y_run), device in runs:
+        model = TensorMapLstsqCV(rconds=RCONDS, cv=cv, scoring=scoring, device=device)
+        model.fit(X_run, y_run)
+        np.testing.assert_allclose(split_scores(model.cv_results_, 4), expected, atol=1e-8)
+        assert model.rcond_ == search.best_params_["rcond"]
+        weights = model.weights_.block(0).values
+        assert isinstance(weights, torch.Tensor)
+        predicted = model.predict(X_run)
+        assert type(predicted.tensor.block(0).values) is type(X_run.tensor.block(0).values)
+
+
+def test_fitted_model_behaves_like_tensormaplstsq(data):
+    X, y = data
+    model = TensorMapLstsqCV(rconds=RCONDS, cv=3, per_block=True).fit(X, y)
+    weights = [
+        metatensor.lstsq(single_block(X, b).tensor, single_block(y, b).tensor, rcond)
+        for b, rcond in enumerate(model.rcond_.values())
+    ]
+    expected = from_single_blocks(
+        X.tensor.keys,
+        [metatensor.dot(single_block(X, b).tensor, w) for b, w in enumerate(weights)],
+    )
+    predicted = model.predict(X)
+    assert isinstance(predicted, IndexedTensorMap)
+    assert metatensor.allclose(predicted.tensor, expected, atol=1e-10)
+    assert model.score(X, y) == pytest.approx(metrics.r2(y, expected), abs=1e-12)
+    assert isinstance(model.predict(X.tensor), TensorMap)
+
+    restored = pickle.loads(pickle.dumps(model))
+    assert metatensor.allclose(restored.predict(X).tensor, expected, atol=1e-10)
+    assert restored.rcond_ == model.rcond_
+
+    fresh = clone(model)
+    assert fresh.get_params() == model.get_params()
+    assert not hasattr(fresh, "weights_")
+
+    pipeline = Pipeline(
+        [
+            ("identity", FunctionTransformer(None)),
+            ("lstsq", TensorMapLstsqCV(rconds=RCONDS, cv=3, per_block=True)),
+        ]
+    ).fit(X, y)
+    assert metatensor.allclose(pipeline.predict(X).tensor, expected, atol=1e-10)
+
+
+def test_nested_in_a_grid_search(data):
+    X, y = data
+    outer = KFold(3)
+    search = GridSearchCV(
+        TensorMapLstsqCV(rconds=RCONDS, cv=3), {"per_block": [False, True]}, cv=outer
+    ).fit(X, y)
+    for k, (train, test) in enumerate(outer.split(np.arange(len(X)))):
+        for c, per_block in enumerate([False, True]):
+            inner = TensorMapLstsqCV(rconds=RCONDS, cv=3, per_block=per_block)
+            expected = inner.fit(X[train], y[train]).score(X[test], y[test])
+            assert search.cv_results_[f"split{k}_test_score"][c] == pytest.approx(expected)
+    assert hasattr(search.best_estimator_, "rcond_")
+
+
+@pytest.mark.parametrize(
+    "params, error, message",
+    [
+        ({"rconds": []}, ValueError, "rconds is empty"),
+        ({"rconds": [1e-6, -1e-3]}, ValueError, "non-negative finite numbers or None, got -0.001"),
+        ({"rconds": [np.nan]}, ValueError, "non-negative finite"),
+        ({"scoring": "banana"}, InvalidParameterError, "'scoring' parameter"),
+        ({"cv": 1}, InvalidParameterError, "'cv' parameter"),
+        ({"device": "tpu"}, ValueError, "device must be"),
+        (
+            {"scoring": metrics.scorer("r2", gradient="cell")},
+            ValueError,
+            r"'cell' gradient, but block \(center_type=0\) has the gradients \['positions'\]",
+        ),
+        (
+            {"scoring": neg_mae_of_forces, "per_block": True},
+            ValueError,
+            "per_block=True needs a score per block",
+        ),
+    ],
+)
+def test_bad_parameters(data, params, error, message):
+    X, y = data
+    with pytest.raises(error, match=message):
+        TensorMapLstsqCV(**params).fit(X, y)
+
+
+def test_plain_tensor_maps_are_refused(data):
+    X, y = data
+    with pytest.raises(TypeError, match=r"X is a metatensor.TensorMap.*IndexedTensorMap\(tensor"):
+        TensorMapLstsqCV(cv=3).fit(X.tensor, y.tensor)
+    with pytest.raises(TypeError, match="y must be an IndexedTensorMap, got ndarray"):
+        TensorMapLstsqCV(cv=3).fit(X, np.zeros(len(X)))
+    with pytest.raises(ValueError, match="different 'system' entries"):
+        TensorMapLstsqCV(cv=3).fit(X[:10], y[5:15])
+
+
+def test_example_runs(capsys):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runpy.run_path(str(EXAMPLE), run_name="__main__")
+    plt.close("all")
+    out = capsys.readouterr().out
+    assert re.search(r"chosen rcond: [0-9.e+-]+", out)
+    assert re.search(r"per block: .*center_type=", out)
