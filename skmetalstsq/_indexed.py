@@ -2,11 +2,11 @@
 
 import numbers
 
-import metatensor
 import numpy as np
 from metatensor import Labels, TensorBlock, TensorMap
 
 from ._blocks import key_text, tensor_from_state, tensor_to_state
+from ._solvers import array_library
 
 
 class IndexedTensorMap:
@@ -54,10 +54,11 @@ class IndexedTensorMap:
       same positions (``groups``, say) are in the order of ``index``.
     - An index that selects an entry twice raises ValueError: a TensorMap cannot
       hold repeated samples (bootstrap resampling is not supported).
-    - Copies: a block whose samples are all selected is reused without copying;
-      a block whose selected samples and gradient rows form contiguous runs is
-      a view of the original arrays; any other block is copied once, by
-      :func:`metatensor.slice_block`.
+    - Copies: arrays whose selected rows are contiguous (all of them, or one
+      run, as an unshuffled ``KFold`` test fold is) are views of the original
+      arrays, other arrays are copied once; selecting every entry returns the
+      map itself. Samples and gradient rows are those :func:`metatensor.slice`
+      keeps, for numpy and torch arrays alike.
     - Pickling keeps the arrays as they are (no TensorMap serialisation), so
       joblib can memory-map large numpy arrays for worker processes and torch
       tensors keep their dtype and device.
@@ -198,11 +199,8 @@ class IndexedTensorMap:
             return self
         keep = np.zeros(len(self), dtype=bool)
         keep[positions] = True
-        selection = Labels(
-            [self.sample], self.entries[positions].reshape(-1, 1), assume_unique=True
-        )
         blocks = [
-            _slice_block(block, keep[block_positions], selection)
+            _slice_block(block, keep[block_positions])
             for block, block_positions in zip(self.tensor.blocks(), self._block_positions())
         ]
         tensor = TensorMap(self.tensor.keys, blocks)
@@ -235,54 +233,51 @@ class IndexedTensorMap:
         self._positions_cache = None
 
 
-def _run(mask):
-    """``(start, stop)`` when the True values of ``mask`` are contiguous, else None."""
-    rows = np.flatnonzero(mask)
+def _take_rows(array, rows, mask):
+    """The rows of ``array`` (``rows`` are where ``mask`` is True): a view when
+    they are contiguous, else a copy."""
     if len(rows) == 0:
-        return (0, 0)
+        return array[:0]
     if rows[-1] - rows[0] + 1 == len(rows):
-        return (int(rows[0]), int(rows[-1]) + 1)
-    return None
+        return array[int(rows[0]) : int(rows[-1]) + 1]
+    if array_library(array) == "torch":
+        import torch
+
+        return array.index_select(0, torch.as_tensor(rows, device=array.device))
+    return np.compress(mask, array, axis=0)
 
 
-def _slice_block(block, keep, selection):
-    """The rows of ``block`` where ``keep`` is True, with their gradient rows.
+def _slice_block(block, keep):
+    """The samples of ``block`` where ``keep`` is True, with their gradient rows.
 
-    Reuses the arrays when every row is kept, takes views when the kept rows
-    and gradient rows are contiguous, and otherwise copies them with
-    :func:`metatensor.slice_block`.
+    The kept samples (and gradient rows) stay in their order; the ``"sample"``
+    column of the gradient samples is renumbered, as :func:`metatensor.slice`
+    does. Arrays are views when the rows are contiguous, copies otherwise.
     """
-    if keep.all():
-        start, stop = 0, len(keep)
-    else:
-        run = _run(keep)
-        if run is None:
-            return metatensor.slice_block(block, "samples", selection)
-        start, stop = run
-    gradient_runs = []
+    rows = np.flatnonzero(keep)
+    samples = block.samples
+    if len(rows) != len(keep):
+        samples = Labels(samples.names, samples.values[rows], assume_unique=True)
+    sliced = TensorBlock(
+        _take_rows(block.values, rows, keep), samples, block.components, block.properties
+    )
+    renumber = np.full(len(keep), -1, dtype=np.int64)
+    renumber[rows] = np.arange(len(rows))
     for parameter, gradient in block.gradients():
         if len(gradient.gradients_list()):
-            return metatensor.slice_block(block, "samples", selection)
+            raise NotImplementedError("IndexedTensorMap: gradients of gradients are not supported")
         parents = np.asarray(gradient.samples.column("sample"))
-        gradient_run = _run((parents >= start) & (parents < stop))
-        if gradient_run is None:
-            return metatensor.slice_block(block, "samples", selection)
-        gradient_runs.append((parameter, gradient, gradient_run))
-
-    samples = block.samples
-    if (start, stop) != (0, len(keep)):
-        samples = Labels(samples.names, samples.values[start:stop], assume_unique=True)
-    sliced = TensorBlock(block.values[start:stop], samples, block.components, block.properties)
-    for parameter, gradient, (row_start, row_stop) in gradient_runs:
+        gradient_keep = keep[parents]
+        gradient_rows = np.flatnonzero(gradient_keep)
         gradient_samples = gradient.samples
-        if (row_start, row_stop) != (0, len(gradient_samples)) or start:
-            values = np.array(gradient_samples.values[row_start:row_stop])
-            values[:, 0] -= start
+        if len(rows) != len(keep):
+            values = np.array(gradient_samples.values[gradient_rows])
+            values[:, 0] = renumber[values[:, 0]]
             gradient_samples = Labels(gradient_samples.names, values, assume_unique=True)
         sliced.add_gradient(
             parameter,
             TensorBlock(
-                gradient.values[row_start:row_stop],
+                _take_rows(gradient.values, gradient_rows, gradient_keep),
                 gradient_samples,
                 gradient.components,
                 sliced.properties,

@@ -72,6 +72,18 @@ def rmse(y_true, y_pred, *, gradient=None):
     Returns
     -------
     float
+        NaN when there is no entry at all.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from metatensor import Labels, TensorBlock, TensorMap
+    >>> from skmetalstsq import metrics
+    >>> def tensor(values):
+    ...     block = TensorBlock(values, Labels.range("system", 2), [], Labels.range("e", 1))
+    ...     return TensorMap(Labels.single(), [block])
+    >>> metrics.rmse(tensor(np.array([[1.0], [2.0]])), tensor(np.array([[1.0], [4.0]])))
+    1.4142135623730951
     """
     pairs = _paired_matrices(y_true, y_pred, gradient, "rmse")
     squared = sum(_sum((t - p) ** 2) for t, p in pairs)
@@ -150,6 +162,12 @@ def scorer(name, *, gradient=None):
     -------
     callable ``(estimator, X, y) -> float``
 
+    Notes
+    -----
+    The scorer calls ``estimator.predict(X)`` and compares with ``y`` by the
+    metric; X and y are the TensorMaps or IndexedTensorMaps of a test fold. In a
+    dict of scorers (multi-metric search) each scorer predicts on its own.
+
     Examples
     --------
     >>> from skmetalstsq import metrics
@@ -158,4 +176,8 @@ def scorer(name, *, gradient=None):
     """
     if name not in SCORERS:
         raise ValueError(f"scorer: name must be one of {sorted(SCORERS)}, got {name!r}")
+    if gradient is not None and not isinstance(gradient, str):
+        raise TypeError(
+            f"scorer: gradient must be None or the name of a gradient (a str), got {gradient!r}"
+        )
     return TensorMapScorer(name, gradient)
