@@ -29,6 +29,12 @@ def _is_tensor_input(data):
     return isinstance(unwrap(data)[0], TensorMap)
 
 
+def _to_numpy(array):
+    if isinstance(array, np.ndarray):
+        return array
+    return array.detach().cpu().numpy()
+
+
 def block_systems(X, y, device):
     """The linear system of every block of X and y, converted for the solve.
 
@@ -72,7 +78,9 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         the stacked block (numpy's and LAPACK's convention), for numpy and torch
         data alike.
     driver : {None, "gels", "gelsy", "gelsd", "gelss"}, default=None
-        The LAPACK driver (scipy's for numpy data, torch's for torch data).
+        The LAPACK driver (scipy's for numpy data, torch's for torch data,
+        except ``"gelsy"`` on CPU tensors, solved with scipy's because torch's
+        depends on uninitialised memory).
         ``"gels"`` is a QR solve that assumes full rank and ignores ``rcond``.
         None gives the minimum-norm solution with the ``rcond`` cut-off, as
         ``"gelsd"`` does: blocks taller than 20000 rows stream their rows through
@@ -88,6 +96,9 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         Blocks solved concurrently, with joblib's meaning (None is one unless
         in a ``joblib.parallel_config`` context, -1 is all cores). Any joblib
         backend is honoured, a Dask cluster included; threads are preferred.
+        Blocks large enough for multi-threaded BLAS are solved one at a time
+        with BLAS's own threads, so the weights are the same for every
+        ``n_jobs``.
     verbose : int, default=0
         Print one line per block solved when > 0.
 
@@ -173,7 +184,7 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         """
         caller = "TensorMapLstsq.fit"
         device = resolve_device(self.device, caller)
-        for stale in ("coef_", "n_features_in_"):
+        for stale in ("coef_", "n_features_in_", "feature_names_in_"):
             self.__dict__.pop(stale, None)
         y_ndim = None
         if _is_tensor_input(X) or _is_tensor_input(y):
@@ -199,7 +210,8 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             key: solution.singular_values for key, solution in zip(keys, solutions)
         }
         if y_ndim is not None:
-            weights = solutions[0].weights
+            # numpy, as scikit-learn's own linear models, even after a torch solve
+            weights = _to_numpy(solutions[0].weights)
             self.coef_ = weights[0] if y_ndim == 1 else weights
         return self
 

@@ -3,6 +3,9 @@
 Blocks are sent to workers as plain arrays (TensorBlocks cannot be pickled), in
 one group of blocks per worker balanced by their solve cost, so that hundreds of
 small blocks cost a handful of tasks. Thread workers each run BLAS on one thread.
+Blocks large enough for multi-threaded BLAS are solved one at a time in this
+process, with BLAS's own threads, for any ``n_jobs``: BLAS results depend on its
+thread count, and this way the weights do not depend on ``n_jobs``.
 Any joblib backend chosen by the caller (``joblib.parallel_config``), a Dask
 cluster included, is honoured: threads are only preferred.
 """
@@ -95,29 +98,41 @@ def solve_systems(systems, rcond, driver, n_jobs=None, verbose=0):
     list of Solution
     """
     costs = [solve_cost(system) for system in systems]
-    n_workers = min(effective_n_jobs(n_jobs), len(systems))
+    small = [i for i, cost in enumerate(costs) if cost < SMALL_SOLVE_FLOPS]
+    large = [i for i, cost in enumerate(costs) if cost >= SMALL_SOLVE_FLOPS]
+    n_workers = min(effective_n_jobs(n_jobs), len(small))
     solutions = [None] * len(systems)
     if n_workers <= 1:
-        small = [i for i, cost in enumerate(costs) if cost < SMALL_SOLVE_FLOPS]
-        large = [i for i, cost in enumerate(costs) if cost >= SMALL_SOLVE_FLOPS]
         if small:
             with threadpool_limits(limits=1):
                 _solve_into(solutions, small, systems, rcond, driver, verbose)
-        _solve_into(solutions, large, systems, rcond, driver, verbose)
-        return solutions
-
-    groups = _balanced_groups(costs, n_workers)
-    # limits BLAS in this process, hence in thread workers; process workers
-    # (loky, dask) limit their own BLAS threads
-    with threadpool_limits(limits=1):
-        results = Parallel(n_jobs=n_jobs, prefer="threads")(
-            delayed(_solve_group)([systems[i] for i in group], rcond, driver, verbose)
-            for group in groups
-        )
-    for group, group_solutions in zip(groups, results):
-        for i, solution in zip(group, group_solutions):
-            solutions[i] = solution
+    else:
+        groups = [
+            [small[i] for i in group]
+            for group in _balanced_groups([costs[i] for i in small], n_workers)
+        ]
+        # limits BLAS in this process; each worker limits its own threads too
+        # (OpenMP, hence torch's MKL, counts threads per calling thread)
+        with threadpool_limits(limits=1):
+            results = Parallel(n_jobs=n_jobs, prefer="threads")(
+                delayed(_solve_group_one_thread)(
+                    [systems[i] for i in group], rcond, driver, verbose
+                )
+                for group in groups
+            )
+        for group, group_solutions in zip(groups, results):
+            for i, solution in zip(group, group_solutions):
+                solutions[i] = solution
+    # Large blocks are solved one at a time with BLAS's own threads, whatever
+    # n_jobs is: BLAS results depend on its thread count, so this keeps every
+    # block's weights identical for any n_jobs.
+    _solve_into(solutions, large, systems, rcond, driver, verbose)
     return solutions
+
+
+def _solve_group_one_thread(systems, rcond, driver, verbose):
+    with threadpool_limits(limits=1):
+        return _solve_group(systems, rcond, driver, verbose)
 
 
 def _solve_into(solutions, positions, systems, rcond, driver, verbose):

@@ -184,3 +184,47 @@ def make_rank_deficient(tensor):
         return array
 
     return map_arrays(tensor, function)
+
+
+def reorder_keys(tensor, order):
+    """A copy of ``tensor`` with its blocks (and keys) in the given order of positions."""
+    keys = Labels(tensor.keys.names, np.asarray(tensor.keys.values)[list(order)])
+    return TensorMap(keys, [tensor.block(int(i)).copy() for i in order])
+
+
+def replace_stacked(block, matrix):
+    """A copy of ``block`` whose values and gradients are the rows of ``matrix``.
+
+    ``matrix`` is laid out as :func:`stacked` lays the block out (values first,
+    then each gradient in ``block.gradients_list()`` order).
+    """
+    n_properties = block.values.shape[-1]
+    start = 0
+
+    def take(shape):
+        nonlocal start
+        n_rows = int(np.prod(shape[:-1]))
+        part = matrix[start : start + n_rows].reshape(*shape[:-1], n_properties)
+        start += n_rows
+        return np.ascontiguousarray(part)
+
+    new = TensorBlock(take(block.values.shape), block.samples, block.components, block.properties)
+    for parameter in block.gradients_list():
+        gradient = block.gradient(parameter)
+        new.add_gradient(
+            parameter,
+            TensorBlock(
+                take(gradient.values.shape),
+                gradient.samples,
+                gradient.components,
+                new.properties,
+            ),
+        )
+    assert start == matrix.shape[0]
+    return new
+
+
+def with_singular_values(matrix, singular_values):
+    """``matrix`` with its singular values replaced by ``singular_values``."""
+    u, _, vt = np.linalg.svd(matrix, full_matrices=False)
+    return (u * np.asarray(singular_values)) @ vt
