@@ -21,7 +21,12 @@ from ._blocks import (
 from ._indexed import check_same_entries, unwrap
 from ._parallel import BlockSystem, solve_systems
 from ._solvers import DRIVERS, array_library, convert, convert_like, solve_dtype
-from ._validation import check_fit_inputs, check_predict_input, resolve_device
+from ._validation import (
+    check_array_like,
+    check_fit_inputs,
+    check_predict_input,
+    resolve_device,
+)
 from .metrics import r2
 
 
@@ -192,6 +197,9 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             X, y = unwrap(X)[0], unwrap(y)[0]
             check_fit_inputs(X, y, caller)
         else:
+            check_array_like(X, caller, "X")
+            if y is not None:  # scikit-learn's own error for a missing y
+                check_array_like(y, caller, "y")
             X, y = validate_data(self, X, y, multi_output=True, y_numeric=True)
             y_ndim = y.ndim
             X, y = array_to_tensor(X), array_to_tensor(y.reshape(len(y), -1))
@@ -253,6 +261,7 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
                 f"{caller}: fitted on TensorMaps, X must be a TensorMap or an "
                 f"IndexedTensorMap, got {type(X).__name__}"
             )
+        check_array_like(X, caller, "X")
         X = validate_data(self, X, reset=False)
         return X @ self.coef_.T
 
@@ -282,6 +291,7 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             check_fit_inputs(unwrap(X)[0], unwrap(y)[0], "TensorMapLstsq.score")
             return r2(y, self.predict(X))
         y_pred = self.predict(X)
+        check_array_like(y, "TensorMapLstsq.score", "y")
         y = np.asarray(y)
         return r2(
             array_to_tensor(y.reshape(len(y), -1)),

@@ -1,6 +1,7 @@
 """Input checks: every mismatch is reported, with the block key, before any solve."""
 
 import numpy as np
+import scipy.sparse
 from metatensor import TensorMap
 
 from ._blocks import key_text
@@ -14,6 +15,23 @@ def check_is_tensor_map(tensor, caller, name):
             f"{caller}: {name} must be a metatensor.TensorMap, an IndexedTensorMap or "
             f"a 2-D array, got {type(tensor).__name__}"
         )
+
+
+def check_array_like(data, caller, name):
+    """Raise TypeError unless ``data`` can be read as an array by scikit-learn.
+
+    Lists, tuples, sparse matrices and anything with ``__array__`` (numpy
+    arrays, torch tensors, pandas objects) are array-like; a TensorBlock, a
+    dict or a string is not.
+    """
+    if isinstance(data, (list, tuple)) or hasattr(data, "__array__"):
+        return
+    if hasattr(data, "__array_interface__") or scipy.sparse.issparse(data):
+        return
+    raise TypeError(
+        f"{caller}: {name} must be a metatensor.TensorMap, an IndexedTensorMap or "
+        f"a 2-D array, got {type(data).__name__}"
+    )
 
 
 def resolve_device(device, caller):
@@ -56,25 +74,32 @@ def resolve_device(device, caller):
     return resolved
 
 
-def _labels_mismatch(what, x_labels, y_labels):
-    """Describe how two Labels differ, or return None when they are equal."""
+def _labels_mismatch(
+    what, x_labels, y_labels, sides=("X", "y"), hint="sort both with metatensor.sort"
+):
+    """Describe how two Labels differ, or return None when they are equal.
+
+    ``sides`` names where each of the Labels comes from; ``hint`` is given when
+    the same entries come in another order.
+    """
+    x_side, y_side = sides
     if x_labels.names != y_labels.names:
-        return f"{what} are named {x_labels.names} in X but {y_labels.names} in y"
+        return f"{what} are named {x_labels.names} in {x_side} but {y_labels.names} in {y_side}"
     x_values, y_values = np.asarray(x_labels.values), np.asarray(y_labels.values)
     if x_values.shape[0] != y_values.shape[0]:
-        return f"has {x_values.shape[0]} {what} in X but {y_values.shape[0]} in y"
+        return f"has {x_values.shape[0]} {what} in {x_side} but {y_values.shape[0]} in {y_side}"
     if np.array_equal(x_values, y_values):
         return None
     row = int(np.flatnonzero((x_values != y_values).any(axis=1))[0])
     if np.array_equal(np.unique(x_values, axis=0), np.unique(y_values, axis=0)):
         return (
-            f"has the same {what} in X and y but in a different order (first at "
-            f"row {row}); sort both with metatensor.sort"
+            f"has the same {what} in {x_side} and {y_side} but in a different order "
+            f"(first at row {row}); {hint}"
         )
     return (
-        f"has different {what} in X and y: row {row} is "
-        f"{tuple(int(v) for v in x_values[row])} in X but "
-        f"{tuple(int(v) for v in y_values[row])} in y ({what} names {x_labels.names})"
+        f"has different {what} in {x_side} and {y_side}: row {row} is "
+        f"{tuple(int(v) for v in x_values[row])} in {x_side} but "
+        f"{tuple(int(v) for v in y_values[row])} in {y_side} ({what} names {x_labels.names})"
     )
 
 
@@ -211,14 +236,21 @@ def check_predict_input(X, weights, caller):
     for key, block in X.items():
         position = weights.keys.position(key)
         if position is None:
-            raise ValueError(f"{caller}: block {key_text(key)} of X was not seen in fit")
-        fitted = weights.block(position).properties
-        if block.properties != fitted:
+            seen = [key_text(k) for k in weights.keys]
+            more = f" and {len(seen) - 10} more" if len(seen) > 10 else ""
             raise ValueError(
-                f"{caller}: block {key_text(key)} has {len(block.properties)} properties "
-                f"named {block.properties.names} in X, but {len(fitted)} named "
-                f"{fitted.names} were seen in fit (or their values differ)"
+                f"{caller}: block {key_text(key)} of X was not seen in fit, which saw "
+                f"{', '.join(seen[:10])}{more}"
             )
+        mismatch = _labels_mismatch(
+            "properties",
+            block.properties,
+            weights.block(position).properties,
+            sides=("X", "fit"),
+            hint="X's properties must come in the order seen in fit",
+        )
+        if mismatch:
+            raise ValueError(f"{caller}: block {key_text(key)} {mismatch}")
         check_block_arrays(block, caller, "X", key)
         positions.append(position)
     return positions
