@@ -28,7 +28,7 @@ from ._blocks import key_text, key_tuple, weights_block
 from ._estimator import TensorMapLstsq, block_systems
 from ._indexed import IndexedTensorMap, check_same_entries
 from ._parallel import SMALL_SOLVE_FLOPS, _balanced_groups, solve_cost, solve_systems
-from ._solvers import SVDFactorization, array_library
+from ._solvers import _BACKENDS, CHUNK_ROWS, SVDFactorization, array_library, default_rcond
 from ._validation import check_fit_inputs, resolve_device
 from .metrics import SCORERS, TensorMapScorer
 
@@ -351,11 +351,44 @@ def _take(part, mask):
     return part[torch.from_numpy(mask).to(part.device)]
 
 
-def _candidate_weights(factorization, rconds):
+def _r_factor(a_parts, b_parts):
+    """Triangular factor of the QR decomposition of ``[A | B]``, at most ``width`` rows.
+
+    Streamed by row chunks as :class:`SVDFactorization` streams them, so that the
+    factor of a group of entries can stand in for its rows in any training set.
+    """
+    like = a_parts[0]
+    backend = _BACKENDS[array_library(like)]
+    n_features = like.shape[1]
+    width = n_features + b_parts[0].shape[1]
+    r_factor = None
+    for a_part, b_part in zip(a_parts, b_parts):
+        for start in range(0, a_part.shape[0], CHUNK_ROWS):
+            a_rows = a_part[start : start + CHUNK_ROWS]
+            kept = 0 if r_factor is None else r_factor.shape[0]
+            buffer = backend.empty((kept + a_rows.shape[0], width), like)
+            if kept:
+                buffer[:kept] = r_factor
+            buffer[kept:, :n_features] = a_rows
+            buffer[kept:, n_features:] = b_part[start : start + CHUNK_ROWS]
+            r_factor = backend.qr_r(buffer)[:width]
+    return r_factor
+
+
+def _group_factor(system, rows, in_group):
+    """:func:`_r_factor` of the rows of the entries where ``in_group`` is True."""
+    a_parts = [_take(part, in_group[r]) for part, r in zip(system.a_parts, rows)]
+    b_parts = [_take(part, in_group[r]) for part, r in zip(system.b_parts, rows)]
+    return _r_factor(a_parts, b_parts)
+
+
+def _candidate_weights(factorization, rconds, n_rows, eps):
     """Weights for each candidate; candidates of equal rank share one array."""
     by_rank = {}
     weights = []
     for rcond in rconds:
+        if rcond is None:
+            rcond = default_rcond(n_rows, factorization.n_features, eps)
         rank = factorization.rank(rcond)
         if rank not in by_rank:
             by_rank[rank] = factorization.solve(rcond).weights
@@ -363,8 +396,12 @@ def _candidate_weights(factorization, rconds):
     return weights
 
 
-def _fold_block(system, rows, score_part, train, test, rconds, statistic):
-    """Decompose one block's training rows; score or return every candidate.
+def _fold_block(system, rows, score_part, train, test, r_factors, rconds, statistic):
+    """Decompose one block's training set; score or return every candidate.
+
+    The training set is the rows of the entries where ``train`` is True, or,
+    when ``r_factors`` is a list, the triangular factors of its groups of
+    entries (their QR decompositions stacked give that of the rows).
 
     Returns
     -------
@@ -372,9 +409,20 @@ def _fold_block(system, rows, score_part, train, test, rconds, statistic):
     ``statistic`` is ``"squared"`` or ``"absolute"``; the list of candidate
     weights when it is None.
     """
-    a_train = [_take(part, train[r]) for part, r in zip(system.a_parts, rows)]
-    b_train = [_take(part, train[r]) for part, r in zip(system.b_parts, rows)]
-    weights = _candidate_weights(SVDFactorization(a_train, b_train), rconds)
+    a_first, b_first = system.a_parts[0], system.b_parts[0]
+    n_features = a_first.shape[1]
+    if r_factors is None:
+        a_train = [_take(part, train[r]) for part, r in zip(system.a_parts, rows)]
+        b_train = [_take(part, train[r]) for part, r in zip(system.b_parts, rows)]
+    elif r_factors:
+        a_train = [r_factor[:, :n_features] for r_factor in r_factors]
+        b_train = [r_factor[:, n_features:] for r_factor in r_factors]
+    else:
+        a_train, b_train = [a_first[:0]], [b_first[:0]]
+    n_train = int(sum(np.count_nonzero(train[r]) for r in rows))
+    eps = _BACKENDS[array_library(a_first)].eps(a_first)
+    factorization = SVDFactorization(a_train, b_train)
+    weights = _candidate_weights(factorization, rconds, n_train, eps)
     if statistic is None:
         return weights
     test_rows = test[rows[score_part]]
@@ -435,21 +483,61 @@ def _cross_validate(
 ):
     """Every (split, block) decomposed once and evaluated for every candidate.
 
+    Entries that are in the training set of the same splits form a group (with
+    ``KFold``, the test entries of one fold). Where it saves work, a block's rows
+    go through a QR decomposition once per group, and each split decomposes the
+    small stacked triangular factors of its training groups, instead of all its
+    training rows: each row is factorised once rather than once per split.
+
     Returns
     -------
     (losses, totals, counts) of shapes (n_splits, n_blocks, n_candidates),
     (n_splits, n_blocks) and (n_splits, n_blocks) for a known statistic; for
     None, a nested list [split][block][candidate] of weights.
     """
+    train_masks = np.zeros((len(splits), n_entries), dtype=bool)
+    test_masks = np.zeros((len(splits), n_entries), dtype=bool)
+    for s, (train, test) in enumerate(splits):
+        train_masks[s, train] = True
+        test_masks[s, test] = True
+    patterns, group_of_entry = np.unique(train_masks.T, axis=0, return_inverse=True)
+    group_of_entry = group_of_entry.reshape(-1)
+    in_splits = patterns.sum(1)
+
+    factor_tasks, factor_of, grouped_blocks = [], {}, set()
+    for b, (system, rows) in enumerate(zip(systems, row_entries)):
+        width = system.a_parts[0].shape[1] + system.b_parts[0].shape[1]
+        group_rows = np.bincount(group_of_entry[np.concatenate(rows)], minlength=len(patterns))
+        if not _use_group_factors(group_rows, in_splits, width):
+            continue
+        grouped_blocks.add(b)
+        for g in np.flatnonzero((in_splits > 0) & (group_rows > 0)):
+            factor_of[b, g] = len(factor_tasks)
+            cost = 2.0 * group_rows[g] * width**2
+            args = (system, rows, group_of_entry == g)
+            factor_tasks.append((_group_factor, args, cost))
+    factors = _run_tasks(factor_tasks, n_jobs)
+
     tasks = []
-    for train, test in splits:
-        train_mask = np.zeros(n_entries, dtype=bool)
-        train_mask[train] = True
-        test_mask = np.zeros(n_entries, dtype=bool)
-        test_mask[test] = True
-        for system, rows, score_part in zip(systems, row_entries, score_parts):
+    for s in range(len(splits)):
+        for b, (system, rows) in enumerate(zip(systems, row_entries)):
+            r_factors = None
             cost = solve_cost(system)
-            args = (system, rows, score_part, train_mask, test_mask, rconds, statistic)
+            if b in grouped_blocks:
+                groups = np.flatnonzero(patterns[:, s])
+                r_factors = [factors[factor_of[b, g]] for g in groups if (b, g) in factor_of]
+                width = system.a_parts[0].shape[1] + system.b_parts[0].shape[1]
+                cost = 2.0 * len(r_factors) * width**3 + width**3
+            args = (
+                system,
+                rows,
+                score_parts[b],
+                train_masks[s],
+                test_masks[s],
+                r_factors,
+                rconds,
+                statistic,
+            )
             tasks.append((_fold_block, args, cost))
     results = _run_tasks(tasks, n_jobs)
     n_blocks = len(systems)
@@ -460,6 +548,18 @@ def _cross_validate(
     totals = np.array([[result[1] for result in split] for split in nested], dtype=float)
     counts = np.array([[result[2] for result in split] for split in nested], dtype=float)
     return losses.reshape(len(splits), n_blocks, len(rconds)), totals, counts
+
+
+def _use_group_factors(group_rows, in_splits, width):
+    """Whether factorising each group once costs fewer QR rows than each split's rows.
+
+    ``group_rows``: rows of the block in each group; ``in_splits``: the number of
+    training sets each group is in; ``width``: features plus targets.
+    """
+    direct = float((group_rows * in_splits).sum())
+    grouped = float(group_rows[in_splits > 0].sum())
+    grouped += float((np.minimum(group_rows, width) * in_splits).sum())
+    return grouped < direct
 
 
 def _refit(systems, choice, rconds, n_jobs):

@@ -138,6 +138,22 @@ def test_matches_grid_search(scoring, n_jobs, shape):
         np.testing.assert_allclose(model.weights_.block(key).values, block.values, atol=1e-10)
 
 
+@pytest.mark.parametrize("group_factors", [False, True])
+def test_both_ways_of_factorising_match_grid_search(monkeypatch, group_factors):
+    # each split's training rows decomposed directly, or through the QR factors of
+    # groups of entries (here: the entries in the same training sets), stacked
+    monkeypatch.setattr(skmetalstsq._cv, "_use_group_factors", lambda *args: group_factors)
+    X, y = decades_pair(np.random.default_rng(4), n_atoms=2, n_components=2)
+    cv = list(ShuffleSplit(4, test_size=0.3, random_state=0).split(np.arange(len(X))))
+    rconds = [None, *RCONDS]
+    search = GridSearchCV(TensorMapLstsq(driver="gelsd"), {"rcond": rconds}, cv=cv).fit(X, y)
+    model = TensorMapLstsqCV(rconds=rconds, cv=cv).fit(X, y)
+    np.testing.assert_allclose(
+        split_scores(model.cv_results_, 4), split_scores(search.cv_results_, 4), atol=1e-8
+    )
+    assert model.rcond_ == search.best_params_["rcond"]
+
+
 def test_the_choice_is_interior(data):
     # on this data neither end of the candidates wins, so choosing is meaningful
     X, y = data
