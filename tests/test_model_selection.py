@@ -11,6 +11,7 @@ from builders import make_pair, map_arrays
 from joblib import parallel_config
 from metatensor import Labels, TensorBlock, TensorMap
 from scipy.stats import loguniform
+from sklearn.base import BaseEstimator
 from sklearn.model_selection import (
     GridSearchCV,
     GroupKFold,
@@ -550,3 +551,122 @@ def test_cross_val_predict_errors(data):
         cross_val_predict(TensorMapLstsq(), Xi[:10], yi[2:12], cv=2)
     with pytest.raises(TypeError, match="cross_val_predict: X must be a metatensor.TensorMap"):
         cross_val_predict(TensorMapLstsq(), np.zeros((16, 2)), yi)
+
+
+def test_cross_val_predict_torch(data):
+    torch = pytest.importorskip("torch")
+    from builders import to_torch
+
+    X, y = data
+    Xi, yi = _indexed(to_torch(X), to_torch(y))
+    result = cross_val_predict(TensorMapLstsq(rcond=1e-4), Xi, yi.tensor, cv=4)
+    assert isinstance(result, IndexedTensorMap)
+    assert isinstance(result.tensor.block(0).values, torch.Tensor)
+    splits = list(KFold(4).split(np.arange(N_SYSTEMS)))
+    expected = _hand_out_of_fold(X, y, splits, 1e-4)
+    numpy_result = map_arrays(result.tensor, lambda array: array.numpy())
+    _check_out_of_fold(numpy_result, y, expected)
+
+
+class _Predicts(BaseEstimator):
+    """Fits nothing; predicts ``function(X)``, to make odd predictions."""
+
+    def __init__(self, function=None):
+        self.function = function
+
+    def fit(self, X, y):
+        self.y_ = y
+        return self
+
+    def predict(self, X):
+        return self.function(self, X)
+
+
+def _features(estimator, X):
+    return X
+
+
+def _array(estimator, X):
+    return np.zeros(len(X))
+
+
+def _training_targets(estimator, X):
+    return estimator.y_
+
+
+def _features_without_gradients(estimator, X):
+    return metatensor.remove_gradients(X.tensor)
+
+
+def _first_block(estimator, X):
+    return metatensor.slice(X.tensor, "samples", Labels(["atom"], np.array([[0]])))
+
+
+def _without_block_6(estimator, X):
+    return metatensor.drop_blocks(X.tensor, Labels(["center_type"], np.array([[6]])))
+
+
+def _gradients_unless_system_0(estimator, X):
+    return metatensor.remove_gradients(X.tensor) if 0 in X.entries else X.tensor
+
+
+def _one_property_unless_system_0(estimator, X):
+    if 0 in X.entries:
+        return metatensor.slice(X.tensor, "properties", Labels(["feature"], np.array([[0]])))
+    return X.tensor
+
+
+def test_cross_val_predict_any_layout_of_y(data):
+    """Predictions are placed by their labels: an estimator predicting the
+    features in y's layout gives the features back."""
+    X, y = data
+    Xi, yi = _indexed(X, y)
+    result = cross_val_predict(
+        _Predicts(_features), Xi, yi, cv=KFold(3, shuffle=True, random_state=0)
+    )
+    assert metatensor.equal(result.tensor, X)
+    no_gradients = cross_val_predict(_Predicts(_features_without_gradients), Xi, yi, cv=3).tensor
+    assert no_gradients.block(0).gradients_list() == []
+    assert metatensor.equal(no_gradients, metatensor.remove_gradients(X))
+
+
+@pytest.mark.parametrize(
+    "function, error, message",
+    [
+        (_array, TypeError, "predict must return a TensorMap or an IndexedTensorMap, got ndarray"),
+        (_training_targets, ValueError, r"block \(center_type=1\) samples are predicted in more"),
+        (_first_block, ValueError, r"block \(center_type=1\) has samples of y never predicted"),
+        (_without_block_6, ValueError, r"blocks \['\(center_type=6\)'\] of y were never predicted"),
+        (_gradients_unless_system_0, ValueError, "has other gradients in different folds"),
+        (_one_property_unless_system_0, ValueError, "has other properties in different folds"),
+    ],
+)
+def test_cross_val_predict_bad_predictions(data, function, error, message):
+    Xi, yi = _indexed(*data)
+    with pytest.raises(error, match=f"cross_val_predict: .*{message}"):
+        cross_val_predict(_Predicts(function), Xi, yi, cv=3)
+
+
+def test_cross_val_predict_predictions_outside_y(data, per_system_data):
+    X, y = data
+    Xi, yi = _indexed(X, y)
+    with pytest.raises(ValueError, match="'positions' gradient that y does not have"):
+        cross_val_predict(_Predicts(_features), Xi, metatensor.remove_gradients(y), cv=3)
+    fewer_keys = metatensor.drop_blocks(y, Labels(["center_type"], np.array([[6]])))
+    with pytest.raises(ValueError, match=r"a block \(center_type=6\) that y does not have"):
+        cross_val_predict(_Predicts(_features), Xi, fewer_keys, cv=3)
+    renamed = metatensor.rename_dimension(X, "keys", "center_type", "species")
+    with pytest.raises(ValueError, match=r"keys are named \['species'\] in the predictions"):
+        cross_val_predict(_Predicts(_features), IndexedTensorMap(renamed), yi, cv=3)
+    per_atom, per_system = per_system_data
+    with pytest.raises(
+        ValueError,
+        match=r"samples are named \['system', 'atom'\] in the predictions but \['system'\] in y",
+    ):
+        cross_val_predict(_Predicts(_features), IndexedTensorMap(per_atom), per_system, cv=3)
+    first_atoms = metatensor.slice(y, "samples", Labels(["atom"], np.array([[0]])))
+    with pytest.raises(ValueError, match=r"block \(center_type=1\) samples that y does not have"):
+        cross_val_predict(_Predicts(_features), Xi, first_atoms, cv=3)
+    other_atoms = metatensor.rename_dimension(X, "samples", "atom", "site")
+    with pytest.raises(ValueError, match=r"samples are named \['system', 'site'\]"):
+        cross_val_predict(_Predicts(_features), IndexedTensorMap(other_atoms), yi, cv=3)
