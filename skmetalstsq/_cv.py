@@ -223,27 +223,7 @@ class TensorMapLstsqCV(TensorMapLstsq):
         self.cv_results_ = _search_results(rconds, {"score": pooled})
         self.n_splits_ = len(splits)
 
-        if self.per_block:
-            block_scores = _scores(metric, losses, totals[..., None], counts[..., None], True)
-            per_block = {self.block_names_[key]: block_scores[:, b] for b, key in enumerate(keys)}
-            self.cv_results_.update(_search_results(rconds, per_block, params=False))
-            choice = [
-                int(np.argmin(self.cv_results_[f"rank_test_{self.block_names_[key]}"]))
-                for key in keys
-            ]
-            chosen_losses = losses[:, np.arange(len(keys)), choice].sum(1)
-            self.best_score_ = float(
-                np.mean(_scores(metric, chosen_losses, totals.sum(1), counts.sum(1)))
-            )
-            self.best_index_ = dict(zip(keys, choice))
-            self.rcond_ = {key: rconds[i] for key, i in zip(keys, choice)}
-        else:
-            best = int(np.argmin(self.cv_results_["rank_test_score"]))
-            choice = [best] * len(keys)
-            self.best_score_ = float(self.cv_results_["mean_test_score"][best])
-            self.best_index_ = best
-            self.rcond_ = rconds[best]
-
+        choice = self._choose(rconds, keys, metric, results)
         solutions = _refit(systems, choice, rconds, self.n_jobs)
         blocks = [
             weights_block(solution.weights, tensor_y.block(key).properties, block.properties)
@@ -255,6 +235,28 @@ class TensorMapLstsqCV(TensorMapLstsq):
             key: solution.singular_values for key, solution in zip(keys, solutions)
         }
         return self
+
+    def _choose(self, rconds, keys, metric, results):
+        """Set the chosen rcond(s) and their scores; return each block's choice."""
+        if not self.per_block:
+            best = int(np.argmin(self.cv_results_["rank_test_score"]))
+            self.best_score_ = float(self.cv_results_["mean_test_score"][best])
+            self.best_index_ = best
+            self.rcond_ = rconds[best]
+            return [best] * len(keys)
+        losses, totals, counts = results
+        block_scores = _scores(metric, losses, totals[..., None], counts[..., None], True)
+        per_block = {self.block_names_[key]: block_scores[:, b] for b, key in enumerate(keys)}
+        self.cv_results_.update(_search_results(rconds, per_block, params=False))
+        choice = [
+            int(np.argmin(self.cv_results_[f"rank_test_{self.block_names_[key]}"])) for key in keys
+        ]
+        chosen_losses = losses[:, np.arange(len(keys)), choice].sum(1)
+        pooled = _scores(metric, chosen_losses, totals.sum(1), counts.sum(1))
+        self.best_score_ = float(np.mean(pooled))
+        self.best_index_ = dict(zip(keys, choice))
+        self.rcond_ = {key: rconds[i] for key, i in zip(keys, choice)}
+        return choice
 
 
 # ---------------------------------------------------------------------------------
