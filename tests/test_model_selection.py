@@ -670,3 +670,41 @@ def test_cross_val_predict_predictions_outside_y(data, per_system_data):
     other_atoms = metatensor.rename_dimension(X, "samples", "atom", "site")
     with pytest.raises(ValueError, match=r"samples are named \['system', 'site'\]"):
         cross_val_predict(_Predicts(_features), IndexedTensorMap(other_atoms), yi, cv=3)
+
+
+def _cuda_available():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is installed in the tests
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not _cuda_available(), reason="no CUDA")),
+    ],
+)
+def test_torch_pipeline_and_cross_val_predict(data, device):
+    """Slicing, scaling, fitting and assembling keep torch tensors on their device."""
+    torch = pytest.importorskip("torch")
+    from builders import to_torch
+
+    X, y = data
+    Xi, yi = _indexed(to_torch(X, device=device), to_torch(y, device=device))
+    cv = KFold(4)
+    pipeline = make_pipeline(TensorMapStandardScaler(), TensorMapLstsq(rcond=1e-4))
+    result = cross_val_predict(pipeline, Xi, yi, cv=cv)
+    block = result.tensor.block(0)
+    assert torch.is_tensor(block.values) and block.values.device.type == device
+    assert block.gradient("positions").values.device.type == device
+    splits = list(cv.split(np.arange(N_SYSTEMS)))
+    expected = _hand_out_of_fold(X, y, splits, 1e-4, transform=_standardized)
+    numpy_result = map_arrays(result.tensor, lambda array: array.cpu().numpy())
+    _check_out_of_fold(numpy_result, y, expected)
+    scores = cross_val_score(pipeline, Xi, yi, cv=cv, error_score="raise")
+    hand = [_hand_score(X, y, tr, te, 1e-4, transform=_standardized) for tr, te in splits]
+    np.testing.assert_allclose(scores, hand, rtol=1e-6)
+    assert Xi[[1, 3]].tensor.block(0).values.device.type == device
