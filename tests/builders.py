@@ -228,3 +228,63 @@ def with_singular_values(matrix, singular_values):
     """``matrix`` with its singular values replaced by ``singular_values``."""
     u, _, vt = np.linalg.svd(matrix, full_matrices=False)
     return (u * np.asarray(singular_values)) @ vt
+
+
+def as_numpy(array):
+    """``array`` as a numpy array (torch tensors are copied to the CPU)."""
+    return _numpy(array)
+
+
+def example_pair(seed=0, **kwargs):
+    """(X, y) with three keys, components, two gradients and three targets.
+
+    y's keys are in another order than X's. Keyword arguments override those
+    given to :func:`make_pair`.
+    """
+    options = dict(
+        keys=((0,), (1,), (3,)),
+        n_systems=5,
+        n_atoms=2,
+        n_features=5,
+        n_targets=3,
+        n_components=3,
+        gradients=("positions", "cell"),
+    )
+    options.update(kwargs)
+    X, y = make_pair(np.random.default_rng(seed), **options)
+    return X, reorder_keys(y, [2, 0, 1])
+
+
+def nearly_deficient(seed):
+    """(X, y) as :func:`example_pair`, with one singular value of each stacked X
+    block at 20 eps times the largest: cut by numpy's default rcond
+    (eps * max(rows, columns)), kept by rcond=eps."""
+    X, y = example_pair(seed)
+    blocks = []
+    for block in X.blocks():
+        matrix = stacked(block)
+        singular = np.linspace(3.0, 1.0, matrix.shape[1])
+        singular[-1] = 20 * np.finfo(np.float64).eps * singular[0]
+        blocks.append(replace_stacked(block, with_singular_values(matrix, singular)))
+    return TensorMap(X.keys, blocks), y
+
+
+def assert_weights_layout(weights, X, y):
+    """``weights`` is laid out as metatensor.lstsq's result for X and y."""
+    assert weights.keys == X.keys
+    for key, x_block in X.items():
+        block = weights.block(key)
+        assert block.samples == y.block(key).properties
+        assert block.properties == x_block.properties
+        assert block.components == []
+        assert block.gradients_list() == []
+
+
+def assert_weights_close(weights, reference, rtol=1e-9, atol=1e-11):
+    """Same keys, metadata and (within tolerance) values, whatever the array library."""
+    assert weights.keys == reference.keys
+    for key, block in reference.items():
+        ours = weights.block(key)
+        assert ours.samples == block.samples
+        assert ours.properties == block.properties
+        np.testing.assert_allclose(_numpy(ours.values), _numpy(block.values), rtol=rtol, atol=atol)

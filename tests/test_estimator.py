@@ -8,15 +8,17 @@ import pytest
 import scipy.linalg
 from builders import (
     as_dtype,
+    as_numpy,
+    assert_weights_close,
+    assert_weights_layout,
+    example_pair,
     make_pair,
     make_rank_deficient,
     map_arrays,
-    reorder_keys,
-    replace_stacked,
+    nearly_deficient,
     single_block_map,
     stacked,
     to_torch,
-    with_singular_values,
 )
 from metatensor import Labels, TensorMap
 from sklearn.base import clone
@@ -25,59 +27,33 @@ from sklearn.metrics import r2_score
 from skmetalstsq import IndexedTensorMap, TensorMapLstsq
 from skmetalstsq._parallel import SMALL_SOLVE_FLOPS
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:  # the torch cases skip
+    torch = None
 
 DRIVERS = [None, "gels", "gelsy", "gelsd", "gelss"]
 #: drivers giving the minimum-norm, rcond-cut solution on rank-deficient data
 MIN_NORM_DRIVERS = [None, "gelsd", "gelss"]
-KEYS = ((0,), (1,), (3,))
 RCOND = 1e-10
 
 
-def numpy(array):
-    if isinstance(array, np.ndarray):
-        return array
-    return array.detach().cpu().numpy()
+def on_backend(backend, *tensors, dtype=None):
+    """``tensors`` as they are ("numpy"), or with torch arrays ("torch", skipped
+    when torch is not installed)."""
+    if backend == "numpy":
+        return tensors
+    needs_torch()
+    return tuple(to_torch(tensor, dtype) for tensor in tensors)
 
 
-def data(seed=0, **kwargs):
-    """(X, y) with three keys, components, two gradients, three targets; y's keys
-    are in another order than X's."""
-    options = dict(
-        keys=KEYS,
-        n_systems=5,
-        n_atoms=2,
-        n_features=5,
-        n_targets=3,
-        n_components=3,
-        gradients=("positions", "cell"),
-    )
-    options.update(kwargs)
-    X, y = make_pair(np.random.default_rng(seed), **options)
-    return X, reorder_keys(y, [2, 0, 1])
+def needs_torch():
+    if torch is None:
+        pytest.skip("torch is not installed")
 
 
 def key_tuple(key):
     return tuple(int(v) for v in key.values)
-
-
-def assert_weights_layout(weights, X, y):
-    assert weights.keys == X.keys
-    for key, x_block in X.items():
-        block = weights.block(key)
-        assert block.samples == y.block(key).properties
-        assert block.properties == x_block.properties
-        assert block.components == []
-        assert block.gradients_list() == []
-
-
-def assert_weights_close(weights, reference, rtol=1e-9, atol=1e-11):
-    assert weights.keys == reference.keys
-    for key, block in reference.items():
-        ours = weights.block(key)
-        assert ours.samples == block.samples
-        assert ours.properties == block.properties
-        np.testing.assert_allclose(numpy(ours.values), numpy(block.values), rtol=rtol, atol=atol)
 
 
 # ---------------------------------------------------------------------------------
@@ -89,7 +65,7 @@ def assert_weights_close(weights, reference, rtol=1e-9, atol=1e-11):
 def test_numpy_weights_equal_metatensor(driver):
     # metatensor.lstsq always uses numpy's gelsd on numpy data: on well-conditioned,
     # full-rank data every driver must give its weights
-    X, y = data()
+    X, y = example_pair()
     model = TensorMapLstsq(rcond=RCOND, driver=driver).fit(X, y)
     reference = metatensor.lstsq(X, y, rcond=RCOND)
     assert_weights_layout(model.weights_, X, y)
@@ -100,7 +76,7 @@ def test_numpy_weights_equal_metatensor(driver):
 
 @pytest.mark.parametrize("driver", MIN_NORM_DRIVERS)
 def test_numpy_rank_deficient_equals_metatensor(driver):
-    X, y = data(1)
+    X, y = example_pair(1)
     X = make_rank_deficient(X)
     model = TensorMapLstsq(rcond=RCOND, driver=driver).fit(X, y)
     assert_weights_close(model.weights_, metatensor.lstsq(X, y, rcond=RCOND))
@@ -109,7 +85,7 @@ def test_numpy_rank_deficient_equals_metatensor(driver):
 
 
 def test_numpy_rank_deficient_gelsy_equals_scipy():
-    X, y = data(2)
+    X, y = example_pair(2)
     X = make_rank_deficient(X)
     model = TensorMapLstsq(rcond=RCOND, driver="gelsy").fit(X, y)
     for key, x_block in X.items():
@@ -125,7 +101,7 @@ def test_numpy_rank_deficient_gelsy_equals_scipy():
 
 def test_numpy_gels_rank_deficient_raises():
     # an all-zero column makes LAPACK's gels report a singular triangular factor
-    X, y = data(3)
+    X, y = example_pair(3)
 
     def zero_column(array):
         array = array.copy()
@@ -137,47 +113,9 @@ def test_numpy_gels_rank_deficient_raises():
         TensorMapLstsq(driver="gels").fit(X, y)
 
 
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_torch_weights_equal_metatensor(driver):
-    X, y = data(4)
-    Xt, yt = to_torch(X), to_torch(y)
-    model = TensorMapLstsq(rcond=RCOND, driver=driver).fit(Xt, yt)
-    reference = metatensor.lstsq(Xt, yt, rcond=RCOND, driver=driver)
-    assert_weights_layout(model.weights_, Xt, yt)
-    assert_weights_close(model.weights_, reference)
-    for block in model.weights_.blocks():
-        assert isinstance(block.values, torch.Tensor)
-        assert block.values.dtype == torch.float64
-
-
-@pytest.mark.parametrize("driver", [None, "gelsy", "gelsd", "gelss"])
-def test_torch_rank_deficient_equals_metatensor(driver):
-    X, y = data(5)
-    Xt, yt = to_torch(make_rank_deficient(X)), to_torch(y)
-    model = TensorMapLstsq(rcond=RCOND, driver=driver).fit(Xt, yt)
-    reference = metatensor.lstsq(Xt, yt, rcond=RCOND, driver=driver or "gelsd")
-    assert_weights_close(model.weights_, reference)
-    # and the same as numpy's gelsd on the numpy data
-    assert_weights_close(model.weights_, metatensor.lstsq(make_rank_deficient(X), y, RCOND))
-
-
-def _nearly_deficient(seed):
-    """(X, y) whose stacked blocks have one singular value 20 eps below the largest:
-    cut by numpy's default rcond (eps * max(rows, columns)), kept by rcond=eps."""
-    X, y = data(seed)
-    blocks = []
-    for block in X.blocks():
-        matrix = stacked(block)
-        n_features = matrix.shape[1]
-        singular = np.linspace(3.0, 1.0, n_features)
-        singular[-1] = 20 * np.finfo(np.float64).eps * singular[0]
-        blocks.append(replace_stacked(block, with_singular_values(matrix, singular)))
-    return TensorMap(X.keys, blocks), y
-
-
 @pytest.mark.parametrize("driver", MIN_NORM_DRIVERS + ["gelsy"])
 def test_rcond_none_is_numpy_default_on_numpy_data(driver):
-    X, y = _nearly_deficient(6)
+    X, y = nearly_deficient(6)
     model = TensorMapLstsq(rcond=None, driver=driver).fit(X, y)
     for key, x_block in X.items():
         a = stacked(x_block)
@@ -196,31 +134,6 @@ def test_rcond_none_is_numpy_default_on_numpy_data(driver):
         assert model.rank_[key_tuple(key)] == rank
 
 
-@pytest.mark.parametrize("driver", MIN_NORM_DRIVERS + ["gelsy"])
-@pytest.mark.parametrize("device", [None, "cpu"])
-def test_rcond_none_is_numpy_default_on_torch_data(driver, device):
-    X, y = _nearly_deficient(7)
-    model = TensorMapLstsq(rcond=None, driver=driver, device=device).fit(to_torch(X), to_torch(y))
-    for key, x_block in X.items():
-        a = stacked(x_block)
-        b = stacked(y.block(key), x_block.gradients_list())
-        eps = np.finfo(np.float64).eps
-        expected = torch.linalg.lstsq(
-            torch.from_numpy(a),
-            torch.from_numpy(b),
-            rcond=eps * max(a.shape),
-            driver=driver or "gelsd",
-        )
-        assert int(expected.rank) == a.shape[1] - 1
-        weights = model.weights_.block(key).values
-        assert isinstance(weights, torch.Tensor)
-        np.testing.assert_allclose(numpy(weights), expected.solution.numpy().T, atol=1e-9)
-        np.testing.assert_allclose(
-            numpy(weights), np.linalg.lstsq(a, b, rcond=None)[0].T, atol=1e-9
-        )
-        assert model.rank_[key_tuple(key)] == a.shape[1] - 1
-
-
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_tall_blocks_stream_to_the_same_solution(backend):
     # more than 20000 stacked rows: driver=None streams chunks through QR + SVD
@@ -229,14 +142,13 @@ def test_tall_blocks_stream_to_the_same_solution(backend):
     )
     X = make_rank_deficient(X)
     assert stacked(X.block(0)).shape[0] > 20000
-    if backend == "torch":
-        X, y = to_torch(X), to_torch(y)
+    X, y = on_backend(backend, X, y)
     model = TensorMapLstsq(rcond=RCOND).fit(X, y)
     a, b = stacked(X.block(0)), stacked(y.block(0))
     weights, _, rank, singular = np.linalg.lstsq(a, b, rcond=RCOND)
-    np.testing.assert_allclose(numpy(model.weights_.block(0).values), weights.T, atol=1e-10)
+    np.testing.assert_allclose(as_numpy(model.weights_.block(0).values), weights.T, atol=1e-10)
     assert model.rank_[(0,)] == rank == 4
-    np.testing.assert_allclose(numpy(model.singular_values_[(0,)]), singular, atol=1e-9)
+    np.testing.assert_allclose(as_numpy(model.singular_values_[(0,)]), singular, atol=1e-9)
 
 
 # ---------------------------------------------------------------------------------
@@ -244,37 +156,27 @@ def test_tall_blocks_stream_to_the_same_solution(backend):
 # ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "backend, device, expected",
-    [("numpy", None, "numpy"), ("torch", None, "torch"), ("numpy", "cpu", "torch")],
-)
-def test_weights_library_and_predict_library(backend, device, expected):
-    X, y = data(9)
-    fit_X, fit_y = (to_torch(X), to_torch(y)) if backend == "torch" else (X, y)
-    model = TensorMapLstsq(rcond=RCOND, device=device).fit(fit_X, fit_y)
+def test_numpy_weights_and_predictions():
+    X, y = example_pair(9)
+    model = TensorMapLstsq(rcond=RCOND).fit(X, y)
     assert_weights_layout(model.weights_, X, y)
-    library = np.ndarray if expected == "numpy" else torch.Tensor
     for block in model.weights_.blocks():
-        assert isinstance(block.values, library)
-    assert_weights_close(model.weights_, metatensor.lstsq(X, y, rcond=RCOND))
-    # predict answers in the library of its input, whatever the weights are
-    for inputs, kind in ((X, np.ndarray), (to_torch(X), torch.Tensor)):
-        prediction = model.predict(inputs)
-        for block in prediction.blocks():
-            assert isinstance(block.values, kind)
-            for _, gradient in block.gradients():
-                assert isinstance(gradient.values, kind)
+        assert isinstance(block.values, np.ndarray)
+    for block in model.predict(X).blocks():
+        assert isinstance(block.values, np.ndarray)
+        for _, gradient in block.gradients():
+            assert isinstance(gradient.values, np.ndarray)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_rank_and_singular_values(driver, backend):
-    X, y = data(10)
+    X, y = example_pair(10)
     X = make_rank_deficient(X)
     if driver == "gels":
         # gels needs full rank: use the first features only
         X = metatensor.slice(X, "properties", Labels.range("feature", 3))
-    fit_X, fit_y = (to_torch(X), to_torch(y)) if backend == "torch" else (X, y)
+    fit_X, fit_y = on_backend(backend, X, y)
     model = TensorMapLstsq(rcond=RCOND, driver=driver).fit(fit_X, fit_y)
     assert set(model.rank_) == set(model.singular_values_) == {key_tuple(k) for k in X.keys}
     for key, x_block in X.items():
@@ -290,7 +192,7 @@ def test_rank_and_singular_values(driver, backend):
             assert found_singular is None
             rank = scipy.linalg.lstsq(a, b, cond=RCOND, lapack_driver="gelsy")[2]
         else:
-            np.testing.assert_allclose(numpy(found_singular), singular, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(as_numpy(found_singular), singular, rtol=1e-10, atol=1e-12)
         assert isinstance(found_rank, int)
         assert found_rank == rank
 
@@ -302,8 +204,8 @@ def test_rank_and_singular_values(driver, backend):
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_predict_values_and_gradients_by_hand(backend):
-    X, y = data(11)
-    fit_X, fit_y = (to_torch(X), to_torch(y)) if backend == "torch" else (X, y)
+    X, y = example_pair(11)
+    fit_X, fit_y = on_backend(backend, X, y)
     model = TensorMapLstsq(rcond=RCOND).fit(fit_X, fit_y)
     prediction = model.predict(fit_X)
     reference = metatensor.lstsq(X, y, rcond=RCOND)
@@ -315,7 +217,7 @@ def test_predict_values_and_gradients_by_hand(backend):
         assert block.components == x_block.components
         assert block.properties == y.block(key).properties
         expected = np.einsum("...f,tf->...t", x_block.values, w)
-        np.testing.assert_allclose(numpy(block.values), expected, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(as_numpy(block.values), expected, rtol=1e-9, atol=1e-11)
         assert block.gradients_list() == x_block.gradients_list()
         for parameter, x_gradient in x_block.gradients():
             gradient = block.gradient(parameter)
@@ -323,11 +225,11 @@ def test_predict_values_and_gradients_by_hand(backend):
             assert gradient.components == x_gradient.components
             assert gradient.properties == y.block(key).properties
             expected = np.einsum("...f,tf->...t", x_gradient.values, w)
-            np.testing.assert_allclose(numpy(gradient.values), expected, rtol=1e-9, atol=1e-11)
+            np.testing.assert_allclose(as_numpy(gradient.values), expected, rtol=1e-9, atol=1e-11)
 
 
 def test_predict_a_subset_of_keys():
-    X, y = data(12)
+    X, y = example_pair(12)
     model = TensorMapLstsq(rcond=RCOND).fit(X, y)
     subset = TensorMap(
         Labels(["center_type"], np.array([[3], [0]])),
@@ -346,10 +248,10 @@ def test_predict_a_subset_of_keys():
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_score_is_pooled_r2(backend):
-    X, y = data(13)
-    X_test, y_test = data(14)  # other data, so that R^2 < 1
-    model_data = (to_torch(X), to_torch(y)) if backend == "torch" else (X, y)
-    test_data = (to_torch(X_test), to_torch(y_test)) if backend == "torch" else (X_test, y_test)
+    X, y = example_pair(13)
+    X_test, y_test = example_pair(14)  # other data, so that R^2 < 1
+    model_data = on_backend(backend, X, y)
+    test_data = on_backend(backend, X_test, y_test)
     model = TensorMapLstsq(rcond=RCOND).fit(*model_data)
     weights = metatensor.lstsq(X, y, rcond=RCOND)
     residual = total = 0.0
@@ -375,7 +277,7 @@ def test_score_of_one_block_is_sklearn_variance_weighted():
 
 
 def test_indexed_tensor_maps_give_the_same_fit():
-    X, y = data(16)
+    X, y = example_pair(16)
     model = TensorMapLstsq(rcond=RCOND).fit(IndexedTensorMap(X), IndexedTensorMap(y))
     assert_weights_close(model.weights_, metatensor.lstsq(X, y, rcond=RCOND))
     prediction = model.predict(IndexedTensorMap(X))
@@ -384,7 +286,7 @@ def test_indexed_tensor_maps_give_the_same_fit():
 
 
 def test_verbose_prints_one_line_per_block(capsys):
-    X, y = data(17)
+    X, y = example_pair(17)
     TensorMapLstsq(verbose=1).fit(X, y)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(X.keys)
@@ -399,6 +301,8 @@ def test_verbose_prints_one_line_per_block(capsys):
 @pytest.mark.parametrize("b_shape", [(40,), (40, 1), (40, 3)])
 @pytest.mark.parametrize("device", [None, "cpu"])
 def test_arrays_equal_numpy_lstsq(b_shape, device):
+    if device is not None:
+        needs_torch()
     rng = np.random.default_rng(18)
     a = rng.normal(size=(40, 6))
     b = rng.normal(size=b_shape)
@@ -446,27 +350,26 @@ def test_n_jobs_gives_identical_weights(driver, backend):
     )
     rows, columns = stacked(X_big.block(0)).shape[0], 150 + 2
     assert 2.0 * rows * columns**2 > SMALL_SOLVE_FLOPS
-    X, y = _joined(X_small, X_big), _joined(y_small, y_big)
-    if backend == "torch":
-        X, y = to_torch(X), to_torch(y)
+    X, y = on_backend(backend, _joined(X_small, X_big), _joined(y_small, y_big))
     serial = TensorMapLstsq(rcond=RCOND, driver=driver, n_jobs=1).fit(X, y)
     parallel = TensorMapLstsq(rcond=RCOND, driver=driver, n_jobs=2).fit(X, y)
     assert parallel.weights_.keys == serial.weights_.keys
     for key in X.keys:
         np.testing.assert_array_equal(
-            numpy(parallel.weights_.block(key).values),
-            numpy(serial.weights_.block(key).values),
+            as_numpy(parallel.weights_.block(key).values),
+            as_numpy(serial.weights_.block(key).values),
         )
         assert parallel.rank_[key_tuple(key)] == serial.rank_[key_tuple(key)]
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch", "torch-float32"])
 def test_pickle_round_trip(backend):
-    X, y = data(21)
-    if backend == "torch":
-        X, y = to_torch(X), to_torch(y)
-    elif backend == "torch-float32":
-        X, y = to_torch(X, torch.float32), to_torch(y, torch.float32)
+    X, y = example_pair(21)
+    if backend == "torch-float32":
+        needs_torch()
+        X, y = on_backend("torch", X, y, dtype=torch.float32)
+    else:
+        X, y = on_backend(backend, X, y)
     model = TensorMapLstsq(rcond=RCOND).fit(X, y)
     restored = pickle.loads(pickle.dumps(model))
     assert restored.get_params() == model.get_params()
@@ -477,16 +380,17 @@ def test_pickle_round_trip(backend):
         assert other.values.dtype == block.values.dtype
         assert other.samples == block.samples
         assert other.properties == block.properties
-        np.testing.assert_array_equal(numpy(other.values), numpy(block.values))
+        np.testing.assert_array_equal(as_numpy(other.values), as_numpy(block.values))
     assert restored.rank_ == model.rank_
     for key, singular in model.singular_values_.items():
-        np.testing.assert_array_equal(numpy(restored.singular_values_[key]), numpy(singular))
+        np.testing.assert_array_equal(as_numpy(restored.singular_values_[key]), as_numpy(singular))
     first, second = model.predict(X), restored.predict(X)
     for key, block in first.items():
-        np.testing.assert_array_equal(numpy(second.block(key).values), numpy(block.values))
+        np.testing.assert_array_equal(as_numpy(second.block(key).values), as_numpy(block.values))
 
 
 def test_clone_and_parameters():
+    needs_torch()  # for device="cpu"
     model = TensorMapLstsq(rcond=1e-8, driver="gelss", device="cpu", n_jobs=2, verbose=0)
     assert model.get_params() == {
         "rcond": 1e-8,
@@ -495,7 +399,7 @@ def test_clone_and_parameters():
         "n_jobs": 2,
         "verbose": 0,
     }
-    X, y = data(22)
+    X, y = example_pair(22)
     model.fit(X, y)
     copy = clone(model)
     assert copy.get_params() == model.get_params()
@@ -515,7 +419,7 @@ def test_refit_on_tensor_maps_forgets_array_fit():
     frame = pd.DataFrame(rng.normal(size=(10, 3)), columns=["a", "b", "c"])
     model = TensorMapLstsq().fit(frame, rng.normal(size=10))
     assert hasattr(model, "coef_") and hasattr(model, "feature_names_in_")
-    X, y = data(24)
+    X, y = example_pair(24)
     model.fit(X, y)
     for attribute in ("coef_", "n_features_in_", "feature_names_in_"):
         assert not hasattr(model, attribute)
@@ -529,26 +433,24 @@ def test_refit_on_tensor_maps_forgets_array_fit():
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_float32_with_float64_is_solved_in_float64(driver):
-    X, y = data(25)
+    X, y = example_pair(25)
     X32 = as_dtype(X, np.float32)
     model = TensorMapLstsq(rcond=RCOND, driver=driver).fit(X32, y)
     reference = metatensor.lstsq(as_dtype(X32, np.float64), y, rcond=RCOND)
     for block in model.weights_.blocks():
         assert block.values.dtype == np.float64
     assert_weights_close(model.weights_, reference)
-    model = TensorMapLstsq(rcond=RCOND, driver=driver).fit(to_torch(X, torch.float32), to_torch(y))
-    for block in model.weights_.blocks():
-        assert block.values.dtype == torch.float64
-    assert_weights_close(model.weights_, reference)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_float32_stays_float32(driver, backend):
-    X, y = data(26)
-    X32, y32 = as_dtype(X, np.float32), as_dtype(y, np.float32)
-    if backend == "torch":
-        X32, y32 = to_torch(X, torch.float32), to_torch(y, torch.float32)
+    X, y = example_pair(26)
+    if backend == "numpy":
+        X32, y32 = as_dtype(X, np.float32), as_dtype(y, np.float32)
+    else:
+        needs_torch()
+        X32, y32 = on_backend(backend, X, y, dtype=torch.float32)
     model = TensorMapLstsq(rcond=1e-5, driver=driver).fit(X32, y32)
     reference = metatensor.lstsq(X, y, rcond=1e-5)
     for block in model.weights_.blocks():
@@ -573,7 +475,9 @@ def _without_rows(tensor, selected):
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("device", [None, "cpu"])
 def test_block_without_rows_gets_zero_weights(driver, device):
-    X, y = data(28)
+    if device is not None:
+        needs_torch()
+    X, y = example_pair(28)
     # the block (center_type=1) of both maps keeps no sample (and no gradient row)
     X, y = (_without_rows(tensor, (1,)) for tensor in (X, y))
     assert X.block({"center_type": 1}).values.shape == (0, 3, 5)
@@ -581,10 +485,10 @@ def test_block_without_rows_gets_zero_weights(driver, device):
     expected, _, rank, singular = np.linalg.lstsq(np.zeros((0, 5)), np.zeros((0, 3)), rcond=None)
     weights = model.weights_.block({"center_type": 1})
     assert weights.samples == y.block({"center_type": 1}).properties
-    np.testing.assert_array_equal(numpy(weights.values), expected.T)
+    np.testing.assert_array_equal(as_numpy(weights.values), expected.T)
     assert model.rank_[(1,)] == rank == 0
     if driver in MIN_NORM_DRIVERS:
-        assert numpy(model.singular_values_[(1,)]).shape == singular.shape
+        assert as_numpy(model.singular_values_[(1,)]).shape == singular.shape
     # the other blocks are fitted as usual, and predict handles the empty block
     reference = metatensor.lstsq(
         metatensor.drop_blocks(X, Labels(["center_type"], np.array([[1]]))),
@@ -593,6 +497,6 @@ def test_block_without_rows_gets_zero_weights(driver, device):
     )
     for key, block in reference.items():
         np.testing.assert_allclose(
-            numpy(model.weights_.block(key).values), block.values, rtol=1e-9, atol=1e-11
+            as_numpy(model.weights_.block(key).values), block.values, rtol=1e-9, atol=1e-11
         )
     assert model.predict(X).block({"center_type": 1}).values.shape == (0, 3, 3)
