@@ -50,20 +50,38 @@ def weights_block(weights, target_properties, feature_properties):
     )
 
 
+def is_floating(array):
+    """Whether a numpy array or torch tensor holds floating-point numbers."""
+    if isinstance(array, np.ndarray):
+        return np.issubdtype(array.dtype, np.floating)
+    return array.is_floating_point()
+
+
+def _product(values, transposed):
+    """``values @ transposed``, integer values taken in the weights' dtype."""
+    if not is_floating(values):
+        if isinstance(values, np.ndarray):
+            values = values.astype(transposed.dtype)
+        else:
+            values = values.to(transposed.dtype)
+    return values @ transposed
+
+
 def predict_block(block, weights, target_properties):
     """Apply ``weights`` (n_targets, n_features) to a block and its gradients.
 
     The prediction keeps the samples and components of ``block`` (and of each
-    gradient) and takes ``target_properties`` as properties.
+    gradient) and takes ``target_properties`` as properties. ``weights`` must be
+    of the array library and device of the block.
     """
     transposed = weights.T
-    values = block.values @ transposed
+    values = _product(block.values, transposed)
     predicted = TensorBlock(values, block.samples, block.components, target_properties)
     for parameter, gradient in block.gradients():
         predicted.add_gradient(
             parameter,
             TensorBlock(
-                gradient.values @ transposed,
+                _product(gradient.values, transposed),
                 gradient.samples,
                 gradient.components,
                 target_properties,

@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._blocks import (
     array_to_tensor,
+    is_floating,
     key_text,
     key_tuple,
     predict_block,
@@ -236,8 +237,9 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         y_pred : same kind as X
             For a TensorMap: X's keys, each block with X's samples and components,
             y's properties, and every gradient of X predicted with its own
-            samples and components; arrays of X's library, device and dtype. For
-            an array: shaped like the y seen in fit.
+            samples and components; arrays of X's library, device and dtype
+            (float64 when X holds integers). For an array: shaped like the y
+            seen in fit.
         """
         check_is_fitted(self)
         caller = "TensorMapLstsq.predict"
@@ -250,10 +252,12 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             blocks = []
             for position, block in zip(positions, tensor.blocks()):
                 weights = self.weights_.block(position)
+                like = block.values
+                if not is_floating(like):
+                    # integer features: predict in float64, not in their dtype
+                    like = convert(like[:0], dtype=np.dtype(np.float64))
                 blocks.append(
-                    predict_block(
-                        block, convert_like(weights.values, block.values), weights.samples
-                    )
+                    predict_block(block, convert_like(weights.values, like), weights.samples)
                 )
             return wrap(TensorMap(tensor.keys, blocks))
         if not fitted_on_arrays:

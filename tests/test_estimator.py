@@ -228,6 +228,19 @@ def test_predict_values_and_gradients_by_hand(backend):
             np.testing.assert_allclose(as_numpy(gradient.values), expected, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_integer_features_are_predicted_in_float64(backend):
+    rng = np.random.default_rng(29)
+    counts = rng.integers(0, 5, size=(20, 3))
+    X, y = single_block_map(counts, counts @ np.array([[0.5], [1.25], [-0.3]]))
+    X, y = on_backend(backend, X, y)
+    model = TensorMapLstsq(rcond=RCOND).fit(X, y)
+    prediction = model.predict(X).block(0).values
+    expected = counts @ np.linalg.lstsq(counts.astype(float), y.block(0).values.tolist())[0]
+    assert str(prediction.dtype).endswith("float64")
+    np.testing.assert_allclose(as_numpy(prediction), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_predict_a_subset_of_keys():
     X, y = example_pair(12)
     model = TensorMapLstsq(rcond=RCOND).fit(X, y)
