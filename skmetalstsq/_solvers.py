@@ -5,25 +5,32 @@ gradient of X, each reshaped to ``(rows, n_features)``) and the matching ``b_par
 (the same for y). They are never concatenated unless a LAPACK driver asks for the
 whole matrix.
 
-The default solve (``driver=None``) streams the chunks through a QR decomposition of
-``[A | B]`` (a tall-skinny QR), then takes the SVD of the small triangular factor.
-The singular values and right singular vectors of that factor are those of the
-stacked ``A``, so cutting singular values below ``rcond`` times the largest one
-gives LAPACK ``gelsd``'s minimum-norm solution, with a memory cost of one chunk
-instead of two copies of the stacked matrix. The same factorisation gives the
-solution for any number of cut-offs at the cost of one small matrix product each
-(:class:`SVDFactorization`).
+The default solve (``driver=None``) copies the chunks, at most :data:`CHUNK_ROWS`
+rows at a time, under the triangular factor of the rows before them and takes a QR
+decomposition of ``[A | B]`` (a tall-skinny QR, :func:`r_factor`). The singular
+values of the triangular factor ``R_A`` are those of the stacked ``A``. When none of
+them is cut by ``rcond`` (full rank), the least-squares solution is
+``R_A^-1 (Q^T B)``, one triangular solve; otherwise the SVD of ``R_A`` gives LAPACK
+``gelsd``'s minimum-norm, rcond-cut solution. The memory cost is one chunk instead
+of two copies of the stacked matrix. :class:`SVDFactorization` keeps that SVD to
+give the solution for any number of cut-offs at the cost of one small matrix
+product each.
 
 Every solve goes through :data:`_BACKENDS`, a small table keyed by the array library.
+The numpy backend only calls scipy's LAPACK: ``?geqrf`` and ``?trtrs``, which do
+the bulk of the work, release the GIL, so blocks solve in parallel in threads.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.linalg
+from scipy.linalg import lapack
 
-#: Rows of ``[A | B]`` handed to one QR step of the streaming solve. 20k rows keep
-#: the chunk copy small while each QR stays long enough for BLAS to run at speed.
+#: Rows of ``[A | B]`` copied for one QR step of the default solve. 20k rows keep
+#: the copy small (32 MB at 200 float64 columns) while each QR stays long enough for
+#: BLAS to run at speed. Blocks with fewer rows are copied and factorised at once.
 CHUNK_ROWS = 20_000
 
 DRIVERS = ("gels", "gelsy", "gelsd", "gelss")
@@ -64,11 +71,33 @@ def default_rcond(n_rows, n_features, dtype_eps):
 # ---------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=512)
+def _lapack(name, dtype_char):
+    return lapack.get_lapack_funcs(name, dtype=np.dtype(dtype_char))
+
+
+@lru_cache(maxsize=512)
+def _lwork(name, dtype_char, *shape):
+    """Optimal workspace size of a LAPACK routine, queried once per shape."""
+    work, info = _lapack(name + "_lwork", dtype_char)(*shape)
+    if info != 0:  # pragma: no cover - only on invalid shapes
+        raise ValueError(f"LAPACK {name}_lwork{shape} returned info={info}")
+    return max(int(np.real(work)), 1)
+
+
+def _check_info(name, info):
+    if info > 0:
+        raise np.linalg.LinAlgError(f"LAPACK {name} did not converge (info={info})")
+    if info < 0:  # pragma: no cover - argument errors are programming errors
+        raise ValueError(f"LAPACK {name}: illegal value in argument {-info}")
+
+
 class _NumpyBackend:
     """numpy arrays, solved with scipy's LAPACK bindings only.
 
     One LAPACK library for every call: numpy and scipy ship separate OpenBLAS
     builds whose thread pools slow each other down when their calls alternate.
+    Workspace sizes are queried once per shape.
     """
 
     name = "numpy"
@@ -82,12 +111,53 @@ class _NumpyBackend:
         return np.empty(shape, dtype=like.dtype, order="F")
 
     @staticmethod
+    def zeros(shape, like):
+        return np.zeros(shape, dtype=like.dtype)
+
+    @staticmethod
     def qr_r(matrix):
-        return scipy.linalg.qr(matrix, mode="r", overwrite_a=True, check_finite=False)[0]
+        """Upper-triangular factor of ``matrix``, whose content is overwritten.
+
+        Returns the first ``min(rows, columns)`` rows of R (a new array).
+        """
+        char = matrix.dtype.char
+        geqrf = _lapack("geqrf", char)
+        m, n = matrix.shape
+        if m == 0 or n == 0:
+            return np.zeros((min(m, n), n), dtype=matrix.dtype)
+        qr, _, _, info = geqrf(matrix, lwork=_lwork("geqrf", char, m, n), overwrite_a=True)
+        _check_info("geqrf", info)
+        return np.triu(qr[: min(m, n)])
+
+    @staticmethod
+    def svdvals(matrix):
+        char = matrix.dtype.char
+        m, n = matrix.shape
+        lwork = _lwork("gesdd", char, m, n, 0, 0)
+        _, singular, _, info = _lapack("gesdd", char)(matrix, compute_uv=0, lwork=lwork)
+        _check_info("gesdd", info)
+        return singular
 
     @staticmethod
     def svd(matrix):
-        return scipy.linalg.svd(matrix, full_matrices=False, overwrite_a=True, check_finite=False)
+        char = matrix.dtype.char
+        m, n = matrix.shape
+        if min(m, n) == 0:
+            empty = np.zeros((0,), dtype=matrix.dtype)
+            return np.zeros((m, 0), dtype=matrix.dtype), empty, np.zeros((0, n), matrix.dtype)
+        lwork = _lwork("gesdd", char, m, n, 1, 0)
+        u, singular, vt, info = _lapack("gesdd", char)(
+            matrix, compute_uv=1, full_matrices=0, lwork=lwork
+        )
+        _check_info("gesdd", info)
+        return u, singular, vt
+
+    @staticmethod
+    def solve_triangular(upper, rhs):
+        solution, info = _lapack("trtrs", upper.dtype.char)(upper, rhs)
+        if info > 0:  # pragma: no cover - callers only pass full-rank factors
+            raise np.linalg.LinAlgError("triangular factor is singular")
+        return solution
 
     @staticmethod
     def lstsq(a, b, rcond, driver):
@@ -103,10 +173,6 @@ class _NumpyBackend:
             check_finite=False,
         )
         return weights, int(rank), singular
-
-    @staticmethod
-    def zeros(shape, like):
-        return np.zeros(shape, dtype=like.dtype)
 
 
 def _scipy_gels(a, b):
@@ -145,10 +211,22 @@ class _TorchBackend:
         return torch.empty(shape, dtype=like.dtype, device=like.device)
 
     @staticmethod
+    def zeros(shape, like):
+        import torch
+
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+    @staticmethod
     def qr_r(matrix):
         import torch
 
         return torch.linalg.qr(matrix, mode="r")[1]
+
+    @staticmethod
+    def svdvals(matrix):
+        import torch
+
+        return torch.linalg.svdvals(matrix)
 
     @staticmethod
     def svd(matrix):
@@ -157,27 +235,19 @@ class _TorchBackend:
         return torch.linalg.svd(matrix, full_matrices=False)
 
     @staticmethod
+    def solve_triangular(upper, rhs):
+        import torch
+
+        return torch.linalg.solve_triangular(upper, rhs, upper=True)
+
+    @staticmethod
     def lstsq(a, b, rcond, driver):
         import torch
 
-        if driver == "gelsy" and a.device.type == "cpu":
-            # torch's CPU gelsy passes LAPACK an uninitialised pivot array, which
-            # makes its rank and solution depend on stale memory
-            # (pytorch/pytorch#187411): use scipy's gelsy on the same memory
-            weights, rank, _ = _NumpyBackend.lstsq(
-                a.detach().numpy(), b.detach().numpy(), rcond, driver
-            )
-            return torch.from_numpy(weights), rank, None
         result = torch.linalg.lstsq(a, b, rcond=rcond, driver=driver)
         rank = None if driver == "gels" else int(result.rank)
         singular = result.singular_values if driver in ("gelsd", "gelss") else None
         return result.solution, rank, singular
-
-    @staticmethod
-    def zeros(shape, like):
-        import torch
-
-        return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
 
 _BACKENDS = {"numpy": _NumpyBackend, "torch": _TorchBackend}
@@ -197,30 +267,91 @@ def array_library(array):
 # ---------------------------------------------------------------------------------
 
 
-def _row_chunks(a_parts, b_parts, chunk_rows):
-    """Yield ``(a_rows, b_rows)`` views of at most ``chunk_rows`` rows each."""
+def _row_steps(a_parts, b_parts, step_rows):
+    """Yield lists of ``(a_rows, b_rows)`` views holding ``step_rows`` rows in all.
+
+    Consecutive parts share a step, so that many short gradient parts cost one
+    QR step; only the last step holds fewer rows.
+    """
+    pieces, filled = [], 0
     for a_part, b_part in zip(a_parts, b_parts):
-        for start in range(0, a_part.shape[0], chunk_rows):
-            yield a_part[start : start + chunk_rows], b_part[start : start + chunk_rows]
+        start, n_rows = 0, a_part.shape[0]
+        while start < n_rows:
+            taken = min(step_rows - filled, n_rows - start)
+            pieces.append((a_part[start : start + taken], b_part[start : start + taken]))
+            start += taken
+            filled += taken
+            if filled == step_rows:
+                yield pieces
+                pieces, filled = [], 0
+    if pieces:
+        yield pieces
 
 
-def _stacked(backend, parts, like):
-    """Copy ``parts`` one under the other into one Fortran-ordered matrix."""
-    n_rows = sum(part.shape[0] for part in parts)
-    out = backend.empty((n_rows, like.shape[1]), like)
-    start = 0
-    for part in parts:
-        out[start : start + part.shape[0]] = part
-        start += part.shape[0]
-    return out
+def r_factor(a_parts, b_parts, chunk_rows=CHUNK_ROWS):
+    """Triangular factor of the QR decomposition of the stacked ``[A | B]``.
+
+    Row chunks of ``[A | B]`` are copied, at most ``chunk_rows`` at a time, under
+    the factor of the rows before them and factorised again, so that only one
+    chunk is copied at a time.
+
+    Parameters
+    ----------
+    a_parts, b_parts : lists of 2-D arrays
+        Row chunks of the stacked X and y blocks (values, then gradients), of one
+        array library, dtype and device.
+    chunk_rows : int
+        Rows copied per QR step.
+
+    Returns
+    -------
+    array of shape (min(n_rows, width), width)
+        Upper triangular (trapezoidal when there are fewer rows than columns),
+        with ``width = n_features + n_targets``.
+    """
+    like = a_parts[0]
+    backend = _BACKENDS[array_library(like)]
+    n_features = like.shape[1]
+    width = n_features + b_parts[0].shape[1]
+    factor, buffer = None, None
+    for pieces in _row_steps(a_parts, b_parts, max(int(chunk_rows), 1)):
+        kept = 0 if factor is None else factor.shape[0]
+        height = kept + sum(a_rows.shape[0] for a_rows, _ in pieces)
+        if buffer is None or buffer.shape[0] != height:
+            buffer = backend.empty((height, width), like)
+        if kept:
+            buffer[:kept] = factor
+        start = kept
+        for a_rows, b_rows in pieces:
+            stop = start + a_rows.shape[0]
+            buffer[start:stop, :n_features] = a_rows
+            buffer[start:stop, n_features:] = b_rows
+            start = stop
+        factor = backend.qr_r(buffer)[:width]
+    if factor is None:
+        factor = backend.zeros((0, width), like)
+    return factor
+
+
+def _split(factor, n_features):
+    """``R_A`` (at most n_features rows) and ``(Q^T B)`` rows of a factor of ``[A | B]``."""
+    top = min(factor.shape[0], n_features)
+    return factor[:top, :n_features], factor[:top, n_features:]
+
+
+def _cut(singular_values, rcond):
+    """Number of singular values above ``rcond`` times the largest one."""
+    if singular_values.shape[0] == 0:
+        return 0
+    return int((singular_values > rcond * singular_values[0]).sum())
 
 
 class SVDFactorization:
     """SVD of a block's stacked ``A``, with ``B`` projected on its left vectors.
 
-    Built by streaming row chunks of ``[A | B]`` through a QR decomposition, then
-    taking the SVD ``R_A = U S V^T`` of the triangular factor. For any cut-off,
-    the minimum-norm solution is ``V_r S_r^-1 (U^T Q^T B)_r``.
+    Built from :func:`r_factor` (row chunks of ``[A | B]`` streamed through a QR
+    decomposition), then the SVD ``R_A = U S V^T`` of the triangular factor. For
+    any cut-off, the minimum-norm solution is ``V_r S_r^-1 (U^T Q^T B)_r``.
 
     Parameters
     ----------
@@ -235,36 +366,17 @@ class SVDFactorization:
         self._backend = backend = _BACKENDS[array_library(like)]
         self.n_rows = sum(part.shape[0] for part in a_parts)
         self.n_features = like.shape[1]
-        n_targets = b_parts[0].shape[1]
-        width = self.n_features + n_targets
+        self._n_targets = b_parts[0].shape[1]
         self._eps = backend.eps(like)
-
-        r_factor = None
-        for a_rows, b_rows in _row_chunks(a_parts, b_parts, chunk_rows):
-            kept = 0 if r_factor is None else r_factor.shape[0]
-            buffer = backend.empty((kept + a_rows.shape[0], width), like)
-            if kept:
-                buffer[:kept] = r_factor
-            buffer[kept:, : self.n_features] = a_rows
-            buffer[kept:, self.n_features :] = b_rows
-            r_factor = backend.qr_r(buffer)
-            r_factor = r_factor[: min(r_factor.shape[0], width)]
-
-        if r_factor is None or self.n_features == 0:
-            r_factor = backend.zeros((0, width), like)
-        top = min(r_factor.shape[0], self.n_features)
-        u, self.singular_values, self._vt = backend.svd(r_factor[:top, : self.n_features])
-        self._projected = u.T @ r_factor[:top, self.n_features :]
-        self._n_targets = n_targets
+        r_a, projected = _split(r_factor(a_parts, b_parts, chunk_rows), self.n_features)
+        u, self.singular_values, self._vt = backend.svd(r_a)
+        self._projected = u.T @ projected
 
     def rank(self, rcond):
         """Number of singular values above ``rcond`` times the largest one."""
         if rcond is None:
             rcond = default_rcond(self.n_rows, self.n_features, self._eps)
-        if self.singular_values.shape[0] == 0:
-            return 0
-        cutoff = rcond * self.singular_values[0]
-        return int((self.singular_values > cutoff).sum())
+        return _cut(self.singular_values, rcond)
 
     def solve(self, rcond):
         """Weights of shape (n_targets, n_features) for the cut-off ``rcond``."""
@@ -275,6 +387,48 @@ class SVDFactorization:
             scaled = self._projected[:rank] / self.singular_values[:rank, None]
             weights = (self._vt[:rank].T @ scaled).T
         return Solution(weights, rank, self.singular_values)
+
+
+def qr_solve(a_parts, b_parts, rcond, chunk_rows=CHUNK_ROWS):
+    """The minimum-norm, rcond-cut least-squares solution, by QR of ``[A | B]``.
+
+    The same solution as LAPACK ``gelsd`` on the stacked arrays: with
+    ``R_A`` the triangular factor of ``A`` from :func:`r_factor`, singular values
+    of ``R_A`` at most ``rcond`` times the largest are cut. When none is cut,
+    the solution is ``R_A^-1 (Q^T B)`` (a triangular solve); otherwise it comes
+    from the SVD of ``R_A``, as in :class:`SVDFactorization`.
+
+    Parameters
+    ----------
+    a_parts, b_parts : lists of 2-D arrays
+        Row chunks of the stacked X and y blocks.
+    rcond : float
+        Relative cut-off (already resolved from None).
+    chunk_rows : int
+        Rows per QR step.
+
+    Returns
+    -------
+    Solution
+    """
+    like = a_parts[0]
+    backend = _BACKENDS[array_library(like)]
+    n_features, n_targets = like.shape[1], b_parts[0].shape[1]
+    r_a, projected = _split(r_factor(a_parts, b_parts, chunk_rows), n_features)
+    if r_a.shape[0] == 0 or n_features == 0:
+        weights = backend.zeros((n_targets, n_features), like)
+        return Solution(weights, 0, backend.zeros((0,), like))
+    if r_a.shape[0] == n_features:
+        singular = backend.svdvals(r_a)
+        rank = _cut(singular, rcond)
+        if rank == n_features:
+            return Solution(backend.solve_triangular(r_a, projected).T, rank, singular)
+    u, singular, vt = backend.svd(r_a)
+    rank = _cut(singular, rcond)
+    if rank == 0:
+        return Solution(backend.zeros((n_targets, n_features), like), 0, singular)
+    scaled = (u[:, :rank].T @ projected) / singular[:rank, None]
+    return Solution((vt[:rank].T @ scaled).T, rank, singular)
 
 
 def solve(a_parts, b_parts, rcond, driver, device_type="cpu"):
@@ -289,12 +443,12 @@ def solve(a_parts, b_parts, rcond, driver, device_type="cpu"):
         Relative cut-off for small singular values; None is
         :func:`default_rcond`.
     driver : {None, "gels", "gelsy", "gelsd", "gelss"}
-        A LAPACK driver stacks the chunks once into a Fortran-ordered matrix that
-        LAPACK overwrites (scipy for numpy, torch for torch). None is ``"gelsd"``
-        for blocks of at most :data:`CHUNK_ROWS` rows, and the streaming
-        :class:`SVDFactorization` (same solution, no stacked copy) for taller
-        ones. On CUDA, torch only has ``"gels"``; every other driver uses the
-        SVD solve there, which gives the same minimum-norm, rcond-cut solution.
+        None is :func:`qr_solve`: ``"gelsd"``'s solution, streamed by row chunks
+        of :data:`CHUNK_ROWS`. A LAPACK driver stacks the chunks once into a
+        Fortran-ordered matrix that LAPACK overwrites (scipy for numpy, torch for
+        torch). On CUDA, torch only has ``"gels"``; every other driver uses
+        :func:`qr_solve` there, which gives the same minimum-norm, rcond-cut
+        solution.
     device_type : str
         ``"cpu"`` or ``"cuda"`` (the torch device type of the data).
 
@@ -309,10 +463,8 @@ def solve(a_parts, b_parts, rcond, driver, device_type="cpu"):
     if rcond is None:
         rcond = default_rcond(n_rows, n_features, backend.eps(like))
 
-    streaming = device_type != "cpu" or n_rows > CHUNK_ROWS
-    if (driver is None and streaming) or (device_type != "cpu" and driver != "gels"):
-        return SVDFactorization(a_parts, b_parts).solve(rcond)
-    driver = driver or "gelsd"
+    if driver is None or (device_type != "cpu" and driver != "gels"):
+        return qr_solve(a_parts, b_parts, rcond)
 
     if n_rows == 0 or n_features == 0:
         weights = backend.zeros((n_targets, n_features), like)
@@ -322,6 +474,17 @@ def solve(a_parts, b_parts, rcond, driver, device_type="cpu"):
     b_matrix = _stacked(backend, b_parts, b_parts[0])
     weights, rank, singular = backend.lstsq(a_matrix, b_matrix, rcond, driver)
     return Solution(weights.T, rank, singular)
+
+
+def _stacked(backend, parts, like):
+    """Copy ``parts`` one under the other into one Fortran-ordered matrix."""
+    n_rows = sum(part.shape[0] for part in parts)
+    out = backend.empty((n_rows, like.shape[1]), like)
+    start = 0
+    for part in parts:
+        out[start : start + part.shape[0]] = part
+        start += part.shape[0]
+    return out
 
 
 # ---------------------------------------------------------------------------------
