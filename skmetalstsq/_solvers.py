@@ -244,6 +244,14 @@ class _TorchBackend:
     def lstsq(a, b, rcond, driver):
         import torch
 
+        if driver == "gelsy" and a.device.type == "cpu":
+            # torch's CPU gelsy passes LAPACK an uninitialised pivot array, which
+            # makes its rank and solution depend on stale memory
+            # (pytorch/pytorch#187411): use scipy's gelsy on the same memory
+            weights, rank, _ = _NumpyBackend.lstsq(
+                a.detach().numpy(), b.detach().numpy(), rcond, driver
+            )
+            return torch.from_numpy(weights), rank, None
         result = torch.linalg.lstsq(a, b, rcond=rcond, driver=driver)
         rank = None if driver == "gels" else int(result.rank)
         singular = result.singular_values if driver in ("gelsd", "gelss") else None
