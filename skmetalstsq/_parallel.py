@@ -1,25 +1,40 @@
-"""Solving many blocks: serially or with joblib, without oversubscribing BLAS.
+"""Solving many blocks with BLAS on one thread, concurrently, in threads or with joblib.
 
-Blocks are sent to workers as plain arrays (TensorBlocks cannot be pickled), in
-one group of blocks per worker balanced by their solve cost, so that hundreds of
-small blocks cost a handful of tasks. Thread workers each run BLAS on one thread.
-Blocks large enough for multi-threaded BLAS are solved one at a time in this
-process, with BLAS's own threads, for any ``n_jobs``: BLAS results depend on its
-thread count, and this way the weights do not depend on ``n_jobs``.
-Any joblib backend chosen by the caller (``joblib.parallel_config``), a Dask
-cluster included, is honoured: threads are only preferred.
+OpenBLAS's results depend on its number of threads, so every LAPACK call of a fit
+runs with BLAS on one thread: the weights are the same, bit for bit, whatever
+``n_jobs`` and the BLAS thread settings are. The cores are used by solving blocks,
+and the row chunks of tall blocks, concurrently:
+
+- one worker (``n_jobs`` None or 1): blocks are solved in a pool of as many threads
+  as BLAS may use (threadpoolctl's current limit, e.g. ``OPENBLAS_NUM_THREADS``);
+  blocks taller than :data:`~skmetalstsq._solvers.CHUNK_ROWS` rows are factorised
+  chunk by chunk across the pool. Under ``threadpool_limits(1)``, one thread.
+- several workers (``n_jobs`` > 1): one group of blocks per worker, balanced by
+  their solve cost, so that hundreds of small blocks cost a handful of tasks;
+  joblib with threads preferred, and any backend chosen by the caller
+  (``joblib.parallel_config``), a Dask cluster included, honoured. Blocks are
+  sent as plain arrays (TensorBlocks cannot be pickled).
+
+LAPACK's QR (``?geqrf``) and triangular solve release the GIL, so threads run
+concurrently; workers in other processes set their own thread limits.
 """
 
+import os
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache, partial
 
 from joblib import Parallel, delayed, effective_n_jobs
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
-from ._solvers import solve
+from ._solvers import CHUNK_ROWS, Workspace, solve, uses_qr_solve
 
-#: Below this many floating-point operations, a block is solved with BLAS on one
-#: thread: waking more threads costs more than they save.
+#: Blocks cheaper than this many floating-point operations are solved in groups,
+#: one pool task per group, so that hundreds of small blocks cost a few tasks.
 SMALL_SOLVE_FLOPS = 5e7
 
 
@@ -42,39 +57,184 @@ class BlockSystem:
     b_parts: list
     device_type: str = "cpu"
 
+    @property
+    def n_rows(self):
+        return sum(part.shape[0] for part in self.a_parts)
+
 
 def solve_cost(system):
     """Floating-point operations of a QR-based least-squares solve of ``system``."""
-    n_rows = sum(part.shape[0] for part in system.a_parts)
     n_columns = system.a_parts[0].shape[1] + system.b_parts[0].shape[1]
-    return 2.0 * n_rows * n_columns**2 + n_columns**3
+    return 2.0 * system.n_rows * n_columns**2 + n_columns**3
 
 
-def _solve_group(systems, rcond, driver, verbose):
-    solutions = []
-    for system in systems:
-        start = time.perf_counter()
-        solutions.append(solve(system.a_parts, system.b_parts, rcond, driver, system.device_type))
-        if verbose:
-            n_rows = sum(part.shape[0] for part in system.a_parts)
-            print(
-                f"[TensorMapLstsq] block {system.label}: {n_rows} x "
-                f"{system.a_parts[0].shape[1]} solved in "
-                f"{time.perf_counter() - start:.3f} s",
-                flush=True,
-            )
-    return solutions
+# ---------------------------------------------------------------------------------
+# thread limits
+# ---------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _controller(torch_imported):
+    # inspecting the loaded libraries takes milliseconds: do it once per process,
+    # and again once torch (which brings its own OpenMP) has been imported
+    return ThreadpoolController()
+
+
+def blas_limit(limits):
+    """Context manager limiting BLAS and OpenMP thread pools (threadpoolctl).
+
+    Parameters
+    ----------
+    limits : int or None
+        Threads per pool; None leaves the pools as they are.
+    """
+    return _controller("torch" in sys.modules).limit(limits=limits)
+
+
+def blas_threads():
+    """The number of threads BLAS may use now (the largest over BLAS libraries)."""
+    controllers = _controller("torch" in sys.modules).lib_controllers
+    counts = [lib.num_threads for lib in controllers if lib.user_api == "blas"]
+    return max(max(counts, default=1), 1)
+
+
+@contextmanager
+def single_threaded():
+    """BLAS, OpenMP and torch's intra-op pool on one thread, restored on exit."""
+    torch = sys.modules.get("torch")
+    previous = torch.get_num_threads() if torch is not None else None
+    with blas_limit(1):
+        if previous is not None and previous != 1:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if previous is not None and previous != 1:
+                torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------
+# solving
+# ---------------------------------------------------------------------------------
+
+
+def _progress(system, index, n_systems, seconds):
+    return (
+        f"[TensorMapLstsq] block {system.label} [{index + 1}/{n_systems}]: "
+        f"{system.n_rows} x {system.a_parts[0].shape[1]} solved in {seconds:.3f} s"
+    )
+
+
+def _solve_one(system, rcond, driver, workspace, map_chunks=None):
+    return solve(
+        system.a_parts,
+        system.b_parts,
+        rcond,
+        driver,
+        system.device_type,
+        map_chunks=map_chunks,
+        workspace=workspace,
+    )
+
+
+def _solve_group(systems, indices, n_systems, rcond, driver, verbose, caller_pid):
+    """Solve a group of blocks one after the other, with BLAS on one thread.
+
+    Progress lines are printed as blocks are solved when the worker shares the
+    caller's process (and its standard output); a worker process returns them
+    for the caller to print.
+
+    Returns
+    -------
+    (list of Solution, list of str)
+    """
+    in_caller = os.getpid() == caller_pid
+    workspace = Workspace()
+    solutions, lines = [], []
+    with single_threaded():
+        for system, index in zip(systems, indices):
+            start = time.perf_counter()
+            solutions.append(_solve_one(system, rcond, driver, workspace))
+            if verbose:
+                line = _progress(system, index, n_systems, time.perf_counter() - start)
+                if in_caller:
+                    print(line, flush=True)
+                else:
+                    lines.append(line)
+    return solutions, lines
 
 
 def _balanced_groups(costs, n_groups):
-    """Split positions into ``n_groups`` groups of similar total cost (greedy LPT)."""
+    """Split positions into ``n_groups`` groups of similar total cost (greedy LPT).
+
+    Each group lists its positions in increasing order.
+    """
     groups = [[] for _ in range(n_groups)]
     totals = [0.0] * n_groups
     for position in sorted(range(len(costs)), key=lambda i: -costs[i]):
         lightest = totals.index(min(totals))
         groups[lightest].append(position)
         totals[lightest] += costs[position]
-    return [group for group in groups if group]
+    return [sorted(group) for group in groups if group]
+
+
+def _with_workspace(local, function, pieces):
+    workspace = local.__dict__.setdefault("workspace", Workspace())
+    return function(pieces, workspace)
+
+
+def _solve_in_pool(systems, rcond, driver, verbose, n_threads):
+    """Solve every block in a pool of ``n_threads`` threads, BLAS on one thread each.
+
+    Blocks taller than one chunk (default solve, CPU) are solved one at a time,
+    their chunks factorised across the pool and folded here in order; the other
+    blocks are solved in groups of similar cost, one pool task per group.
+    """
+    n_systems = len(systems)
+    solutions = [None] * n_systems
+    pid = os.getpid()
+    local = threading.local()
+    tall = [
+        i
+        for i, system in enumerate(systems)
+        if system.device_type == "cpu"
+        and uses_qr_solve(driver, system.device_type)
+        and system.n_rows > CHUNK_ROWS
+    ]
+    others = sorted(set(range(n_systems)) - set(tall))
+    with single_threaded(), ThreadPoolExecutor(n_threads) as pool:
+
+        def map_chunks(function, chunks):
+            return pool.map(partial(_with_workspace, local, function), chunks)
+
+        for i in tall:
+            start = time.perf_counter()
+            solutions[i] = _solve_one(systems[i], rcond, driver, None, map_chunks)
+            if verbose:
+                print(_progress(systems[i], i, n_systems, time.perf_counter() - start), flush=True)
+
+        costs = [solve_cost(systems[i]) for i in others]
+        n_small = sum(cost < SMALL_SOLVE_FLOPS for cost in costs)
+        n_groups = min(len(others), len(others) - n_small + n_threads)
+        groups = [[others[j] for j in group] for group in _balanced_groups(costs, n_groups)]
+        groups.sort(key=lambda group: -sum(solve_cost(systems[i]) for i in group))
+        futures = {
+            pool.submit(
+                _solve_group,
+                [systems[i] for i in group],
+                group,
+                n_systems,
+                rcond,
+                driver,
+                verbose,
+                pid,
+            ): group
+            for group in groups
+        }
+        for future in as_completed(futures):
+            for i, solution in zip(futures[future], future.result()[0]):
+                solutions[i] = solution
+    return solutions
 
 
 def solve_systems(systems, rcond, driver, n_jobs=None, verbose=0):
@@ -89,7 +249,7 @@ def solve_systems(systems, rcond, driver, n_jobs=None, verbose=0):
         Passed to :func:`skmetalstsq._solvers.solve`.
     n_jobs : int or None
         joblib's ``n_jobs``; None is one worker unless a ``joblib.parallel_config``
-        says otherwise.
+        says otherwise. One worker solves in threads, as many as BLAS may use.
     verbose : int
         Print one line per solved block when > 0.
 
@@ -97,45 +257,32 @@ def solve_systems(systems, rcond, driver, n_jobs=None, verbose=0):
     -------
     list of Solution
     """
-    costs = [solve_cost(system) for system in systems]
-    small = [i for i, cost in enumerate(costs) if cost < SMALL_SOLVE_FLOPS]
-    large = [i for i, cost in enumerate(costs) if cost >= SMALL_SOLVE_FLOPS]
-    n_workers = min(effective_n_jobs(n_jobs), len(small))
-    solutions = [None] * len(systems)
+    if not systems:
+        return []
+    n_workers = min(effective_n_jobs(n_jobs), len(systems))
+    pid = os.getpid()
     if n_workers <= 1:
-        if small:
-            with threadpool_limits(limits=1):
-                _solve_into(solutions, small, systems, rcond, driver, verbose)
-    else:
-        groups = [
-            [small[i] for i in group]
-            for group in _balanced_groups([costs[i] for i in small], n_workers)
-        ]
-        # limits BLAS in this process; each worker limits its own threads too
-        # (OpenMP, hence torch's MKL, counts threads per calling thread)
-        with threadpool_limits(limits=1):
-            results = Parallel(n_jobs=n_jobs, prefer="threads")(
-                delayed(_solve_group_one_thread)(
-                    [systems[i] for i in group], rcond, driver, verbose
-                )
-                for group in groups
+        on_cpu = all(system.device_type == "cpu" for system in systems)
+        n_threads = blas_threads() if on_cpu else 1
+        tall = uses_qr_solve(driver, "cpu") and any(s.n_rows > CHUNK_ROWS for s in systems)
+        if n_threads > 1 and (len(systems) > 1 or tall):
+            return _solve_in_pool(systems, rcond, driver, verbose, n_threads)
+        indices = list(range(len(systems)))
+        return _solve_group(systems, indices, len(systems), rcond, driver, verbose, pid)[0]
+
+    costs = [solve_cost(system) for system in systems]
+    groups = _balanced_groups(costs, n_workers)
+    solutions = [None] * len(systems)
+    with single_threaded():
+        results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
+            delayed(_solve_group)(
+                [systems[i] for i in group], group, len(systems), rcond, driver, verbose, pid
             )
-        for group, group_solutions in zip(groups, results):
+            for group in groups
+        )
+        for group, (group_solutions, lines) in zip(groups, results):
+            for line in lines:
+                print(line, flush=True)
             for i, solution in zip(group, group_solutions):
                 solutions[i] = solution
-    # Large blocks are solved one at a time with BLAS's own threads, whatever
-    # n_jobs is: BLAS results depend on its thread count, so this keeps every
-    # block's weights identical for any n_jobs.
-    _solve_into(solutions, large, systems, rcond, driver, verbose)
     return solutions
-
-
-def _solve_group_one_thread(systems, rcond, driver, verbose):
-    with threadpool_limits(limits=1):
-        return _solve_group(systems, rcond, driver, verbose)
-
-
-def _solve_into(solutions, positions, systems, rcond, driver, verbose):
-    group = [systems[i] for i in positions]
-    for i, solution in zip(positions, _solve_group(group, rcond, driver, verbose)):
-        solutions[i] = solution

@@ -5,20 +5,19 @@ gradient of X, each reshaped to ``(rows, n_features)``) and the matching ``b_par
 (the same for y). They are never concatenated unless a LAPACK driver asks for the
 whole matrix.
 
-The default solve (``driver=None``) copies the chunks, at most :data:`CHUNK_ROWS`
-rows at a time, under the triangular factor of the rows before them and takes a QR
-decomposition of ``[A | B]`` (a tall-skinny QR, :func:`r_factor`). The singular
-values of the triangular factor ``R_A`` are those of the stacked ``A``. When none of
-them is cut by ``rcond`` (full rank), the least-squares solution is
-``R_A^-1 (Q^T B)``, one triangular solve; otherwise the SVD of ``R_A`` gives LAPACK
-``gelsd``'s minimum-norm, rcond-cut solution. The memory cost is one chunk instead
-of two copies of the stacked matrix. :class:`SVDFactorization` keeps that SVD to
-give the solution for any number of cut-offs at the cost of one small matrix
-product each.
+The default solve (``driver=None``, :func:`qr_solve`) cuts the rows into chunks of
+at most :data:`CHUNK_ROWS` rows (:func:`row_chunks`), copies each chunk of
+``[A | B]`` and takes its QR decomposition (:func:`chunk_factor`), then combines
+the triangular factors in order (:func:`fold_factors`): a tall-skinny QR that copies
+one chunk at a time, and whose chunks can be factorised in parallel with the same
+result. The singular values of the final factor ``R_A`` are those of the stacked
+``A``. When none of them is cut by ``rcond`` (full rank), the least-squares solution
+is ``R_A^-1 (Q^T B)``, one triangular solve; otherwise the SVD of ``R_A`` gives
+LAPACK ``gelsd``'s minimum-norm, rcond-cut solution (:func:`factor_solution`).
+:class:`SVDFactorization` keeps that SVD to give the solution for any number of
+cut-offs at the cost of one small matrix product each.
 
 Every solve goes through :data:`_BACKENDS`, a small table keyed by the array library.
-The numpy backend only calls scipy's LAPACK: ``?geqrf`` and ``?trtrs``, which do
-the bulk of the work, release the GIL, so blocks solve in parallel in threads.
 """
 
 from dataclasses import dataclass
@@ -93,11 +92,13 @@ def _check_info(name, info):
 
 
 class _NumpyBackend:
-    """numpy arrays, solved with scipy's LAPACK bindings only.
+    """numpy arrays, solved with scipy's LAPACK bindings.
 
-    One LAPACK library for every call: numpy and scipy ship separate OpenBLAS
-    builds whose thread pools slow each other down when their calls alternate.
-    Workspace sizes are queried once per shape.
+    numpy and scipy ship separate OpenBLAS builds whose thread pools slow each
+    other down when their calls alternate with several BLAS threads: every method
+    but :meth:`factor_svd` uses scipy's. Workspace sizes are queried once per shape.
+    ``?geqrf`` and ``?trtrs`` release the GIL; scipy's ``?gesdd`` and least-squares
+    drivers do not.
     """
 
     name = "numpy"
@@ -130,16 +131,8 @@ class _NumpyBackend:
         return np.triu(qr[: min(m, n)])
 
     @staticmethod
-    def svdvals(matrix):
-        char = matrix.dtype.char
-        m, n = matrix.shape
-        lwork = _lwork("gesdd", char, m, n, 0, 0)
-        _, singular, _, info = _lapack("gesdd", char)(matrix, compute_uv=0, lwork=lwork)
-        _check_info("gesdd", info)
-        return singular
-
-    @staticmethod
     def svd(matrix):
+        """scipy's SVD: one LAPACK library with :meth:`qr_r`, for any BLAS threads."""
         char = matrix.dtype.char
         m, n = matrix.shape
         if min(m, n) == 0:
@@ -151,6 +144,15 @@ class _NumpyBackend:
         )
         _check_info("gesdd", info)
         return u, singular, vt
+
+    @staticmethod
+    def factor_svd(matrix, compute_uv):
+        """numpy's SVD of a small factor, which releases the GIL (scipy's does not).
+
+        Only called with BLAS on one thread, where the two OpenBLAS builds do not
+        compete (see :mod:`skmetalstsq._parallel`).
+        """
+        return np.linalg.svd(matrix, full_matrices=False, compute_uv=compute_uv)
 
     @staticmethod
     def solve_triangular(upper, rhs):
@@ -223,16 +225,18 @@ class _TorchBackend:
         return torch.linalg.qr(matrix, mode="r")[1]
 
     @staticmethod
-    def svdvals(matrix):
-        import torch
-
-        return torch.linalg.svdvals(matrix)
-
-    @staticmethod
     def svd(matrix):
         import torch
 
         return torch.linalg.svd(matrix, full_matrices=False)
+
+    @staticmethod
+    def factor_svd(matrix, compute_uv):
+        import torch
+
+        if compute_uv:
+            return torch.linalg.svd(matrix, full_matrices=False)
+        return torch.linalg.svdvals(matrix)
 
     @staticmethod
     def solve_triangular(upper, rhs):
@@ -275,13 +279,32 @@ def array_library(array):
 # ---------------------------------------------------------------------------------
 
 
-def _row_steps(a_parts, b_parts, step_rows):
-    """Yield lists of ``(a_rows, b_rows)`` views holding ``step_rows`` rows in all.
+class Workspace:
+    """Scratch memory reused by the QR steps of one thread.
 
-    Consecutive parts share a step, so that many short gradient parts cost one
-    QR step; only the last step holds fewer rows.
+    Copying a chunk into freshly allocated memory costs a page fault per page;
+    reusing one buffer per thread avoids it. Only numpy chunks use it.
     """
-    pieces, filled = [], 0
+
+    def __init__(self):
+        self._flat = None
+
+    def matrix(self, shape, like):
+        """An uninitialised Fortran-ordered matrix of ``shape``, dtype of ``like``."""
+        size = shape[0] * shape[1]
+        if self._flat is None or self._flat.dtype != like.dtype or self._flat.size < size:
+            self._flat = np.empty(size, dtype=like.dtype)
+        return self._flat[:size].reshape(shape, order="F")
+
+
+def row_chunks(a_parts, b_parts, chunk_rows=CHUNK_ROWS):
+    """The row chunks a block is factorised by, each a list of ``(a_rows, b_rows)``.
+
+    Consecutive parts share a chunk, so that many short gradient parts cost one
+    QR step; every chunk but the last holds ``chunk_rows`` rows. Only views.
+    """
+    chunks, pieces, filled = [], [], 0
+    step_rows = max(int(chunk_rows), 1)
     for a_part, b_part in zip(a_parts, b_parts):
         start, n_rows = 0, a_part.shape[0]
         while start < n_rows:
@@ -290,18 +313,79 @@ def _row_steps(a_parts, b_parts, step_rows):
             start += taken
             filled += taken
             if filled == step_rows:
-                yield pieces
+                chunks.append(pieces)
                 pieces, filled = [], 0
     if pieces:
-        yield pieces
+        chunks.append(pieces)
+    return chunks
 
 
-def r_factor(a_parts, b_parts, chunk_rows=CHUNK_ROWS):
+def chunk_factor(pieces, workspace=None):
+    """Triangular factor of the QR decomposition of one row chunk of ``[A | B]``.
+
+    Parameters
+    ----------
+    pieces : list of (a_rows, b_rows)
+        One chunk from :func:`row_chunks`.
+    workspace : Workspace or None
+        Scratch memory of the calling thread, for numpy chunks.
+
+    Returns
+    -------
+    array of shape (min(rows, width), width), upper triangular
+    """
+    like = pieces[0][0]
+    backend = _BACKENDS[array_library(like)]
+    n_features = like.shape[1]
+    shape = (sum(a_rows.shape[0] for a_rows, _ in pieces), n_features + pieces[0][1].shape[1])
+    if workspace is not None and backend is _NumpyBackend:
+        buffer = workspace.matrix(shape, like)
+    else:
+        buffer = backend.empty(shape, like)
+    start = 0
+    for a_rows, b_rows in pieces:
+        stop = start + a_rows.shape[0]
+        buffer[start:stop, :n_features] = a_rows
+        buffer[start:stop, n_features:] = b_rows
+        start = stop
+    return backend.qr_r(buffer)
+
+
+def fold_factors(factors):
+    """Triangular factor of the rows of several factors, combined in order.
+
+    ``qr([R_1; R_2])`` is computed, then ``qr([that; R_3])`` and so on: the
+    order is fixed, so the result does not depend on which thread computed
+    which factor, nor when.
+
+    Parameters
+    ----------
+    factors : iterable of upper-triangular arrays of one width
+        Consumed in order (it may yield factors as they are computed).
+
+    Returns
+    -------
+    array or None (no factor)
+    """
+    total = None
+    for factor in factors:
+        if total is None:
+            total = factor
+            continue
+        backend = _BACKENDS[array_library(factor)]
+        stacked = backend.empty((total.shape[0] + factor.shape[0], factor.shape[1]), factor)
+        stacked[: total.shape[0]] = total
+        stacked[total.shape[0] :] = factor
+        total = backend.qr_r(stacked)
+    return total
+
+
+def r_factor(a_parts, b_parts, chunk_rows=CHUNK_ROWS, map_chunks=None, workspace=None):
     """Triangular factor of the QR decomposition of the stacked ``[A | B]``.
 
-    Row chunks of ``[A | B]`` are copied, at most ``chunk_rows`` at a time, under
-    the factor of the rows before them and factorised again, so that only one
-    chunk is copied at a time.
+    Each row chunk (:func:`row_chunks`) is copied and factorised on its own, and
+    the factors are combined in order (:func:`fold_factors`): one chunk is copied at
+    a time, and chunks can be factorised in parallel with the same result.
 
     Parameters
     ----------
@@ -310,6 +394,11 @@ def r_factor(a_parts, b_parts, chunk_rows=CHUNK_ROWS):
         array library, dtype and device.
     chunk_rows : int
         Rows copied per QR step.
+    map_chunks : callable or None
+        ``map_chunks(chunk_factor, chunks)`` returns the factors in order (e.g. a
+        thread pool's ``map``); None factorises them one after the other.
+    workspace : Workspace or None
+        Scratch memory, when ``map_chunks`` is None.
 
     Returns
     -------
@@ -317,27 +406,16 @@ def r_factor(a_parts, b_parts, chunk_rows=CHUNK_ROWS):
         Upper triangular (trapezoidal when there are fewer rows than columns),
         with ``width = n_features + n_targets``.
     """
-    like = a_parts[0]
-    backend = _BACKENDS[array_library(like)]
-    n_features = like.shape[1]
-    width = n_features + b_parts[0].shape[1]
-    factor, buffer = None, None
-    for pieces in _row_steps(a_parts, b_parts, max(int(chunk_rows), 1)):
-        kept = 0 if factor is None else factor.shape[0]
-        height = kept + sum(a_rows.shape[0] for a_rows, _ in pieces)
-        if buffer is None or buffer.shape[0] != height:
-            buffer = backend.empty((height, width), like)
-        if kept:
-            buffer[:kept] = factor
-        start = kept
-        for a_rows, b_rows in pieces:
-            stop = start + a_rows.shape[0]
-            buffer[start:stop, :n_features] = a_rows
-            buffer[start:stop, n_features:] = b_rows
-            start = stop
-        factor = backend.qr_r(buffer)[:width]
+    chunks = row_chunks(a_parts, b_parts, chunk_rows)
+    if map_chunks is None:
+        factors = (chunk_factor(pieces, workspace) for pieces in chunks)
+    else:
+        factors = map_chunks(chunk_factor, chunks)
+    factor = fold_factors(factors)
     if factor is None:
-        factor = backend.zeros((0, width), like)
+        like = a_parts[0]
+        width = like.shape[1] + b_parts[0].shape[1]
+        factor = _BACKENDS[array_library(like)].zeros((0, width), like)
     return factor
 
 
@@ -397,14 +475,48 @@ class SVDFactorization:
         return Solution(weights, rank, self.singular_values)
 
 
-def qr_solve(a_parts, b_parts, rcond, chunk_rows=CHUNK_ROWS):
-    """The minimum-norm, rcond-cut least-squares solution, by QR of ``[A | B]``.
+def factor_solution(factor, n_features, rcond):
+    """The minimum-norm, rcond-cut solution from the triangular factor of ``[A | B]``.
 
-    The same solution as LAPACK ``gelsd`` on the stacked arrays: with
-    ``R_A`` the triangular factor of ``A`` from :func:`r_factor`, singular values
-    of ``R_A`` at most ``rcond`` times the largest are cut. When none is cut,
-    the solution is ``R_A^-1 (Q^T B)`` (a triangular solve); otherwise it comes
-    from the SVD of ``R_A``, as in :class:`SVDFactorization`.
+    Singular values of ``R_A`` at most ``rcond`` times the largest are cut.
+    When none is cut, the solution is ``R_A^-1 (Q^T B)`` (a triangular solve);
+    otherwise it comes from the SVD of ``R_A``, as in :class:`SVDFactorization`.
+
+    Parameters
+    ----------
+    factor : array of shape (k, n_features + n_targets)
+        From :func:`r_factor`.
+    n_features : int
+    rcond : float
+        Relative cut-off (already resolved from None).
+
+    Returns
+    -------
+    Solution
+    """
+    backend = _BACKENDS[array_library(factor)]
+    n_targets = factor.shape[1] - n_features
+    r_a, projected = _split(factor, n_features)
+    if r_a.shape[0] == 0 or n_features == 0:
+        weights = backend.zeros((n_targets, n_features), factor)
+        return Solution(weights, 0, backend.zeros((0,), factor))
+    if r_a.shape[0] == n_features:
+        singular = backend.factor_svd(r_a, compute_uv=False)
+        rank = _cut(singular, rcond)
+        if rank == n_features:
+            return Solution(backend.solve_triangular(r_a, projected).T, rank, singular)
+    u, singular, vt = backend.factor_svd(r_a, compute_uv=True)
+    rank = _cut(singular, rcond)
+    if rank == 0:
+        return Solution(backend.zeros((n_targets, n_features), factor), 0, singular)
+    scaled = (u[:, :rank].T @ projected) / singular[:rank, None]
+    return Solution((vt[:rank].T @ scaled).T, rank, singular)
+
+
+def qr_solve(a_parts, b_parts, rcond, chunk_rows=CHUNK_ROWS, map_chunks=None, workspace=None):
+    """LAPACK ``gelsd``'s solution of one block, by a QR of ``[A | B]`` by row chunks.
+
+    :func:`r_factor` then :func:`factor_solution`.
 
     Parameters
     ----------
@@ -412,34 +524,18 @@ def qr_solve(a_parts, b_parts, rcond, chunk_rows=CHUNK_ROWS):
         Row chunks of the stacked X and y blocks.
     rcond : float
         Relative cut-off (already resolved from None).
-    chunk_rows : int
-        Rows per QR step.
+    chunk_rows, map_chunks, workspace :
+        As in :func:`r_factor`.
 
     Returns
     -------
     Solution
     """
-    like = a_parts[0]
-    backend = _BACKENDS[array_library(like)]
-    n_features, n_targets = like.shape[1], b_parts[0].shape[1]
-    r_a, projected = _split(r_factor(a_parts, b_parts, chunk_rows), n_features)
-    if r_a.shape[0] == 0 or n_features == 0:
-        weights = backend.zeros((n_targets, n_features), like)
-        return Solution(weights, 0, backend.zeros((0,), like))
-    if r_a.shape[0] == n_features:
-        singular = backend.svdvals(r_a)
-        rank = _cut(singular, rcond)
-        if rank == n_features:
-            return Solution(backend.solve_triangular(r_a, projected).T, rank, singular)
-    u, singular, vt = backend.svd(r_a)
-    rank = _cut(singular, rcond)
-    if rank == 0:
-        return Solution(backend.zeros((n_targets, n_features), like), 0, singular)
-    scaled = (u[:, :rank].T @ projected) / singular[:rank, None]
-    return Solution((vt[:rank].T @ scaled).T, rank, singular)
+    factor = r_factor(a_parts, b_parts, chunk_rows, map_chunks, workspace)
+    return factor_solution(factor, a_parts[0].shape[1], rcond)
 
 
-def solve(a_parts, b_parts, rcond, driver, device_type="cpu"):
+def solve(a_parts, b_parts, rcond, driver, device_type="cpu", map_chunks=None, workspace=None):
     """Least-squares weights of one block.
 
     Parameters
@@ -451,14 +547,16 @@ def solve(a_parts, b_parts, rcond, driver, device_type="cpu"):
         Relative cut-off for small singular values; None is
         :func:`default_rcond`.
     driver : {None, "gels", "gelsy", "gelsd", "gelss"}
-        None is :func:`qr_solve`: ``"gelsd"``'s solution, streamed by row chunks
-        of :data:`CHUNK_ROWS`. A LAPACK driver stacks the chunks once into a
+        None is :func:`qr_solve`: ``"gelsd"``'s solution, by row chunks of
+        :data:`CHUNK_ROWS`. A LAPACK driver stacks the chunks once into a
         Fortran-ordered matrix that LAPACK overwrites (scipy for numpy, torch for
         torch). On CUDA, torch only has ``"gels"``; every other driver uses
         :func:`qr_solve` there, which gives the same minimum-norm, rcond-cut
         solution.
     device_type : str
         ``"cpu"`` or ``"cuda"`` (the torch device type of the data).
+    map_chunks, workspace :
+        For ``driver=None``, as in :func:`r_factor`.
 
     Returns
     -------
@@ -471,8 +569,8 @@ def solve(a_parts, b_parts, rcond, driver, device_type="cpu"):
     if rcond is None:
         rcond = default_rcond(n_rows, n_features, backend.eps(like))
 
-    if driver is None or (device_type != "cpu" and driver != "gels"):
-        return qr_solve(a_parts, b_parts, rcond)
+    if uses_qr_solve(driver, device_type):
+        return qr_solve(a_parts, b_parts, rcond, CHUNK_ROWS, map_chunks, workspace)
 
     if n_rows == 0 or n_features == 0:
         weights = backend.zeros((n_targets, n_features), like)
@@ -482,6 +580,11 @@ def solve(a_parts, b_parts, rcond, driver, device_type="cpu"):
     b_matrix = _stacked(backend, b_parts, b_parts[0])
     weights, rank, singular = backend.lstsq(a_matrix, b_matrix, rcond, driver)
     return Solution(weights.T, rank, singular)
+
+
+def uses_qr_solve(driver, device_type):
+    """Whether :func:`solve` uses :func:`qr_solve` for this driver and device."""
+    return driver is None or (device_type != "cpu" and driver != "gels")
 
 
 def _stacked(backend, parts, like):
