@@ -1,0 +1,94 @@
+"""The SOAP example reaches sensible errors on held-out structures.
+
+The example runs once per test session: its output is read from the documentation
+build (which executes every example) when Sphinx is installed, and otherwise it is
+run here, headless.
+"""
+
+import contextlib
+import importlib.util
+import io
+import re
+import runpy
+
+import pytest
+from docs_build import ROOT, build_docs, script_output
+
+EXAMPLE = ROOT / "examples" / "soap_energies_forces.py"
+
+
+def _run_headless():
+    pytest.importorskip("featomic", reason="the examples extra is not installed")
+    pytest.importorskip("ase", reason="the examples extra is not installed")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        runpy.run_path(str(EXAMPLE), run_name="__main__")
+    n_figures = len(plt.get_fignums())
+    plt.close("all")
+    return output.getvalue(), n_figures
+
+
+@pytest.fixture(scope="module")
+def soap():
+    """(printed output, number of figures drawn) of the SOAP example."""
+    if importlib.util.find_spec("sphinx") is None:
+        return _run_headless()
+    build = build_docs()
+    images = (build.source / "auto_examples" / "images").glob("sphx_glr_soap_energies_forces_0*")
+    return script_output(build, "soap_energies_forces"), len(list(images))
+
+
+def _number(pattern, text):
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in the output:\n{text}"
+    return [float(group) for group in match.groups()]
+
+
+def test_dataset_and_split(soap):
+    output, _ = soap
+    n_structures, n_atoms = _number(r"(\d+) structures, (\d+) atoms", output)
+    n_train, n_test = _number(r"(\d+) training and (\d+) test structures", output)
+    assert n_train + n_test == n_structures
+    assert 0 < n_test < n_train
+    n_rows, n_features = _number(r"values: \((\d+), (\d+)\)", output)
+    assert n_rows == n_structures
+    gradient_rows, xyz, gradient_features = _number(
+        r"positions gradient: \((\d+), (\d+), (\d+)\)", output
+    )
+    # one gradient row per atom once atoms are summed, x y z, the same features
+    assert (gradient_rows, xyz, gradient_features) == (n_atoms, 3, n_features)
+
+
+def test_grid_search_and_tensormaplstsqcv_agree(soap):
+    output, _ = soap
+    (grid_rcond,) = _number(r"GridSearchCV: rcond ([0-9.e+-]+)", output)
+    (cv_rcond,) = _number(r"TensorMapLstsqCV: rcond ([0-9.e+-]+)", output)
+    assert grid_rcond == cv_rcond
+    (difference,) = _number(r"force errors: ([0-9.e+-]+) eV/Å", output)
+    assert difference < 1e-8
+    rank, n_features = _number(r"training matrix: (\d+) of (\d+)", output)
+    assert 0 < rank < n_features  # summed power spectra are rank-deficient
+
+
+def test_held_out_errors_are_small_against_the_spread_of_the_data(soap):
+    output, _ = soap
+    _, energy_spread = _number(r"energy per atom: ([0-9.-]+) \+- ([0-9.]+) eV", output)
+    (energy_rmse,) = _number(r"test energy RMSE: ([0-9.]+) meV/atom", output)
+    (energy_mae,) = _number(r"test energy MAE: ([0-9.]+) meV/atom", output)
+    (force_rmse,) = _number(r"test force RMSE: ([0-9.]+) meV/Å", output)
+    (force_spread,) = _number(r"test force components: ([0-9.]+) meV/Å", output)
+    assert 0 < energy_mae <= energy_rmse
+    # a linear model on SOAP fits EMT well: a tenth of the spread is a loose bound
+    # that a wrong sign of the forces or misaligned gradient rows would break
+    assert energy_rmse < 0.1 * 1000 * energy_spread
+    assert 0 < force_rmse < 0.1 * force_spread
+
+
+def test_validation_curve_and_parity_plots_are_drawn(soap):
+    _, n_figures = soap
+    assert n_figures == 2
