@@ -98,19 +98,42 @@ def blas_threads():
     return max(max(counts, default=1), 1)
 
 
+_shared_lock = threading.Lock()
+_shared_state = {"users": 0, "blas": None, "torch": None}
+
+
 @contextmanager
 def single_threaded():
-    """BLAS, OpenMP and torch's intra-op pool on one thread, restored on exit."""
+    """BLAS, OpenMP and torch's intra-op pool on one thread, restored on exit.
+
+    BLAS's and torch's thread counts are shared by the whole process: the first
+    of concurrent users (threads of a pool, of a Dask worker) sets them and the
+    last one restores them. OpenMP's count belongs to each thread, which sets
+    and restores its own.
+    """
     torch = sys.modules.get("torch")
-    previous = torch.get_num_threads() if torch is not None else None
-    with blas_limit(1):
-        if previous is not None and previous != 1:
-            torch.set_num_threads(1)
-        try:
+    controller = _controller(torch is not None)
+    with _shared_lock:
+        if _shared_state["users"] == 0:
+            _shared_state["blas"] = controller.limit(limits=1, user_api="blas")
+            if torch is not None:
+                # set even when it reads 1: that can be this thread's OpenMP
+                # count while torch's LAPACK (MKL) keeps its own
+                _shared_state["torch"] = (torch, torch.get_num_threads())
+                torch.set_num_threads(1)
+        _shared_state["users"] += 1
+    try:
+        with controller.limit(limits=1, user_api="openmp"):
             yield
-        finally:
-            if previous is not None and previous != 1:
-                torch.set_num_threads(previous)
+    finally:
+        with _shared_lock:
+            _shared_state["users"] -= 1
+            if _shared_state["users"] == 0:
+                _shared_state["blas"].restore_original_limits()
+                if _shared_state["torch"] is not None:
+                    torch_module, threads = _shared_state["torch"]
+                    torch_module.set_num_threads(threads)
+                _shared_state["blas"] = _shared_state["torch"] = None
 
 
 # ---------------------------------------------------------------------------------
@@ -180,7 +203,9 @@ def _balanced_groups(costs, n_groups):
 
 def _with_workspace(local, function, pieces):
     workspace = local.__dict__.setdefault("workspace", Workspace())
-    return function(pieces, workspace)
+    # OpenMP (hence torch's LAPACK) counts threads per calling thread
+    with single_threaded():
+        return function(pieces, workspace)
 
 
 def _solve_in_pool(systems, rcond, driver, verbose, n_threads):
