@@ -20,12 +20,13 @@ cut-offs at the cost of one small matrix product each.
 Every solve goes through :data:`_BACKENDS`, a small table keyed by the array library.
 """
 
+import ctypes
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import scipy.linalg
-from scipy.linalg import lapack
+from scipy.linalg import cython_lapack, lapack
 
 #: Rows of ``[A | B]`` copied for one QR step of the default solve. 20k rows keep
 #: the copy small (32 MB at 200 float64 columns) while each QR stays long enough for
@@ -91,14 +92,79 @@ def _check_info(name, info):
         raise ValueError(f"LAPACK {name}: illegal value in argument {-info}")
 
 
+@lru_cache(maxsize=2)
+def _gesdd_function(prefix):
+    """scipy's ``?gesdd`` from ``scipy.linalg.cython_lapack``, as a ctypes function.
+
+    scipy's Python binding of ``?gesdd`` holds the GIL; ctypes releases it during
+    the call, so that threads take SVDs concurrently, with the LAPACK library of
+    every other call on numpy data.
+    """
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype = ctypes.c_void_p
+    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    capsule = cython_lapack.__pyx_capi__[prefix + "gesdd"]
+    address = get_pointer(capsule, get_name(capsule))
+    # jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork, info
+    return ctypes.CFUNCTYPE(None, ctypes.c_char_p, *[ctypes.c_void_p] * 13)(address)
+
+
+def _gesdd(matrix, compute_uv):
+    """Thin SVD of a real 2-D array with LAPACK ``?gesdd``, without the GIL.
+
+    Returns ``(u, s, vt)``, or ``s`` when ``compute_uv`` is False.
+    """
+    dtype = matrix.dtype
+    m, n = matrix.shape
+    k = min(m, n)
+    if k == 0:
+        s = np.zeros((0,), dtype=dtype)
+        return (np.zeros((m, 0), dtype), s, np.zeros((0, n), dtype)) if compute_uv else s
+    a = np.array(matrix, dtype=dtype, order="F")
+    s = np.empty(k, dtype=dtype)
+    if compute_uv:
+        job, u, vt = b"S", np.empty((m, k), dtype, order="F"), np.empty((k, n), dtype, order="F")
+        minimum = 4 * k * k + 6 * k + max(m, n)
+    else:
+        job, u, vt = b"N", np.empty(1, dtype), np.empty(1, dtype)
+        minimum = 3 * k + max(max(m, n), 7 * k)
+    lwork = max(_lwork("gesdd", dtype.char, m, n, int(compute_uv), 0), minimum)
+    work = np.empty(lwork, dtype=dtype)
+    iwork = np.empty(8 * k, dtype=np.intc)
+    info = ctypes.c_int(0)
+
+    def integer(value):
+        return ctypes.byref(ctypes.c_int(value))
+
+    _gesdd_function({"d": "d", "f": "s"}[dtype.char])(
+        job,
+        integer(m),
+        integer(n),
+        a.ctypes.data,
+        integer(m),
+        s.ctypes.data,
+        u.ctypes.data,
+        integer(m if compute_uv else 1),
+        vt.ctypes.data,
+        integer(k if compute_uv else 1),
+        work.ctypes.data,
+        integer(lwork),
+        iwork.ctypes.data,
+        ctypes.byref(info),
+    )
+    _check_info("gesdd", info.value)
+    return (u, s, vt) if compute_uv else s
+
+
 class _NumpyBackend:
-    """numpy arrays, solved with scipy's LAPACK bindings.
+    """numpy arrays, solved with scipy's LAPACK only.
 
     numpy and scipy ship separate OpenBLAS builds whose thread pools slow each
-    other down when their calls alternate with several BLAS threads: every method
-    but :meth:`factor_svd` uses scipy's. Workspace sizes are queried once per shape.
-    ``?geqrf`` and ``?trtrs`` release the GIL; scipy's ``?gesdd`` and least-squares
-    drivers do not.
+    other down when their calls alternate. Workspace sizes are queried once per
+    shape. ``?geqrf``, ``?trtrs`` and ``?gesdd`` (called through ctypes) release the
+    GIL; scipy's least-squares drivers do not.
     """
 
     name = "numpy"
@@ -131,28 +197,8 @@ class _NumpyBackend:
         return np.triu(qr[: min(m, n)])
 
     @staticmethod
-    def svd(matrix):
-        """scipy's SVD: one LAPACK library with :meth:`qr_r`, for any BLAS threads."""
-        char = matrix.dtype.char
-        m, n = matrix.shape
-        if min(m, n) == 0:
-            empty = np.zeros((0,), dtype=matrix.dtype)
-            return np.zeros((m, 0), dtype=matrix.dtype), empty, np.zeros((0, n), matrix.dtype)
-        lwork = _lwork("gesdd", char, m, n, 1, 0)
-        u, singular, vt, info = _lapack("gesdd", char)(
-            matrix, compute_uv=1, full_matrices=0, lwork=lwork
-        )
-        _check_info("gesdd", info)
-        return u, singular, vt
-
-    @staticmethod
-    def factor_svd(matrix, compute_uv):
-        """numpy's SVD of a small factor, which releases the GIL (scipy's does not).
-
-        Only called with BLAS on one thread, where the two OpenBLAS builds do not
-        compete (see :mod:`skmetalstsq._parallel`).
-        """
-        return np.linalg.svd(matrix, full_matrices=False, compute_uv=compute_uv)
+    def svd(matrix, compute_uv=True):
+        return _gesdd(matrix, compute_uv)
 
     @staticmethod
     def solve_triangular(upper, rhs):
@@ -225,13 +271,7 @@ class _TorchBackend:
         return torch.linalg.qr(matrix, mode="r")[1]
 
     @staticmethod
-    def svd(matrix):
-        import torch
-
-        return torch.linalg.svd(matrix, full_matrices=False)
-
-    @staticmethod
-    def factor_svd(matrix, compute_uv):
+    def svd(matrix, compute_uv=True):
         import torch
 
         if compute_uv:
@@ -501,11 +541,11 @@ def factor_solution(factor, n_features, rcond):
         weights = backend.zeros((n_targets, n_features), factor)
         return Solution(weights, 0, backend.zeros((0,), factor))
     if r_a.shape[0] == n_features:
-        singular = backend.factor_svd(r_a, compute_uv=False)
+        singular = backend.svd(r_a, compute_uv=False)
         rank = _cut(singular, rcond)
         if rank == n_features:
             return Solution(backend.solve_triangular(r_a, projected).T, rank, singular)
-    u, singular, vt = backend.factor_svd(r_a, compute_uv=True)
+    u, singular, vt = backend.svd(r_a)
     rank = _cut(singular, rcond)
     if rank == 0:
         return Solution(backend.zeros((n_targets, n_features), factor), 0, singular)

@@ -1,10 +1,12 @@
-"""Blocks solved in threads, with joblib backends and on a Dask cluster.
+"""Blocks solved in threads, with joblib backends and on a Dask cluster, and the
+documented paths for a block too tall for memory.
 
 Weights must not depend on how blocks are spread over workers: every parallel fit
 is compared bit for bit with a fit on one thread, and with ``metatensor.lstsq``
 (an independent computation) to a tolerance.
 """
 
+import functools
 import re
 import warnings
 
@@ -12,8 +14,9 @@ import joblib
 import metatensor
 import numpy as np
 import pytest
+import scipy.linalg
 from builders import make_pair, to_torch
-from metatensor import Labels, TensorMap
+from metatensor import Labels, TensorBlock, TensorMap
 from threadpoolctl import threadpool_limits
 
 from skmetalstsq import TensorMapLstsq
@@ -217,7 +220,8 @@ def test_loky_processes_give_identical_weights(mixed_pair, one_thread_fit, capsy
     assert_progress(capsys.readouterr().out, mixed_pair[0])
 
 
-def test_dask_cluster_gives_identical_weights(mixed_pair, one_thread_fit):
+@pytest.mark.parametrize("processes", [False, True])
+def test_dask_cluster_gives_identical_weights(mixed_pair, one_thread_fit, capsys, processes):
     distributed = pytest.importorskip("distributed")
     with warnings.catch_warnings():
         # starting a cluster on a machine where another one runs may warn that
@@ -226,12 +230,85 @@ def test_dask_cluster_gives_identical_weights(mixed_pair, one_thread_fit):
         cluster = distributed.LocalCluster(
             n_workers=2,
             threads_per_worker=1,
-            processes=False,
+            processes=processes,
+            # in-process workers talk over TCP too, so that blocks are serialised
             protocol="tcp://",
             host="127.0.0.1",
             dashboard_address=None,
         )
     with cluster, distributed.Client(cluster):
         with joblib.parallel_config(backend="dask"):
-            model = TensorMapLstsq(rcond=RCOND, n_jobs=2).fit(*mixed_pair)
+            model = TensorMapLstsq(rcond=RCOND, n_jobs=-1, verbose=1).fit(*mixed_pair)
     assert_identical(model, one_thread_fit)
+    assert_progress(capsys.readouterr().out, mixed_pair[0])
+
+
+# ---------------------------------------------------------------------------------
+# the documented paths for a block too tall for memory (docs/parallelism.rst)
+# ---------------------------------------------------------------------------------
+
+
+def one_block(values, targets):
+    samples = Labels.range("row", values.shape[0])
+    X = TensorMap(
+        Labels.single(),
+        [TensorBlock(values, samples, [], Labels.range("feature", values.shape[1]))],
+    )
+    y = TensorMap(
+        Labels.single(),
+        [TensorBlock(targets, samples, [], Labels.range("energy", targets.shape[1]))],
+    )
+    return X, y
+
+
+def tall_rank_deficient(rng, n_rows):
+    """Seven columns of rank 5: a combination of two, and one scaled by 1e-3."""
+    base = rng.normal(size=(n_rows, 5))
+    values = np.column_stack([base, base[:, :2] @ [[1.0], [-2.0]], 1e-3 * base[:, 4]])
+    targets = rng.normal(size=(n_rows, 2))
+    return values, targets
+
+
+def test_fit_on_memory_mapped_arrays_equals_gelsd(tmp_path):
+    rng = np.random.default_rng(2)
+    values, targets = tall_rank_deficient(rng, CHUNK_ROWS + 1234)
+    np.save(tmp_path / "x.npy", values)
+    np.save(tmp_path / "y.npy", targets)
+    X, y = one_block(
+        np.load(tmp_path / "x.npy", mmap_mode="r"), np.load(tmp_path / "y.npy", mmap_mode="r")
+    )
+    assert isinstance(X.block(0).values, np.memmap)
+    model = TensorMapLstsq(rcond=RCOND).fit(X, y)
+    weights, _, rank, singular = scipy.linalg.lstsq(
+        values, targets, cond=RCOND, lapack_driver="gelsd"
+    )
+    np.testing.assert_allclose(model.weights_.block(0).values, weights.T, rtol=1e-8, atol=1e-10)
+    assert model.rank_[(0,)] == rank == 5
+    np.testing.assert_allclose(model.singular_values_[(0,)][:5], singular[:5], rtol=1e-10)
+
+
+def test_fit_on_folded_chunk_factors_equals_a_fit_on_every_row():
+    # the recipe of the docs, with its own QR: factors of row chunks, folded
+    rng = np.random.default_rng(3)
+    values, targets = tall_rank_deficient(rng, 3000)
+    n_features = values.shape[1]
+
+    def r_factor(a_rows, b_rows):
+        stacked = np.hstack([a_rows, b_rows])
+        return scipy.linalg.qr(stacked, mode="r")[0][: stacked.shape[1]]
+
+    factors = [r_factor(values[s : s + 700], targets[s : s + 700]) for s in range(0, 3000, 700)]
+    factor = functools.reduce(
+        lambda r1, r2: scipy.linalg.qr(np.vstack([r1, r2]), mode="r")[0][: r1.shape[1]],
+        factors,
+    )
+    X, y = one_block(
+        np.ascontiguousarray(factor[:, :n_features]), np.ascontiguousarray(factor[:, n_features:])
+    )
+    model = TensorMapLstsq(rcond=RCOND).fit(X, y)
+    weights, _, rank, singular = scipy.linalg.lstsq(
+        values, targets, cond=RCOND, lapack_driver="gelsd"
+    )
+    np.testing.assert_allclose(model.weights_.block(0).values, weights.T, rtol=1e-8, atol=1e-10)
+    assert model.rank_[(0,)] == rank
+    np.testing.assert_allclose(model.singular_values_[(0,)][:rank], singular[:rank], rtol=1e-10)
