@@ -3,20 +3,25 @@
 OpenBLAS's results depend on its number of threads, so every LAPACK call of a fit
 runs with BLAS on one thread: the weights are the same, bit for bit, whatever
 ``n_jobs`` and the BLAS thread settings are. The cores are used by solving blocks,
-and the row chunks of tall blocks, concurrently:
+and the row chunks of tall blocks, concurrently, in a pool of threads of this
+process:
 
-- one worker (``n_jobs`` None or 1): blocks are solved in a pool of as many threads
-  as BLAS may use (threadpoolctl's current limit, e.g. ``OPENBLAS_NUM_THREADS``);
-  blocks taller than :data:`~skmetalstsq._solvers.CHUNK_ROWS` rows are factorised
-  chunk by chunk across the pool. Under ``threadpool_limits(1)``, one thread.
-- several workers (``n_jobs`` > 1): one group of blocks per worker, balanced by
-  their solve cost, so that hundreds of small blocks cost a handful of tasks;
-  joblib with threads preferred, and any backend chosen by the caller
-  (``joblib.parallel_config``), a Dask cluster included, honoured. Blocks are
-  sent as plain arrays (TensorBlocks cannot be pickled).
+- with ``n_jobs`` None or 1, as many threads as BLAS may use (threadpoolctl's
+  current limit, e.g. ``OPENBLAS_NUM_THREADS``; under ``threadpool_limits(1)``,
+  one);
+- with ``n_jobs`` > 1 and joblib's threads (the preferred backend), ``n_jobs``
+  threads.
 
-LAPACK's QR (``?geqrf``) and triangular solve release the GIL, so threads run
-concurrently; workers in other processes set their own thread limits.
+Small blocks are solved in groups of similar cost, one task per group, so that
+hundreds of them cost a few tasks; blocks taller than
+:data:`~skmetalstsq._solvers.CHUNK_ROWS` rows are factorised chunk by chunk across
+the pool. LAPACK's QR, triangular solve and SVD release the GIL, so the threads run
+concurrently.
+
+When the caller chose a joblib backend of processes or a cluster
+(``joblib.parallel_config(backend="loky")``, ``backend="dask"``), blocks are sent as
+plain arrays (TensorBlocks cannot be pickled) in one group per worker, balanced by
+their solve cost, and each worker limits its own threads.
 """
 
 import os
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 
 from joblib import Parallel, delayed, effective_n_jobs
+from joblib.parallel import get_active_backend
 from threadpoolctl import ThreadpoolController
 
 from ._solvers import CHUNK_ROWS, Workspace, solve, uses_qr_solve
@@ -284,22 +290,25 @@ def solve_systems(systems, rcond, driver, n_jobs=None, verbose=0):
     """
     if not systems:
         return []
-    n_workers = min(effective_n_jobs(n_jobs), len(systems))
+    n_jobs = effective_n_jobs(n_jobs)
     pid = os.getpid()
-    if n_workers <= 1:
+    backend, _ = get_active_backend(prefer="threads")
+    if n_jobs == 1 or getattr(backend, "uses_threads", False):
+        # one worker, or joblib's threads: this process's own pool of threads
         on_cpu = all(system.device_type == "cpu" for system in systems)
-        n_threads = blas_threads() if on_cpu else 1
+        n_threads = (blas_threads() if n_jobs == 1 else n_jobs) if on_cpu else 1
         tall = uses_qr_solve(driver, "cpu") and any(s.n_rows > CHUNK_ROWS for s in systems)
         if n_threads > 1 and (len(systems) > 1 or tall):
             return _solve_in_pool(systems, rcond, driver, verbose, n_threads)
         indices = list(range(len(systems)))
         return _solve_group(systems, indices, len(systems), rcond, driver, verbose, pid)[0]
 
+    # processes (loky) or a cluster (Dask): one group of blocks per worker
     costs = [solve_cost(system) for system in systems]
-    groups = _balanced_groups(costs, n_workers)
+    groups = _balanced_groups(costs, min(n_jobs, len(systems)))
     solutions = [None] * len(systems)
     with single_threaded():
-        results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(
             delayed(_solve_group)(
                 [systems[i] for i in group], group, len(systems), rcond, driver, verbose, pid
             )
