@@ -41,6 +41,13 @@ def _to_numpy(array):
     return array.detach().cpu().numpy()
 
 
+def _blocks_in_order(tensor, keys):
+    """The blocks of ``tensor`` for ``keys``, in that order (one lookup when equal)."""
+    if tensor.keys == keys:
+        return tensor.blocks()
+    return [tensor.block(key) for key in keys]
+
+
 def block_systems(X, y, device):
     """The linear system of every block of X and y, converted for the solve.
 
@@ -56,8 +63,7 @@ def block_systems(X, y, device):
     list of BlockSystem, in the order of X's keys
     """
     systems = []
-    for key, x_block in X.items():
-        y_block = y.block(key)
+    for (key, x_block), y_block in zip(X.items(), _blocks_in_order(y, X.keys)):
         parameters = x_block.gradients_list()
         dtype = solve_dtype(x_block.values, y_block.values)
         a_parts = [convert(p, device, dtype) for p in row_parts(x_block, parameters)]
@@ -209,8 +215,10 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         solutions = solve_systems(systems, self.rcond, self.driver, self.n_jobs, self.verbose)
 
         blocks = [
-            weights_block(solution.weights, y.block(key).properties, x_block.properties)
-            for solution, (key, x_block) in zip(solutions, X.items())
+            weights_block(solution.weights, y_block.properties, x_block.properties)
+            for solution, x_block, y_block in zip(
+                solutions, X.blocks(), _blocks_in_order(y, X.keys)
+            )
         ]
         self.weights_ = TensorMap(X.keys, blocks)
         keys = [key_tuple(key) for key in X.keys]
