@@ -74,3 +74,4 @@ def test_estimator_methods_and_parameters_are_rendered(docs):
 def test_user_guide_pages_are_built(docs):
     for page in ("data_model", "rcond_drivers", "model_selection", "devices", "errors"):
         assert (docs.html / "user_guide" / f"{page}.html").is_file(), page
+    assert (docs.html / "parallelism.html").is_file()
