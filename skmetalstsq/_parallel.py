@@ -13,8 +13,8 @@ process:
   threads.
 
 Small blocks are solved in groups of similar cost, one task per group, so that
-hundreds of them cost a few tasks; blocks taller than
-:data:`~skmetalstsq._solvers.CHUNK_ROWS` rows are factorised chunk by chunk across
+hundreds of them cost a few tasks; blocks taller than one chunk
+(:func:`~skmetalstsq._solvers.chunk_rows_for`) are factorised chunk by chunk across
 the pool. LAPACK's QR, triangular solve and SVD release the GIL, so the threads run
 concurrently.
 
@@ -37,7 +37,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from joblib.parallel import get_active_backend
 from threadpoolctl import ThreadpoolController
 
-from ._solvers import CHUNK_ROWS, Workspace, solve, uses_qr_solve
+from ._solvers import Workspace, chunk_rows_for, solve, uses_qr_solve
 
 #: Blocks cheaper than this many floating-point operations are solved in groups,
 #: one pool task per group, so that hundreds of small blocks cost a few tasks.
@@ -66,6 +66,12 @@ class BlockSystem:
     @property
     def n_rows(self):
         return sum(part.shape[0] for part in self.a_parts)
+
+    @property
+    def is_tall(self):
+        """Whether the default solve factorises this block in several row chunks."""
+        width = self.a_parts[0].shape[1] + self.b_parts[0].shape[1]
+        return self.n_rows > chunk_rows_for(width)
 
 
 def solve_cost(system):
@@ -228,9 +234,7 @@ def _solve_in_pool(systems, rcond, driver, verbose, n_threads):
     tall = [
         i
         for i, system in enumerate(systems)
-        if system.device_type == "cpu"
-        and uses_qr_solve(driver, system.device_type)
-        and system.n_rows > CHUNK_ROWS
+        if system.device_type == "cpu" and uses_qr_solve(driver, "cpu") and system.is_tall
     ]
     others = sorted(set(range(n_systems)) - set(tall))
     with single_threaded(), ThreadPoolExecutor(n_threads) as pool:
@@ -297,7 +301,7 @@ def solve_systems(systems, rcond, driver, n_jobs=None, verbose=0):
         # one worker, or joblib's threads: this process's own pool of threads
         on_cpu = all(system.device_type == "cpu" for system in systems)
         n_threads = (blas_threads() if n_jobs == 1 else n_jobs) if on_cpu else 1
-        tall = uses_qr_solve(driver, "cpu") and any(s.n_rows > CHUNK_ROWS for s in systems)
+        tall = uses_qr_solve(driver, "cpu") and any(system.is_tall for system in systems)
         if n_threads > 1 and (len(systems) > 1 or tall):
             return _solve_in_pool(systems, rcond, driver, verbose, n_threads)
         indices = list(range(len(systems)))
