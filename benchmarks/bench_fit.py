@@ -22,6 +22,10 @@ Methods, all timed in the same process, round-robin, after one warm-up call each
 - ``metatensor``: ``metatensor.lstsq(X, y, rcond)``, the reference.
 - ``skm n_jobs=1`` and ``skm n_jobs=2``: ``TensorMapLstsq(rcond, n_jobs).fit(X, y)``,
   the whole fit (input checks, solve, wrapping the weights into a TensorMap).
+  ``n_jobs=1`` solves blocks in as many threads as BLAS may use, each running BLAS
+  on one thread;
+- ``skm 1 thread``: the ``n_jobs=1`` fit under ``threadpool_limits(limits=1)``, i.e.
+  strictly on one thread (``metatensor.lstsq`` keeps BLAS's default threads).
 
 Times are medians over the repeats; ratios are against ``metatensor`` and ``floor``.
 
@@ -65,7 +69,7 @@ WORKLOADS = {
     "W2": (4, 2000, 60000, 200, "4 blocks 2000 + 60000x3 gradient rows x 200"),
     "W3": (200, 300, 0, 50, "200 blocks 300 x 50"),
 }
-METHODS = ("floor", "metatensor", "skm n_jobs=1", "skm n_jobs=2")
+METHODS = ("floor", "metatensor", "skm n_jobs=1", "skm n_jobs=2", "skm 1 thread")
 RCOND = 1e-12
 
 
@@ -152,6 +156,18 @@ def make_runner(method, X, y):
         import metatensor
 
         return lambda: metatensor.lstsq(X, y, rcond=RCOND)
+    if method == "skm 1 thread":
+        from threadpoolctl import threadpool_limits
+
+        from skmetalstsq import TensorMapLstsq
+
+        estimator = TensorMapLstsq(rcond=RCOND, n_jobs=1)
+
+        def fit_on_one_thread():
+            with threadpool_limits(limits=1):
+                estimator.fit(X, y)
+
+        return fit_on_one_thread
     if method.startswith("skm"):
         from skmetalstsq import TensorMapLstsq
 
@@ -430,19 +446,25 @@ def load_average():
 
 def print_summary(summary):
     """Ratios per workload, the figures the targets are about."""
-    print("\nsummary (time ratios: / metatensor.lstsq, / LAPACK floor; memory: peak + / input)")
+    methods = ("skm n_jobs=1", "skm n_jobs=2", "skm 1 thread")
+    print("\nsummary: time / metatensor.lstsq (/ LAPACK floor); peak memory added / input")
     print(
-        f"  {'':<4}{'n_jobs=1':>10}{'(floor)':>9}{'n_jobs=2':>10}{'(floor)':>9}"
-        f"{'mem n_jobs=1':>14}{'mem n_jobs=2':>14}{'mem mts':>9}"
+        f"  {'':<4}"
+        + "".join(f"{method[4:]:>18}" for method in methods)
+        + "".join(f"{'mem ' + method[4:]:>18}" for method in methods[:2])
+        + f"{'mem metatensor':>18}"
     )
     for name, (medians, memory, size_mib) in summary.items():
         line = f"  {name:<4}"
-        for method in ("skm n_jobs=1", "skm n_jobs=2"):
-            line += f"{medians[method] / medians['metatensor']:>10.2f}"
-            line += f"{medians[method] / medians['floor']:>9.2f}"
+        for method in methods:
+            ratios = (
+                f"{medians[method] / medians['metatensor']:.2f} "
+                f"({medians[method] / medians['floor']:.2f})"
+            )
+            line += f"{ratios:>18}"
         if memory:
-            for method, width in (("skm n_jobs=1", 14), ("skm n_jobs=2", 14), ("metatensor", 9)):
-                line += f"{memory[method]['extra_kib'] / 1024 / size_mib:>{width}.3f}"
+            for method in (*methods[:2], "metatensor"):
+                line += f"{memory[method]['extra_kib'] / 1024 / size_mib:>18.3f}"
         print(line)
 
 
