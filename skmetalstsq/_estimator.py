@@ -95,24 +95,26 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         depends on uninitialised memory).
         ``"gels"`` is a QR solve that assumes full rank and ignores ``rcond``.
         None gives the minimum-norm solution with the ``rcond`` cut-off, as
-        ``"gelsd"`` does: blocks taller than 20000 rows stream their rows through
-        a QR factorisation followed by an SVD of the small triangular factor
-        instead of stacking the values and gradients into one copy. On CUDA,
-        where torch only has ``"gels"``, every other driver uses that SVD solve,
-        so ``rcond`` is honoured.
+        ``"gelsd"`` does, without stacking the values and gradients into one
+        copy: rows go in chunks of 10000 through a QR factorisation, then a
+        triangular solve (or an SVD of the small triangular factor when
+        ``rcond`` cuts singular values). On CUDA, where torch only has
+        ``"gels"``, every other driver uses that solve, so ``rcond`` is honoured.
     device : None, str or torch.device, default=None
         None solves where the data is (numpy data with scipy, torch tensors
         with torch on their device). ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
         convert the blocks to torch tensors on that device and solve there.
     n_jobs : int or None, default=None
-        Blocks solved concurrently, with joblib's meaning (None is one unless
-        in a ``joblib.parallel_config`` context, -1 is all cores). Any joblib
-        backend is honoured, a Dask cluster included; threads are preferred.
-        Blocks large enough for multi-threaded BLAS are solved one at a time
-        with BLAS's own threads, so the weights are the same for every
-        ``n_jobs``.
+        Workers solving blocks concurrently, with joblib's meaning (None is one
+        unless in a ``joblib.parallel_config`` context, -1 is all cores). Any
+        joblib backend is honoured, a Dask cluster included; threads are
+        preferred. Every LAPACK call runs with BLAS on one thread, so the
+        weights are the same, bit for bit, for every ``n_jobs`` and thread
+        setting; one worker solves blocks (and row chunks of tall blocks) in as
+        many threads as BLAS may use (``threadpoolctl.threadpool_limits``).
     verbose : int, default=0
-        Print one line per block solved when > 0.
+        Print one line per block solved when > 0 (its key, position, rows,
+        columns and solve time).
 
     Attributes
     ----------
