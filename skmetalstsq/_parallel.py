@@ -248,9 +248,11 @@ def _solve_in_pool(systems, rcond, driver, verbose, n_threads):
             if verbose:
                 print(_progress(systems[i], i, n_systems, time.perf_counter() - start), flush=True)
 
+        # large blocks one per task; small ones in two groups per thread, which
+        # balance the threads better than one (200 blocks of 300 x 50: -15%)
         costs = [solve_cost(systems[i]) for i in others]
         n_small = sum(cost < SMALL_SOLVE_FLOPS for cost in costs)
-        n_groups = min(len(others), len(others) - n_small + n_threads)
+        n_groups = min(len(others), len(others) - n_small + 2 * n_threads)
         groups = [[others[j] for j in group] for group in _balanced_groups(costs, n_groups)]
         groups.sort(key=lambda group: -sum(solve_cost(systems[i]) for i in group))
         futures = {
