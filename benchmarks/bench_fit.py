@@ -13,7 +13,9 @@ Workloads (float64, one target, ``rcond=1e-12`` for every method):
   i.e. 182000 stacked rows x 200 properties per block (gradient-dominated);
 - W3: 200 blocks of 300 samples x 50 properties (overhead-dominated).
 
-Methods, all timed in the same process, round-robin, after one warm-up call each:
+Methods, all timed in the same process, round-robin, after one warm-up call each,
+each call after a pause of 0.25 s (outside the timer) in which the BLAS threads
+of the previous call go idle:
 
 - ``floor``: ``scipy.linalg.lstsq(lapack_driver="gelsd")`` alone, on Fortran-ordered
   ``[values; gradients]`` copies stacked beforehand (outside the timer) that LAPACK
@@ -71,6 +73,8 @@ WORKLOADS = {
 }
 METHODS = ("floor", "metatensor", "skm n_jobs=1", "skm n_jobs=2", "skm 1 thread")
 RCOND = 1e-12
+#: pause before each timed call (outside the timer), see :func:`settle`
+SETTLE_S = 0.25
 
 
 # ---------------------------------------------------------------------------------
@@ -210,6 +214,16 @@ class Floor:
         self.copies = None
 
 
+def settle():
+    """Collect garbage and let BLAS threads of the previous call go idle.
+
+    OpenBLAS's threads keep spinning for a while after a call; the next method
+    would otherwise start with a core taken by the previous one's threads.
+    """
+    gc.collect()
+    time.sleep(SETTLE_S)
+
+
 def time_workload(name, scale, repeats, methods):
     """Median seconds of each method on one workload, timed round-robin."""
     from threadpoolctl import threadpool_limits
@@ -228,7 +242,7 @@ def time_workload(name, scale, repeats, methods):
         times["floor (BLAS 1 thread)"] = []
     for repeat in range(repeats + 1):  # the first round is a warm-up
         for method, runner in runners.items():
-            gc.collect()
+            settle()
             start = time.perf_counter()
             runner()
             elapsed = time.perf_counter() - start
@@ -237,6 +251,7 @@ def time_workload(name, scale, repeats, methods):
         if floor is not None:
             for label in ("floor (BLAS default)", "floor (BLAS 1 thread)"):
                 floor.prepare()
+                settle()
                 limit = 1 if "1 thread" in label else None
                 with threadpool_limits(limits=limit):
                     start = time.perf_counter()
@@ -317,6 +332,7 @@ def time_cuda(name, scale, repeats):
     times = {method: [] for method in runners}
     for repeat in range(repeats + 1):
         for method, runner in runners.items():
+            settle()
             torch.cuda.synchronize()
             start = time.perf_counter()
             runner()
