@@ -28,7 +28,7 @@ from ._blocks import key_text, key_tuple, weights_block
 from ._estimator import TensorMapLstsq, block_systems
 from ._indexed import IndexedTensorMap, check_same_entries
 from ._parallel import SMALL_SOLVE_FLOPS, _balanced_groups, solve_cost, solve_systems
-from ._solvers import _BACKENDS, CHUNK_ROWS, SVDFactorization, array_library, default_rcond
+from ._solvers import _BACKENDS, SVDFactorization, array_library, default_rcond, r_factor
 from ._validation import check_fit_inputs, resolve_device
 from .metrics import SCORERS, TensorMapScorer
 
@@ -353,35 +353,11 @@ def _take(part, mask):
     return part[torch.from_numpy(mask).to(part.device)]
 
 
-def _r_factor(a_parts, b_parts):
-    """Triangular factor of the QR decomposition of ``[A | B]``, at most ``width`` rows.
-
-    Streamed by row chunks as :class:`SVDFactorization` streams them, so that the
-    factor of a group of entries can stand in for its rows in any training set.
-    """
-    like = a_parts[0]
-    backend = _BACKENDS[array_library(like)]
-    n_features = like.shape[1]
-    width = n_features + b_parts[0].shape[1]
-    r_factor = None
-    for a_part, b_part in zip(a_parts, b_parts):
-        for start in range(0, a_part.shape[0], CHUNK_ROWS):
-            a_rows = a_part[start : start + CHUNK_ROWS]
-            kept = 0 if r_factor is None else r_factor.shape[0]
-            buffer = backend.empty((kept + a_rows.shape[0], width), like)
-            if kept:
-                buffer[:kept] = r_factor
-            buffer[kept:, :n_features] = a_rows
-            buffer[kept:, n_features:] = b_part[start : start + CHUNK_ROWS]
-            r_factor = backend.qr_r(buffer)[:width]
-    return r_factor
-
-
 def _group_factor(system, rows, in_group):
-    """:func:`_r_factor` of the rows of the entries where ``in_group`` is True."""
+    """QR factor (:func:`~skmetalstsq._solvers.r_factor`) of the rows where ``in_group``."""
     a_parts = [_take(part, in_group[r]) for part, r in zip(system.a_parts, rows)]
     b_parts = [_take(part, in_group[r]) for part, r in zip(system.b_parts, rows)]
-    return _r_factor(a_parts, b_parts)
+    return r_factor(a_parts, b_parts)
 
 
 def _candidate_weights(factorization, rconds, n_rows, eps):
@@ -417,8 +393,8 @@ def _fold_block(system, rows, score_part, train, test, r_factors, rconds, statis
         a_train = [_take(part, train[r]) for part, r in zip(system.a_parts, rows)]
         b_train = [_take(part, train[r]) for part, r in zip(system.b_parts, rows)]
     elif r_factors:
-        a_train = [r_factor[:, :n_features] for r_factor in r_factors]
-        b_train = [r_factor[:, n_features:] for r_factor in r_factors]
+        a_train = [factor[:, :n_features] for factor in r_factors]
+        b_train = [factor[:, n_features:] for factor in r_factors]
     else:
         a_train, b_train = [a_first[:0]], [b_first[:0]]
     n_train = int(sum(np.count_nonzero(train[r]) for r in rows))
