@@ -103,17 +103,23 @@ def _labels_mismatch(
     )
 
 
-def check_same_keys(X, y, caller):
-    """Raise ValueError unless X and y have the same key names and the same keys."""
+def check_same_keys(X, y, caller, names=("X", "y")):
+    """Raise ValueError unless X and y have the same key names and the same keys.
+
+    ``names`` are what the two sides are called in the message.
+    """
+    x_name, y_name = names
     if X.keys.names != y.keys.names:
-        raise ValueError(f"{caller}: keys are named {X.keys.names} in X but {y.keys.names} in y")
+        raise ValueError(
+            f"{caller}: keys are named {X.keys.names} in {x_name} but {y.keys.names} in {y_name}"
+        )
     only_x = X.keys.difference(y.keys)
     only_y = y.keys.difference(X.keys)
     if len(only_x) or len(only_y):
         raise ValueError(
-            f"{caller}: X and y have different keys: "
-            f"only in X: {[key_text(k) for k in only_x]}, "
-            f"only in y: {[key_text(k) for k in only_y]}"
+            f"{caller}: {x_name} and {y_name} have different keys: "
+            f"only in {x_name}: {[key_text(k) for k in only_x]}, "
+            f"only in {y_name}: {[key_text(k) for k in only_y]}"
         )
 
 

@@ -20,7 +20,7 @@ def _paired_matrices(y_true, y_pred, gradient, caller):
     y_true, y_pred = unwrap(y_true)[0], unwrap(y_pred)[0]
     check_is_tensor_map(y_true, caller, "y_true")
     check_is_tensor_map(y_pred, caller, "y_pred")
-    check_same_keys(y_true, y_pred, caller)
+    check_same_keys(y_true, y_pred, caller, names=("y_true", "y_pred"))
     pairs = []
     for key, true_block in y_true.items():
         pred_block = y_pred.block(key)

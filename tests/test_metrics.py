@@ -193,7 +193,9 @@ def test_errors(pair):
     y_true, y_pred = pair
     with pytest.raises(TypeError, match="rmse: y_pred must be a metatensor.TensorMap"):
         metrics.rmse(y_true, np.zeros(3))
-    with pytest.raises(ValueError, match=r"r2: X and y have different keys: only in X: \[.*8"):
+    with pytest.raises(
+        ValueError, match=r"r2: y_true and y_pred have different keys: only in y_true: \[.*8"
+    ):
         metrics.r2(y_true, metatensor.drop_blocks(y_pred, Labels(["center_type"], np.c_[[8]])))
     with pytest.raises(ValueError, match=r"block \(center_type=1\) of y_true has no 'cell'"):
         metrics.mae(y_true, y_pred, gradient="cell")
