@@ -23,7 +23,7 @@ rng = np.random.default_rng(0)
 N_SYSTEMS, N_ATOMS, N_FEATURES = 40, 3, 12
 
 
-def make_block(values_shape, components, properties, gradient_values):
+def make_block(values_shape, components, properties):
     """A block over (system, atom) samples with a positions gradient."""
     samples = Labels(
         ["system", "atom"],
@@ -37,7 +37,7 @@ def make_block(values_shape, components, properties, gradient_values):
     block.add_gradient(
         "positions",
         TensorBlock(
-            gradient_values(len(gradient_samples)),
+            rng.normal(size=(len(gradient_samples), 3, *values_shape[1:])),
             gradient_samples,
             [Labels.range("xyz", 3), *components],
             properties,
@@ -59,7 +59,6 @@ def make_data():
             (N_SYSTEMS * N_ATOMS, *n_components, N_FEATURES),
             components,
             features,
-            lambda n: rng.normal(size=(n, 3, *n_components, N_FEATURES)),
         )
         w = rng.normal(size=(N_FEATURES, 1))
         target = Labels.range("target", 1)
