@@ -40,6 +40,13 @@ def key_text(key):
     return "(" + ", ".join(f"{n}={int(v)}" for n, v in zip(key.names, key.values)) + ")"
 
 
+def blocks_in_order(tensor, keys):
+    """The blocks of ``tensor`` for ``keys``, in that order (one lookup when equal)."""
+    if tensor.keys == keys:
+        return tensor.blocks()
+    return [tensor.block(key) for key in keys]
+
+
 def weights_block(weights, target_properties, feature_properties):
     """A weights block laid out as ``metatensor.lstsq`` lays it out."""
     return TensorBlock(

@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._blocks import (
     array_to_tensor,
+    blocks_in_order,
     is_floating,
     key_text,
     key_tuple,
@@ -41,13 +42,6 @@ def _to_numpy(array):
     return array.detach().cpu().numpy()
 
 
-def _blocks_in_order(tensor, keys):
-    """The blocks of ``tensor`` for ``keys``, in that order (one lookup when equal)."""
-    if tensor.keys == keys:
-        return tensor.blocks()
-    return [tensor.block(key) for key in keys]
-
-
 def block_systems(X, y, device):
     """The linear system of every block of X and y, converted for the solve.
 
@@ -63,7 +57,7 @@ def block_systems(X, y, device):
     list of BlockSystem, in the order of X's keys
     """
     systems = []
-    for (key, x_block), y_block in zip(X.items(), _blocks_in_order(y, X.keys)):
+    for (key, x_block), y_block in zip(X.items(), blocks_in_order(y, X.keys)):
         parameters = x_block.gradients_list()
         dtype = solve_dtype(x_block.values, y_block.values)
         a_parts = [convert(p, device, dtype) for p in row_parts(x_block, parameters)]
@@ -218,9 +212,7 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
 
         blocks = [
             weights_block(solution.weights, y_block.properties, x_block.properties)
-            for solution, x_block, y_block in zip(
-                solutions, X.blocks(), _blocks_in_order(y, X.keys)
-            )
+            for solution, x_block, y_block in zip(solutions, X.blocks(), blocks_in_order(y, X.keys))
         ]
         self.weights_ = TensorMap(X.keys, blocks)
         keys = [key_tuple(key) for key in X.keys]

@@ -4,7 +4,7 @@ import numpy as np
 import scipy.sparse
 from metatensor import TensorMap
 
-from ._blocks import key_text
+from ._blocks import blocks_in_order, key_text
 from ._solvers import array_library
 
 
@@ -173,8 +173,7 @@ def check_fit_inputs(X, y, caller):
     check_is_tensor_map(X, caller, "X")
     check_is_tensor_map(y, caller, "y")
     check_same_keys(X, y, caller)
-    for key, x_block in X.items():
-        y_block = y.block(key)
+    for (key, x_block), y_block in zip(X.items(), blocks_in_order(y, X.keys)):
         block = f"{caller}: block {key_text(key)}"
         x_kind, y_kind = _array_kind(x_block.values), _array_kind(y_block.values)
         if x_kind != y_kind:
