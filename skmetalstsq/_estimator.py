@@ -246,23 +246,9 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         caller = "TensorMapLstsq.predict"
         tensor, wrap = unwrap(X)
-        fitted_on_arrays = hasattr(self, "coef_")
         if isinstance(tensor, TensorMap):
-            if fitted_on_arrays:
-                raise TypeError(f"{caller}: fitted on arrays, cannot predict a TensorMap")
-            positions = check_predict_input(tensor, self.weights_, caller)
-            blocks = []
-            for position, block in zip(positions, tensor.blocks()):
-                weights = self.weights_.block(position)
-                like = block.values
-                if not is_floating(like):
-                    # integer features: predict in float64, not in their dtype
-                    like = convert(like[:0], dtype=np.dtype(np.float64))
-                blocks.append(
-                    predict_block(block, convert_like(weights.values, like), weights.samples)
-                )
-            return wrap(TensorMap(tensor.keys, blocks))
-        if not fitted_on_arrays:
+            return wrap(self._predict_tensor(tensor, caller))
+        if not hasattr(self, "coef_"):
             raise TypeError(
                 f"{caller}: fitted on TensorMaps, X must be a TensorMap or an "
                 f"IndexedTensorMap, got {type(X).__name__}"
@@ -270,6 +256,21 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         check_array_like(X, caller, "X")
         X = validate_data(self, X, reset=False)
         return X @ self.coef_.T
+
+    def _predict_tensor(self, tensor, caller, check_arrays=True):
+        """Predictions for a TensorMap (see :meth:`predict`)."""
+        if hasattr(self, "coef_"):
+            raise TypeError(f"{caller}: fitted on arrays, cannot predict a TensorMap")
+        positions = check_predict_input(tensor, self.weights_, caller, check_arrays)
+        blocks = []
+        for position, block in zip(positions, tensor.blocks()):
+            weights = self.weights_.block(position)
+            like = block.values
+            if not is_floating(like):
+                # integer features: predict in float64, not in their dtype
+                like = convert(like[:0], dtype=np.dtype(np.float64))
+            blocks.append(predict_block(block, convert_like(weights.values, like), weights.samples))
+        return TensorMap(tensor.keys, blocks)
 
     def score(self, X, y, sample_weight=None):
         """R^2 of the predicted values, pooled over blocks.
@@ -293,9 +294,13 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         if sample_weight is not None:
             raise ValueError("TensorMapLstsq.score: sample_weight is not supported")
         if _is_tensor_input(X) or _is_tensor_input(y):
-            check_same_entries(X, y, "TensorMapLstsq.score")
-            check_fit_inputs(unwrap(X)[0], unwrap(y)[0], "TensorMapLstsq.score")
-            return r2(y, self.predict(X))
+            caller = "TensorMapLstsq.score"
+            check_is_fitted(self)
+            check_same_entries(X, y, caller)
+            X_tensor, y_tensor = unwrap(X)[0], unwrap(y)[0]
+            # checks X's arrays too, so the prediction does not check them again
+            check_fit_inputs(X_tensor, y_tensor, caller)
+            return r2(y_tensor, self._predict_tensor(X_tensor, caller, check_arrays=False))
         y_pred = self.predict(X)
         check_array_like(y, "TensorMapLstsq.score", "y")
         y = np.asarray(y)

@@ -220,11 +220,12 @@ def _components_mismatch(x_components, y_components):
     return None
 
 
-def check_predict_input(X, weights, caller):
+def check_predict_input(X, weights, caller, check_arrays=True):
     """Check a TensorMap to predict from against the fitted weights.
 
     Every key of X must have been seen in fit, and each block's properties must
-    be the X properties seen in fit for that key.
+    be the X properties seen in fit for that key. ``check_arrays=False`` skips
+    the dtype and finiteness checks of the arrays, for callers that made them.
 
     Returns
     -------
@@ -256,6 +257,7 @@ def check_predict_input(X, weights, caller):
         )
         if mismatch:
             raise ValueError(f"{caller}: block {key_text(key)} {mismatch}")
-        check_block_arrays(block, caller, "X", key)
+        if check_arrays:
+            check_block_arrays(block, caller, "X", key)
         positions.append(position)
     return positions
