@@ -213,19 +213,15 @@ def test_predict_values_and_gradients_by_hand(backend):
     for key, x_block in X.items():
         w = reference.block(key).values
         block = prediction.block(key)
-        assert block.samples == x_block.samples
-        assert block.components == x_block.components
-        assert block.properties == y.block(key).properties
-        expected = np.einsum("...f,tf->...t", x_block.values, w)
-        np.testing.assert_allclose(as_numpy(block.values), expected, rtol=1e-9, atol=1e-11)
         assert block.gradients_list() == x_block.gradients_list()
-        for parameter, x_gradient in x_block.gradients():
-            gradient = block.gradient(parameter)
-            assert gradient.samples == x_gradient.samples
-            assert gradient.components == x_gradient.components
-            assert gradient.properties == y.block(key).properties
-            expected = np.einsum("...f,tf->...t", x_gradient.values, w)
-            np.testing.assert_allclose(as_numpy(gradient.values), expected, rtol=1e-9, atol=1e-11)
+        pairs = [(block, x_block)]
+        pairs += [(block.gradient(p), x_gradient) for p, x_gradient in x_block.gradients()]
+        for predicted, features in pairs:
+            assert predicted.samples == features.samples
+            assert predicted.components == features.components
+            assert predicted.properties == y.block(key).properties
+            expected = np.einsum("...f,tf->...t", features.values, w)
+            np.testing.assert_allclose(as_numpy(predicted.values), expected, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
