@@ -6,8 +6,12 @@ A block of shape ``(samples, *components, properties)`` is seen as a
 it, exactly as ``metatensor.lstsq`` stacks them. Only views are made here.
 """
 
+from dataclasses import dataclass, field
+
 import numpy as np
 from metatensor import Labels, TensorBlock, TensorMap
+
+from ._backends import backend_of, convert, device_type, result_dtype
 
 
 def row_parts(block, parameters):
@@ -74,15 +78,129 @@ def _product(values, transposed):
     return values @ transposed
 
 
-def predict_block(block, weights, target_properties):
+def gradient_parameters(block):
+    """The gradient parameters of ``block`` in the order their rows are stacked.
+
+    Sorted, because metatensor-core gives ``gradients_list()`` of a loaded map in
+    an order that differs from one process to the next.
+    """
+    return sorted(block.gradients_list())
+
+
+@dataclass
+class BlockSystem:
+    """The linear system of one block, as plain arrays that any worker can take.
+
+    Attributes
+    ----------
+    label : str
+        The block key, for progress messages.
+    a_parts, b_parts : lists of 2-D arrays
+        Row parts of X and y: the values, then each gradient (sorted by parameter),
+        of one array library and device, in the data's own dtype.
+    dtype : numpy or torch dtype
+        The dtype of the fitted weights (the factorisation is in float64).
+    row_weights : list or None
+        For each row part, None, a float or a 1-D numpy array: the weight of
+        its rows (None: every row weighs 1).
+    intercept : bool
+        Whether an intercept is fitted on the value rows.
+    alpha : float or 1-D numpy array
+        The ridge penalty: one for every feature, or one per feature.
+    """
+
+    label: str
+    a_parts: list
+    b_parts: list
+    dtype: object = None
+    row_weights: list = None
+    intercept: bool = False
+    alpha: object = 0.0
+    _scales: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_rows(self):
+        return sum(part.shape[0] for part in self.a_parts)
+
+    @property
+    def n_features(self):
+        return self.a_parts[0].shape[1]
+
+    @property
+    def n_targets(self):
+        return self.b_parts[0].shape[1]
+
+    @property
+    def device_type(self):
+        return device_type(self.a_parts[0])
+
+    def row_scale(self, position):
+        """Square roots of the weights of row part ``position``, ready to multiply
+        its rows: None, a float, or a 1-D float64 array of the data's library."""
+        weights = None if self.row_weights is None else self.row_weights[position]
+        if weights is None or isinstance(weights, float):
+            return None if weights is None else float(np.sqrt(weights))
+        if position not in self._scales:
+            like = self.a_parts[position]
+            self._scales[position] = backend_of(like).vector(np.sqrt(weights), like)
+        return self._scales[position]
+
+
+def block_systems(X, y, device=None, sample_weights=None, gradient_weights=None, intercept=False):
+    """The linear system of every block of X and y, on the device of the solve.
+
+    Parameters
+    ----------
+    X, y : metatensor.TensorMap
+        Already checked with :func:`~._validation.check_fit_inputs`.
+    device : torch.device or None
+        Where to solve; None keeps each block where it is.
+    sample_weights : dict or None
+        Key tuple -> a weight array for each row part (values, then sorted
+        gradients), as :func:`~._weights.row_weights` gives them.
+    gradient_weights : dict or None
+        Gradient parameter -> factor multiplying the weight of its rows.
+    intercept : bool
+        Whether to fit an intercept.
+
+    Returns
+    -------
+    list of BlockSystem, in the order of X's keys
+    """
+    gradient_weights = gradient_weights or {}
+    systems = []
+    for (key, x_block), y_block in zip(X.items(), blocks_in_order(y, X.keys)):
+        parameters = gradient_parameters(x_block)
+        weights = None
+        if sample_weights is not None:
+            weights = list(sample_weights[key_tuple(key)])
+        if any(parameter in gradient_weights for parameter in parameters):
+            weights = weights or [None] * (1 + len(parameters))
+            for position, parameter in enumerate(parameters, start=1):
+                factor = gradient_weights.get(parameter)
+                if factor is None:
+                    continue
+                current = weights[position]
+                weights[position] = float(factor) if current is None else current * factor
+        a_parts = [convert(p, device) for p in row_parts(x_block, parameters)]
+        b_parts = [convert(p, device) for p in row_parts(y_block, parameters)]
+        dtype = result_dtype(a_parts[0], b_parts[0])
+        systems.append(BlockSystem(key_text(key), a_parts, b_parts, dtype, weights, intercept))
+    return systems
+
+
+def predict_block(block, weights, target_properties, intercept=None):
     """Apply ``weights`` (n_targets, n_features) to a block and its gradients.
 
     The prediction keeps the samples and components of ``block`` (and of each
-    gradient) and takes ``target_properties`` as properties. ``weights`` must be
-    of the array library and device of the block.
+    gradient) and takes ``target_properties`` as properties. ``weights`` (and
+    ``intercept``, of shape (n_targets,), added to the values only) must be of
+    the array library and device of the block.
     """
     transposed = weights.T
     values = _product(block.values, transposed)
+    if intercept is not None:
+        values = values + intercept
     predicted = TensorBlock(values, block.samples, block.components, target_properties)
     for parameter, gradient in block.gradients():
         predicted.add_gradient(

@@ -14,7 +14,6 @@ other scorer is called on a fitted :class:`TensorMapLstsq` per (fold, candidate)
 """
 
 import numbers
-from numbers import Integral
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
@@ -24,19 +23,30 @@ from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import StrOptions
 from threadpoolctl import threadpool_limits
 
-from ._blocks import key_text, key_tuple, weights_block
-from ._estimator import TensorMapLstsq, block_systems
+from ._backends import FACTOR_DTYPE, array_library, convert
+from ._blocks import BlockSystem, block_systems, gradient_parameters, key_text, key_tuple
+from ._estimator import N_JOBS, TensorMapLstsq, _penalty, check_gradient_weights
+from ._factors import Factor, factorize, fold_factors
 from ._indexed import IndexedTensorMap, check_same_entries
 from ._parallel import SMALL_SOLVE_FLOPS, _balanced_groups, solve_cost, solve_systems
-from ._solvers import _BACKENDS, SVDFactorization, array_library, default_rcond, r_factor
+from ._solvers import SVDFactorization
 from ._validation import check_fit_inputs, resolve_device
+from ._weights import row_weights
 from .metrics import SCORERS, TensorMapScorer
 
 #: rcond candidates used when none are given: 1e-12, 1e-11, ..., 1e-1.
 DEFAULT_RCONDS = tuple(float(10.0**exponent) for exponent in range(-12, 0))
 
-#: metric name -> the residual statistic its sums are made of
-_STATISTICS = {"r2": "squared", "neg_rmse": "squared", "neg_mae": "absolute"}
+#: metric name (every name of ``metrics.SCORERS``) -> the residual statistic its sums are made of
+_STATISTICS = {
+    "r2": "squared",
+    "neg_rmse": "squared",
+    "neg_root_mean_squared_error": "squared",
+    "neg_mse": "squared",
+    "neg_mean_squared_error": "squared",
+    "neg_mae": "absolute",
+    "neg_mean_absolute_error": "absolute",
+}
 
 
 class TensorMapLstsqCV(TensorMapLstsq):
@@ -142,32 +152,44 @@ class TensorMapLstsqCV(TensorMapLstsq):
 
     _parameter_constraints = {
         "rconds": ["array-like"],
+        "alphas": ["array-like"],
         "cv": ["cv_object"],
         "scoring": [StrOptions(set(SCORERS)), callable, None],
         "per_block": ["boolean"],
-        "n_jobs": [Integral, None],
+        "fit_intercept": ["boolean"],
+        "gradient_weights": [dict, None],
+        "n_jobs": N_JOBS,
         "device": "no_validation",
+        "verbose": ["verbose"],
     }
 
     def __init__(
         self,
         rconds=DEFAULT_RCONDS,
+        alphas=(0.0,),
         cv=5,
         scoring=None,
         per_block=False,
+        fit_intercept=False,
+        gradient_weights=None,
         n_jobs=None,
         device=None,
+        verbose=0,
     ):
         self.rconds = rconds
+        self.alphas = alphas
         self.cv = cv
         self.scoring = scoring
         self.per_block = per_block
+        self.fit_intercept = fit_intercept
+        self.gradient_weights = gradient_weights
         self.n_jobs = n_jobs
         self.device = device
+        self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, groups=None):
-        """Choose rcond by cross-validation, then fit the weights on all the data.
+    def fit(self, X, y, groups=None, sample_weight=None):
+        """Choose rcond and alpha by cross-validation, then fit on all the data.
 
         Parameters
         ----------
@@ -177,13 +199,20 @@ class TensorMapLstsqCV(TensorMapLstsq):
             Targets over the same entries, keys, samples and gradients.
         groups : array-like of shape (n_entries,), default=None
             Group of each entry, for group-wise splitters such as ``GroupKFold``.
+        sample_weight : None, array-like of shape (n_entries,), TensorMap or IndexedTensorMap
+            Row weights, as in :meth:`TensorMapLstsq.fit`; they weigh the fits
+            and the test scores.
 
         Returns
         -------
         self : TensorMapLstsqCV
         """
         caller = "TensorMapLstsqCV.fit"
-        rconds = _check_rconds(self.rconds, caller)
+        candidates = [
+            (rcond, alpha)
+            for alpha in _check_alphas(self.alphas, caller)
+            for rcond in _check_rconds(self.rconds, caller)
+        ]
         device = resolve_device(self.device, caller)
         for name, data in (("X", X), ("y", y)):
             _check_indexed(data, name, caller)
@@ -198,19 +227,33 @@ class TensorMapLstsqCV(TensorMapLstsq):
                 f"give; got {self.scoring!r}"
             )
         score_parts = _score_parts(tensor_x, gradient, caller)
+        weights = row_weights(sample_weight, y, caller)
+        gradient_weights = check_gradient_weights(self.gradient_weights, tensor_x, caller)
         splits = list(check_cv(self.cv).split(X, y, groups))
 
-        systems = block_systems(tensor_x, tensor_y, device)
+        systems = block_systems(
+            tensor_x, tensor_y, device, weights, gradient_weights, self.fit_intercept
+        )
+        keys = [key_tuple(key) for key in tensor_x.keys]
+        score_weights = [
+            None if weights is None else weights[key][part] for key, part in zip(keys, score_parts)
+        ]
         row_entries = [
-            _row_entries(block, block.gradients_list(), X.sample, X.entries)
+            _row_entries(block, gradient_parameters(block), X.sample, X.entries)
             for block in tensor_x.blocks()
         ]
         statistic = None if custom is not None else _STATISTICS[metric]
         results = _cross_validate(
-            systems, row_entries, score_parts, splits, len(X), rconds, statistic, self.n_jobs
+            systems,
+            row_entries,
+            (score_parts, score_weights),
+            splits,
+            len(X),
+            candidates,
+            statistic,
+            self.n_jobs,
         )
 
-        keys = [key_tuple(key) for key in tensor_x.keys]
         self.block_names_ = {
             key_tuple(key): ",".join(f"{n}={int(v)}" for n, v in zip(key.names, key.values))
             for key in tensor_x.keys
@@ -219,35 +262,27 @@ class TensorMapLstsqCV(TensorMapLstsq):
             losses, totals, counts = results
             pooled = _scores(metric, losses.sum(1), totals.sum(1)[:, None], counts.sum(1)[:, None])
         else:
-            pooled = _custom_scores(custom, results, tensor_x, tensor_y, X, y, splits, rconds)
-        self.cv_results_ = _search_results(rconds, {"score": pooled})
+            pooled = _custom_scores(custom, results, tensor_x, tensor_y, X, y, splits)
+        self.cv_results_ = _search_results(candidates, {"score": pooled})
         self.n_splits_ = len(splits)
 
-        choice = self._choose(rconds, keys, metric, results)
-        solutions = _refit(systems, choice, rconds, self.n_jobs)
-        blocks = [
-            weights_block(solution.weights, tensor_y.block(key).properties, block.properties)
-            for solution, (key, block) in zip(solutions, tensor_x.items())
-        ]
-        self.weights_ = TensorMap(tensor_x.keys, blocks)
-        self.rank_ = {key: solution.rank for key, solution in zip(keys, solutions)}
-        self.singular_values_ = {
-            key: solution.singular_values for key, solution in zip(keys, solutions)
-        }
+        choice = self._choose(candidates, keys, metric, results)
+        solutions = _refit(systems, choice, candidates, self.n_jobs, self.verbose)
+        self._set_solutions(tensor_x, tensor_y, solutions)
         return self
 
-    def _choose(self, rconds, keys, metric, results):
-        """Set the chosen rcond(s) and their scores; return each block's choice."""
+    def _choose(self, candidates, keys, metric, results):
+        """Set the chosen candidate(s) and their scores; return each block's choice."""
         if not self.per_block:
             best = int(np.argmin(self.cv_results_["rank_test_score"]))
             self.best_score_ = float(self.cv_results_["mean_test_score"][best])
             self.best_index_ = best
-            self.rcond_ = rconds[best]
+            self.rcond_, self.alpha_ = candidates[best]
             return [best] * len(keys)
         losses, totals, counts = results
         block_scores = _scores(metric, losses, totals[..., None], counts[..., None], True)
         per_block = {self.block_names_[key]: block_scores[:, b] for b, key in enumerate(keys)}
-        self.cv_results_.update(_search_results(rconds, per_block, params=False))
+        self.cv_results_.update(_search_results(candidates, per_block, params=False))
         choice = [
             int(np.argmin(self.cv_results_[f"rank_test_{self.block_names_[key]}"])) for key in keys
         ]
@@ -255,7 +290,8 @@ class TensorMapLstsqCV(TensorMapLstsq):
         pooled = _scores(metric, chosen_losses, totals.sum(1), counts.sum(1))
         self.best_score_ = float(np.mean(pooled))
         self.best_index_ = dict(zip(keys, choice))
-        self.rcond_ = {key: rconds[i] for key, i in zip(keys, choice)}
+        self.rcond_ = {key: candidates[i][0] for key, i in zip(keys, choice)}
+        self.alpha_ = {key: candidates[i][1] for key, i in zip(keys, choice)}
         return choice
 
 
@@ -274,14 +310,22 @@ def _check_rconds(rconds, caller):
         if rcond is None:
             checked.append(None)
             continue
-        valid = isinstance(rcond, numbers.Real) and not isinstance(rcond, bool)
-        if not valid or not np.isfinite(rcond) or rcond < 0:
+        valid = isinstance(rcond, numbers.Real) and not isinstance(rcond, (bool, np.bool_))
+        if not valid or not 0 <= rcond < 1:
             raise ValueError(
-                f"{caller}: rconds must hold non-negative finite numbers or None, got "
+                f"{caller}: rconds must hold numbers in [0, 1) or None, got "
                 f"{rcond!r} at position {position}"
             )
         checked.append(float(rcond))
     return checked
+
+
+def _check_alphas(alphas, caller):
+    """The candidate penalties as a list of finite floats >= 0."""
+    alphas = list(np.asarray(alphas, dtype=object).reshape(-1)) if alphas is not None else []
+    if not alphas:
+        raise ValueError(f"{caller}: alphas is empty; give at least one candidate alpha")
+    return [_penalty(alpha, caller, f"alphas[{i}]") for i, alpha in enumerate(alphas)]
 
 
 def _check_indexed(data, name, caller):
@@ -297,13 +341,20 @@ def _check_indexed(data, name, caller):
 
 
 def _resolve_scoring(scoring):
-    """(metric name, gradient, custom callable) for the ``scoring`` parameter."""
+    """(metric name, gradient, custom callable) for the ``scoring`` parameter.
+
+    The metric name is the short name of :mod:`skmetalstsq.metrics` (``"r2"``,
+    ``"neg_rmse"``, ``"neg_mae"``, ``"neg_mse"``), scikit-learn's names of the
+    same metrics (``"neg_root_mean_squared_error"``, ...) mapped to it.
+    """
+    from .metrics import _short_name
+
     if scoring is None:
         return "r2", None, None
     if isinstance(scoring, str):
-        return scoring, None, None
+        return _short_name(scoring), None, None
     if isinstance(scoring, TensorMapScorer) and scoring.name in SCORERS:
-        return scoring.name, scoring.gradient, None
+        return _short_name(scoring.name), scoring.gradient, None
     return None, None, scoring
 
 
@@ -353,74 +404,115 @@ def _take(part, mask):
     return part[torch.from_numpy(mask).to(part.device)]
 
 
+def _subsystem(system, masks):
+    """The rows of ``system`` where ``masks`` (one boolean array per row part) are True."""
+    weights = None
+    if system.row_weights is not None:
+        weights = [
+            w if w is None or isinstance(w, float) else w[mask]
+            for w, mask in zip(system.row_weights, masks)
+        ]
+    return BlockSystem(
+        system.label,
+        [_take(part, mask) for part, mask in zip(system.a_parts, masks)],
+        [_take(part, mask) for part, mask in zip(system.b_parts, masks)],
+        system.dtype,
+        weights,
+        system.intercept,
+    )
+
+
 def _group_factor(system, rows, in_group):
-    """QR factor (:func:`~skmetalstsq._solvers.r_factor`) of the rows where ``in_group``."""
-    a_parts = [_take(part, in_group[r]) for part, r in zip(system.a_parts, rows)]
-    b_parts = [_take(part, in_group[r]) for part, r in zip(system.b_parts, rows)]
-    return r_factor(a_parts, b_parts)
+    """:class:`~._factors.Factor` of the rows where ``in_group``."""
+    return factorize(_subsystem(system, [in_group[r] for r in rows]))
 
 
-def _candidate_weights(factorization, rconds, n_rows, eps):
-    """Weights for each candidate; candidates of equal rank share one array."""
-    by_rank = {}
-    weights = []
-    for rcond in rconds:
-        if rcond is None:
-            rcond = default_rcond(n_rows, factorization.n_features, eps)
-        rank = factorization.rank(rcond)
-        if rank not in by_rank:
-            by_rank[rank] = factorization.solve(rcond).weights
-        weights.append(by_rank[rank])
-    return weights
+def _merged(factors):
+    """The factor of the rows of several factors (all of one block)."""
+    first = factors[0]
+    r = fold_factors(factor.r for factor in factors)
+    return Factor(r, first.n_features, sum(f.n_rows for f in factors), first.intercept)
 
 
-def _fold_block(system, rows, score_part, train, test, r_factors, rconds, statistic):
+def _candidate_solutions(factorization, candidates):
+    """Solution for each (rcond, alpha); candidates of equal rank and alpha share one."""
+    shared, solutions = {}, []
+    for rcond, alpha in candidates:
+        key = (factorization.rank(rcond), alpha)
+        if key not in shared:
+            shared[key] = factorization.solve(rcond, alpha)
+        solutions.append(shared[key])
+    return solutions
+
+
+def _as_float64(part):
+    return convert(part, dtype=FACTOR_DTYPE)
+
+
+def _fold_block(system, rows, scored, train, test, r_factors, candidates, statistic):
     """Decompose one block's training set; score or return every candidate.
 
     The training set is the rows of the entries where ``train`` is True, or,
-    when ``r_factors`` is a list, the triangular factors of its groups of
-    entries (their QR decompositions stacked give that of the rows).
+    when ``r_factors`` is a list, the factors of its groups of entries (the
+    factor of their stacked factors is that of the rows).
+
+    ``scored`` is ``(part, weights)``: the row part that is scored and the
+    weights of its rows (None: 1).
 
     Returns
     -------
     (losses, total, count) with losses of shape (n_candidates,) when
-    ``statistic`` is ``"squared"`` or ``"absolute"``; the list of candidate
-    weights when it is None.
+    ``statistic`` is ``"squared"`` or ``"absolute"``, where the sums are weighted
+    and ``count`` is the sum of the weights of the scored entries; the list of
+    candidate solutions when it is None.
     """
-    a_first, b_first = system.a_parts[0], system.b_parts[0]
-    n_features = a_first.shape[1]
-    if r_factors is None:
-        a_train = [_take(part, train[r]) for part, r in zip(system.a_parts, rows)]
-        b_train = [_take(part, train[r]) for part, r in zip(system.b_parts, rows)]
-    elif r_factors:
-        a_train = [factor[:, :n_features] for factor in r_factors]
-        b_train = [factor[:, n_features:] for factor in r_factors]
+    if r_factors:
+        factor = _merged(r_factors)
     else:
-        a_train, b_train = [a_first[:0]], [b_first[:0]]
-    n_train = int(sum(np.count_nonzero(train[r]) for r in rows))
-    eps = _BACKENDS[array_library(a_first)].eps(a_first)
-    factorization = SVDFactorization(a_train, b_train)
-    weights = _candidate_weights(factorization, rconds, n_train, eps)
+        masks = [train[r] if r_factors is None else np.zeros(len(r), bool) for r in rows]
+        factor = factorize(_subsystem(system, masks))
+    solutions = _candidate_solutions(SVDFactorization(factor), candidates)
     if statistic is None:
-        return weights
-    test_rows = test[rows[score_part]]
-    a_test = _take(system.a_parts[score_part], test_rows)
-    b_test = _take(system.b_parts[score_part], test_rows)
-    count = b_test.shape[0] * b_test.shape[1]
+        return solutions
+    part, part_weights = scored
+    test_rows = test[rows[part]]
+    a_test = _as_float64(_take(system.a_parts[part], test_rows))
+    b_test = _as_float64(_take(system.b_parts[part], test_rows))
+    n_targets = b_test.shape[1]
+    if part_weights is None:
+        weights = None
+        weight_sum = float(b_test.shape[0])
+    else:
+        weights = convert_like_rows(part_weights[test_rows], b_test)
+        weight_sum = float(part_weights[test_rows].sum())
+    count = weight_sum * n_targets
     if count == 0:
-        return np.zeros(len(rconds)), 0.0, 0
-    by_array = {}
+        return np.zeros(len(candidates)), 0.0, 0.0
+    by_solution = {}
     losses = []
-    for candidate in weights:
-        if id(candidate) not in by_array:
-            residual = b_test - a_test @ candidate.T
-            if statistic == "squared":
-                by_array[id(candidate)] = float((residual**2).sum())
-            else:
-                by_array[id(candidate)] = float(abs(residual).sum())
-        losses.append(by_array[id(candidate)])
-    total = float(((b_test - b_test.mean(0)) ** 2).sum())
+    for solution in solutions:
+        if id(solution) not in by_solution:
+            residual = b_test - a_test @ solution.weights.T
+            if solution.intercept is not None and part == 0:
+                residual = residual - solution.intercept
+            residual = residual**2 if statistic == "squared" else abs(residual)
+            if weights is not None:
+                residual = residual * weights[:, None]
+            by_solution[id(solution)] = float(residual.sum())
+        losses.append(by_solution[id(solution)])
+    if weights is None:
+        total = float(((b_test - b_test.mean(0)) ** 2).sum())
+    else:
+        mean = (weights @ b_test) / weight_sum
+        total = float((weights[:, None] * (b_test - mean) ** 2).sum())
     return np.array(losses), total, count
+
+
+def convert_like_rows(weights, like):
+    """1-D numpy ``weights`` as a float64 vector of the library and device of ``like``."""
+    if array_library(like) == "numpy":
+        return np.asarray(weights, dtype=FACTOR_DTYPE)
+    return convert(np.asarray(weights, dtype=FACTOR_DTYPE), device=like.device)
 
 
 def _run_tasks(tasks, n_jobs):
@@ -456,9 +548,7 @@ def _run_group(tasks):
     return [function(*args) for function, args, _ in tasks]
 
 
-def _cross_validate(
-    systems, row_entries, score_parts, splits, n_entries, rconds, statistic, n_jobs
-):
+def _cross_validate(systems, row_entries, scored, splits, n_entries, candidates, statistic, n_jobs):
     """Every (split, block) decomposed once and evaluated for every candidate.
 
     Entries that are in the training set of the same splits form a group (with
@@ -471,7 +561,8 @@ def _cross_validate(
     -------
     (losses, totals, counts) of shapes (n_splits, n_blocks, n_candidates),
     (n_splits, n_blocks) and (n_splits, n_blocks) for a known statistic; for
-    None, a nested list [split][block][candidate] of weights.
+    None, a nested list [split][block][candidate] of solutions. ``scored`` is
+    (each block's scored row part, each block's weights of those rows or None).
     """
     train_masks = np.zeros((len(splits), n_entries), dtype=bool)
     test_masks = np.zeros((len(splits), n_entries), dtype=bool)
@@ -484,7 +575,7 @@ def _cross_validate(
 
     factor_tasks, factor_of, grouped_blocks = [], {}, set()
     for b, (system, rows) in enumerate(zip(systems, row_entries)):
-        width = system.a_parts[0].shape[1] + system.b_parts[0].shape[1]
+        width = int(system.intercept) + system.n_features + system.n_targets
         group_rows = np.bincount(group_of_entry[np.concatenate(rows)], minlength=len(patterns))
         if not _use_group_factors(group_rows, in_splits, width):
             continue
@@ -504,16 +595,16 @@ def _cross_validate(
             if b in grouped_blocks:
                 groups = np.flatnonzero(patterns[:, s])
                 r_factors = [factors[factor_of[b, g]] for g in groups if (b, g) in factor_of]
-                width = system.a_parts[0].shape[1] + system.b_parts[0].shape[1]
+                width = int(system.intercept) + system.n_features + system.n_targets
                 cost = 2.0 * len(r_factors) * width**3 + width**3
             args = (
                 system,
                 rows,
-                score_parts[b],
+                (scored[0][b], scored[1][b]),
                 train_masks[s],
                 test_masks[s],
                 r_factors,
-                rconds,
+                candidates,
                 statistic,
             )
             tasks.append((_fold_block, args, cost))
@@ -525,7 +616,7 @@ def _cross_validate(
     losses = np.array([[result[0] for result in split] for split in nested])
     totals = np.array([[result[1] for result in split] for split in nested], dtype=float)
     counts = np.array([[result[2] for result in split] for split in nested], dtype=float)
-    return losses.reshape(len(splits), n_blocks, len(rconds)), totals, counts
+    return losses.reshape(len(splits), n_blocks, len(candidates)), totals, counts
 
 
 def _use_group_factors(group_rows, in_splits, width):
@@ -540,13 +631,16 @@ def _use_group_factors(group_rows, in_splits, width):
     return grouped < direct
 
 
-def _refit(systems, choice, rconds, n_jobs):
+def _refit(systems, choice, candidates, n_jobs, verbose=0):
     """Solve every block on all the data with the candidate chosen for it."""
     solutions = [None] * len(systems)
     for index in sorted(set(choice)):
+        rcond, alpha = candidates[index]
         positions = [b for b, chosen in enumerate(choice) if chosen == index]
-        solved = solve_systems([systems[b] for b in positions], rconds[index], None, n_jobs)
-        for b, solution in zip(positions, solved):
+        chosen = [systems[b] for b in positions]
+        for system in chosen:
+            system.alpha = alpha
+        for b, solution in zip(positions, solve_systems(chosen, rcond, None, n_jobs, verbose)):
             solutions[b] = solution
     return solutions
 
@@ -559,10 +653,14 @@ def _refit(systems, choice, rconds, n_jobs):
 def _scores(metric, losses, totals, counts, empty_is_nan=False):
     """Scores from summed residual statistics, as :mod:`skmetalstsq.metrics` computes them.
 
-    ``losses`` are sums of squared (``r2``, ``neg_rmse``) or absolute
-    (``neg_mae``) residuals, ``totals`` sums of squared deviations from each
-    column's mean, ``counts`` numbers of entries; all broadcast together.
+    ``metric`` is a name of ``metrics.SCORERS``. ``losses`` are sums of squared
+    (``r2``, ``neg_rmse``, ``neg_mse``) or absolute (``neg_mae``) residuals,
+    ``totals`` sums of squared deviations from each column's mean, ``counts``
+    numbers of entries (or their summed weights); all broadcast together.
     """
+    from .metrics import _short_name
+
+    metric = _short_name(metric)
     losses, totals, counts = np.broadcast_arrays(losses, totals, counts)
     with np.errstate(divide="ignore", invalid="ignore"):
         if metric == "r2":
@@ -570,25 +668,22 @@ def _scores(metric, losses, totals, counts, empty_is_nan=False):
             scores = np.where(totals == 0.0, constant, 1.0 - losses / totals)
         elif metric == "neg_rmse":
             scores = -np.sqrt(losses / counts)
-        else:
+        else:  # neg_mse, neg_mae: the mean of the statistic
             scores = -losses / counts
     if empty_is_nan:
         scores = np.where(counts == 0, np.nan, scores)
     return scores
 
 
-def _custom_scores(scoring, weights, tensor_x, tensor_y, X, y, splits, rconds):
-    """Call a scorer on a TensorMapLstsq carrying each candidate's weights."""
-    scores = np.empty((len(splits), len(rconds)))
+def _custom_scores(scoring, solutions, tensor_x, tensor_y, X, y, splits):
+    """Call a scorer on a TensorMapLstsq carrying each candidate's solutions."""
+    n_candidates = len(solutions[0][0]) if solutions and solutions[0] else 0
+    scores = np.empty((len(splits), n_candidates))
     for s, (_, test) in enumerate(splits):
         X_test, y_test = X[test], y[test]
-        for c, rcond in enumerate(rconds):
-            model = TensorMapLstsq(rcond=rcond, driver="gelsd")
-            blocks = [
-                weights_block(weights[s][b][c], tensor_y.block(key).properties, block.properties)
-                for b, (key, block) in enumerate(tensor_x.items())
-            ]
-            model.weights_ = TensorMap(tensor_x.keys, blocks)
+        for c in range(n_candidates):
+            model = TensorMapLstsq()
+            model._set_solutions(tensor_x, tensor_y, [block[c] for block in solutions[s]])
             scores[s, c] = scoring(model, X_test, y_test)
     return scores
 
@@ -603,12 +698,21 @@ def _rank(means):
     return rankdata(-means, method="min").astype(np.int32)
 
 
-def _search_results(rconds, scores, params=True):
-    """GridSearchCV's result keys for each named (n_splits, n_candidates) score."""
+def _search_results(candidates, scores, params=True):
+    """GridSearchCV's result keys for each named (n_splits, n_candidates) score.
+
+    ``candidates`` are (rcond, alpha) pairs, in the order of GridSearchCV's
+    ``ParameterGrid({"alpha": alphas, "rcond": rconds})``.
+    """
     results = {}
     if params:
+        rconds = [rcond for rcond, _ in candidates]
         numeric = all(rcond is not None for rcond in rconds)
-        results["params"] = [{"rcond": rcond} for rcond in rconds]
+        results["params"] = [{"alpha": alpha, "rcond": rcond} for rcond, alpha in candidates]
+        results["param_alpha"] = np.ma.MaskedArray(
+            np.array([alpha for _, alpha in candidates], dtype=float),
+            mask=np.zeros(len(candidates), dtype=bool),
+        )
         results["param_rcond"] = np.ma.MaskedArray(
             np.array(rconds, dtype=float if numeric else object),
             mask=np.zeros(len(rconds), dtype=bool),

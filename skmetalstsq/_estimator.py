@@ -1,35 +1,59 @@
-"""TensorMapLstsq: per-block least squares as a scikit-learn regressor."""
+"""TensorMapLstsq: per-block weighted, regularised least squares as a scikit-learn regressor."""
 
+import numbers
 from numbers import Integral, Real
 
 import numpy as np
-from metatensor import TensorMap
+from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._backends import convert, convert_like
 from ._blocks import (
     array_to_tensor,
+    block_systems,
     blocks_in_order,
     is_floating,
     key_text,
     key_tuple,
     predict_block,
-    row_parts,
     tensor_from_state,
     tensor_to_state,
     weights_block,
 )
 from ._indexed import check_same_entries, unwrap
-from ._parallel import BlockSystem, solve_systems
-from ._solvers import DRIVERS, array_library, convert, convert_like, solve_dtype
+from ._parallel import solve_systems
+from ._solvers import DRIVERS
 from ._validation import (
     check_array_like,
     check_fit_inputs,
     check_predict_input,
     resolve_device,
 )
+from ._weights import row_weights
 from .metrics import r2
+
+#: The property of the blocks of ``intercept_``.
+INTERCEPT_PROPERTY = Labels(["intercept"], np.array([[0]], dtype=np.int32))
+
+
+class Cutoff(Interval):
+    """``rcond``'s constraint: a real number in [0, 1), booleans excluded."""
+
+    def __init__(self):
+        super().__init__(Real, 0, 1, closed="left")
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, (bool, np.bool_)) and super().is_satisfied_by(val)
+
+
+#: ``n_jobs``: joblib's meaning, where 0 means nothing
+N_JOBS = [
+    Interval(Integral, None, -1, closed="right"),
+    Interval(Integral, 1, None, closed="left"),
+    None,
+]
 
 
 def _is_tensor_input(data):
@@ -42,68 +66,144 @@ def _to_numpy(array):
     return array.detach().cpu().numpy()
 
 
-def block_systems(X, y, device):
-    """The linear system of every block of X and y, converted for the solve.
+def _penalty(value, caller, where):
+    """A penalty checked to be a finite float >= 0 (or an array of them)."""
+    array = np.asarray(_to_numpy(value) if hasattr(value, "detach") else value)
+    valid = array.dtype.kind in "iuf" and np.isfinite(array).all() and (array >= 0).all()
+    if isinstance(value, (bool, np.bool_)) or not valid:
+        raise ValueError(f"{caller}: {where} must be a finite number >= 0, got {value!r}")
+    return float(array) if array.ndim == 0 else array.astype(np.float64)
 
-    Parameters
-    ----------
-    X, y : metatensor.TensorMap
-        Already checked with :func:`check_fit_inputs`.
-    device : torch.device or None
-        Where to solve; None keeps each block where it is.
 
-    Returns
-    -------
-    list of BlockSystem, in the order of X's keys
+def resolve_alpha(alpha, X, caller):
+    """The ridge penalty of every block of X: key tuple -> float or 1-D array.
+
+    ``alpha`` is a float (every block), a dict ``{key tuple: float}`` naming every
+    block, or a TensorMap with X's keys, one sample and X's properties (one
+    penalty per property).
     """
-    systems = []
-    for (key, x_block), y_block in zip(X.items(), blocks_in_order(y, X.keys)):
-        parameters = x_block.gradients_list()
-        dtype = solve_dtype(x_block.values, y_block.values)
-        a_parts = [convert(p, device, dtype) for p in row_parts(x_block, parameters)]
-        b_parts = [convert(p, device, dtype) for p in row_parts(y_block, parameters)]
-        device_type = "cpu" if array_library(a_parts[0]) == "numpy" else a_parts[0].device.type
-        systems.append(BlockSystem(key_text(key), a_parts, b_parts, device_type))
-    return systems
+    keys = [key_tuple(key) for key in X.keys]
+    if isinstance(alpha, numbers.Real) and not isinstance(alpha, (bool, np.bool_)):
+        value = _penalty(alpha, caller, "alpha")
+        return dict.fromkeys(keys, value)
+    if isinstance(alpha, dict):
+        named = {tuple(k) if isinstance(k, tuple) else (k,): v for k, v in alpha.items()}
+        unknown = [k for k in named if k not in keys]
+        missing = [k for k in keys if k not in named]
+        if unknown or missing:
+            raise ValueError(
+                f"{caller}: alpha must give a penalty for every block of X by its key "
+                f"(a tuple of {list(X.keys.names)}): unknown keys {unknown}, missing keys "
+                f"{missing}"
+            )
+        return {k: _penalty(named[k], caller, f"alpha[{k}]") for k in keys}
+    tensor = unwrap(alpha)[0]
+    if not isinstance(tensor, TensorMap):
+        raise TypeError(
+            f"{caller}: alpha must be a float, a dict of floats by key or a TensorMap of "
+            f"penalties per property, got {type(alpha).__name__}"
+        )
+    penalties = {}
+    for key, x_block in X.items():
+        position = tensor.keys.position(key) if tensor.keys.names == X.keys.names else None
+        if position is None:
+            raise ValueError(
+                f"{caller}: the alpha TensorMap has no block {key_text(key)} of X "
+                f"(its keys are named {list(tensor.keys.names)})"
+            )
+        block = tensor.block(position)
+        if (
+            block.values.shape[0] != 1
+            or len(block.components)
+            or block.properties != x_block.properties
+        ):
+            raise ValueError(
+                f"{caller}: block {key_text(key)} of the alpha TensorMap must have one "
+                f"sample, no components and X's {len(x_block.properties)} properties; it "
+                f"has values of shape {tuple(block.values.shape)}"
+                + ("" if block.properties == x_block.properties else " and other properties")
+            )
+        penalties[key_tuple(key)] = _penalty(block.values[0], caller, f"alpha {key_text(key)}")
+    return penalties
+
+
+def check_gradient_weights(gradient_weights, X, caller):
+    """``gradient_weights`` checked against the gradients of X's blocks."""
+    if gradient_weights is None:
+        return {}
+    present = set()
+    for block in X.blocks():
+        present.update(block.gradients_list())
+    checked = {}
+    for parameter, value in gradient_weights.items():
+        if parameter not in present:
+            raise ValueError(
+                f"{caller}: gradient_weights names the '{parameter}' gradient, which no "
+                f"block of X has (they have {sorted(present)})"
+            )
+        checked[parameter] = _penalty(value, caller, f"gradient_weights['{parameter}']")
+    return checked
 
 
 class TensorMapLstsq(RegressorMixin, BaseEstimator):
-    """Least-squares linear model fitted block by block on metatensor TensorMaps.
+    """Weighted, regularised least squares fitted block by block on metatensor TensorMaps.
 
     For every key, the block of ``X`` (values, with each gradient stacked under
     them as extra rows, components folded into rows) is fitted to the block of
-    ``y`` with the same key, as ``metatensor.lstsq`` does. Plain 2-D arrays are
-    a TensorMap of one block.
+    ``y`` with the same key, as ``metatensor.lstsq`` does. Each block minimises
+
+    ``sum over rows of weight_row * ||y_row - x_row w - c||^2 + alpha * ||w||^2``
+
+    where the intercept ``c`` (only with ``fit_intercept``) applies to value rows;
+    with no weights, penalty or intercept this is ``metatensor.lstsq``. Plain 2-D
+    arrays are a TensorMap of one block.
 
     Parameters
     ----------
-    rcond : float >= 0 or None, default=None
-        Singular values of a stacked X block smaller than or equal to
-        ``rcond`` times its largest singular value are treated as zero. None
-        means machine epsilon of the data's dtype times the larger dimension of
-        the stacked block (numpy's and LAPACK's convention), for numpy and torch
-        data alike.
+    rcond : float in [0, 1) or None, default=None
+        Singular values of the weighted (and centred) stacked X block smaller than
+        or equal to ``rcond`` times its largest singular value are cut, before
+        the penalty. None means float64 machine epsilon times the larger dimension
+        of the stacked block (``numpy.linalg.lstsq``'s default), for every dtype:
+        every block is factorised in float64 and the weights are returned in the
+        data's dtype (float32 data gives float32 weights).
     driver : {None, "gels", "gelsy", "gelsd", "gelss"}, default=None
-        The LAPACK driver (scipy's for numpy data, torch's for torch data,
-        except ``"gelsy"`` on CPU tensors, solved with scipy's because torch's
-        depends on uninitialised memory).
-        ``"gels"`` is a QR solve that assumes full rank and ignores ``rcond``.
-        None gives the minimum-norm solution with the ``rcond`` cut-off, as
-        ``"gelsd"`` does, without stacking the values and gradients into one
-        copy: rows go in chunks of 10000 through a QR factorisation, then a
-        triangular solve (or an SVD of the small triangular factor when
-        ``rcond`` cuts singular values). On CUDA, where torch only has
-        ``"gels"``, every other driver uses that solve, so ``rcond`` is honoured.
+        None: the rows (values and gradients, weighted) go in chunks of 10000
+        through a QR factorisation, without a stacked copy, then a triangular
+        solve, or an SVD of the small triangular factor when ``rcond`` cuts
+        singular values or ``alpha`` penalises them; this is ``"gelsd"``'s
+        minimum-norm solution. ``"gels"``: the same QR with a triangular solve,
+        which assumes full rank and raises on a rank-deficient block (rcond is
+        ignored). ``"gelsd"``, ``"gelss"``, ``"gelsy"``: that LAPACK driver on the
+        rows stacked into one copy (scipy's for numpy data, torch's for torch
+        data, scipy's ``"gelsy"`` for CPU tensors, as torch's depends on
+        uninitialised memory); a penalty is then appended as ``sqrt(alpha)`` rows,
+        so that ``rcond`` cuts the singular values of that augmented matrix. On
+        CUDA, every driver but ``"gels"`` uses the default solve.
+    alpha : float >= 0, dict or TensorMap, default=0.0
+        Ridge penalty ``alpha * ||w||^2`` of each block, as
+        ``sklearn.linear_model.Ridge(alpha)``: one float for every block, a dict
+        ``{key tuple: float}`` naming every block, or a TensorMap with X's keys,
+        one sample and X's properties holding a penalty per property (diagonal
+        Tikhonov). The intercept is not penalised.
+    fit_intercept : bool, default=False
+        Fit an unpenalised intercept per block and target on the value rows
+        (gradients of a constant are zero), by weighted centring as scikit-learn's
+        linear models do; stored in ``intercept_`` and added by :meth:`predict`.
+    gradient_weights : dict or None, default=None
+        ``{gradient parameter: float >= 0}`` multiplying the weight of that
+        gradient's rows (e.g. ``{"positions": 0.01}``); parameters left out
+        weigh 1. Naming a gradient no block of X has is an error.
     device : None, str or torch.device, default=None
         None solves where the data is (numpy data with scipy, torch tensors
         with torch on their device). ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
         convert the blocks to torch tensors on that device and solve there.
     n_jobs : int or None, default=None
         Workers solving blocks concurrently, with joblib's meaning (None is one
-        unless in a ``joblib.parallel_config`` context, -1 is all cores). Any
-        joblib backend is honoured, a Dask cluster included; threads are
-        preferred. Every LAPACK call runs with BLAS on one thread, so the
-        weights are the same, bit for bit, for every ``n_jobs`` and thread
+        unless in a ``joblib.parallel_config`` context, -1 is all cores; 0 is
+        refused). Any joblib backend is honoured, a Dask cluster included;
+        threads are preferred. Every LAPACK call runs with BLAS on one thread, so
+        the weights are the same, bit for bit, for every ``n_jobs`` and thread
         setting; one worker solves blocks (and row chunks of tall blocks) in as
         many threads as BLAS may use (``threadpoolctl.threadpool_limits``).
     verbose : int, default=0
@@ -116,14 +216,19 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         One block per key of X, with samples = y's properties and properties =
         X's properties, no components (the layout of ``metatensor.lstsq``).
         Numpy arrays after a numpy solve, torch tensors on the device after a
-        torch solve.
+        torch solve, in the data's dtype.
+    intercept_ : metatensor.TensorMap or numpy.ndarray or float
+        One block per key with the samples of ``weights_`` and one property
+        ``intercept`` (zeros without ``fit_intercept``). After a fit on plain
+        arrays, as in ``sklearn.linear_model.LinearRegression``: an array of
+        shape (n_targets,), or a float for a 1-D y.
     rank_ : dict
-        Key (tuple of ints) -> effective rank of the stacked X block, or None
-        for ``driver="gels"``.
+        Key (tuple of ints) -> effective rank of the weighted (and centred)
+        stacked X block, or None for ``driver="gels"``.
     singular_values_ : dict
-        Key (tuple of ints) -> singular values of the stacked X block, largest
-        first, or None for ``"gels"`` and ``"gelsy"``, which do not compute
-        them.
+        Key (tuple of ints) -> singular values of the weighted (and centred)
+        stacked X block, largest first, or None where the driver does not
+        compute them (``"gels"``, ``"gelsy"``, and LAPACK drivers with a penalty).
     coef_ : numpy.ndarray of shape (n_features,) or (n_targets, n_features)
         Only after a fit on plain arrays: the weights, as in
         ``sklearn.linear_model.LinearRegression``.
@@ -133,14 +238,16 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
     See Also
     --------
     metatensor.lstsq : the functional form, whose weights these equal.
+    sklearn.linear_model.Ridge : the same penalty and weights on arrays.
 
     Notes
     -----
     Samples of X and y blocks must be equal and in the same order (the same
     samples in another order are rejected; ``metatensor.sort`` both first).
-    Every gradient of X must be in y and the other way around. Blocks are
-    solved in float64 unless both X and y are float32. A block with no rows gets
-    zero weights (the minimum-norm solution of an empty system) and rank 0.
+    Every gradient of X must be in y and the other way around; gradients are
+    stacked in the order of their sorted parameter names. A block with no rows
+    gets zero weights (the minimum-norm solution of an empty system) and rank 0.
+    A row of weight zero changes nothing.
 
     Examples
     --------
@@ -151,54 +258,64 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
     >>> samples = Labels.range("system", 20)
     >>> x = TensorBlock(rng.normal(size=(20, 3)), samples, [], Labels.range("feature", 3))
     >>> w = np.array([[1.0, -2.0, 0.5]])
-    >>> y = TensorBlock(x.values @ w.T, samples, [], Labels.range("energy", 1))
+    >>> y = TensorBlock(x.values @ w.T + 3.0, samples, [], Labels.range("energy", 1))
     >>> X, Y = TensorMap(Labels.single(), [x]), TensorMap(Labels.single(), [y])
-    >>> model = TensorMapLstsq(rcond=1e-10).fit(X, Y)
+    >>> model = TensorMapLstsq(fit_intercept=True).fit(X, Y)
     >>> np.round(model.weights_.block(0).values, 6)
     array([[ 1. , -2. ,  0.5]])
+    >>> np.round(model.intercept_.block(0).values, 6)
+    array([[3.]])
     >>> round(model.score(X, Y), 6)
     1.0
     """
 
     _parameter_constraints = {
-        "rcond": [Interval(Real, 0, None, closed="left"), None],
+        "rcond": [Cutoff(), None],
         "driver": [StrOptions(set(DRIVERS)), None],
+        "alpha": "no_validation",
+        "fit_intercept": ["boolean"],
+        "gradient_weights": [dict, None],
         "device": "no_validation",
-        "n_jobs": [Integral, None],
+        "n_jobs": N_JOBS,
         "verbose": ["verbose"],
     }
 
-    def __init__(self, rcond=None, driver=None, device=None, n_jobs=None, verbose=0):
+    def __init__(
+        self,
+        rcond=None,
+        driver=None,
+        alpha=0.0,
+        fit_intercept=False,
+        gradient_weights=None,
+        device=None,
+        n_jobs=None,
+        verbose=0,
+    ):
         self.rcond = rcond
         self.driver = driver
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.gradient_weights = gradient_weights
         self.device = device
         self.n_jobs = n_jobs
         self.verbose = verbose
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Fit the weights of every block.
-
-        Parameters
-        ----------
-        X : metatensor.TensorMap, IndexedTensorMap or array-like of shape (n_samples, n_features)
-            Features; gradients are fitted together with the values.
-        y : metatensor.TensorMap, IndexedTensorMap or array-like of shape (n_samples[, n_targets])
-            Targets, with the same keys, samples, components and gradients as X.
+    def _systems(self, X, y, sample_weight, caller):
+        """Check X, y and the weights and penalties; their block systems.
 
         Returns
         -------
-        self : TensorMapLstsq
+        (X, y, systems, y_ndim): the TensorMaps, the systems, and y's number of
+        dimensions for array inputs (None for TensorMaps).
         """
-        caller = "TensorMapLstsq.fit"
         device = resolve_device(self.device, caller)
-        for stale in ("coef_", "n_features_in_", "feature_names_in_"):
-            self.__dict__.pop(stale, None)
         y_ndim = None
         if _is_tensor_input(X) or _is_tensor_input(y):
             check_same_entries(X, y, caller)
+            y_given = y
             X, y = unwrap(X)[0], unwrap(y)[0]
             check_fit_inputs(X, y, caller)
+            weights = row_weights(sample_weight, y_given, caller)
         else:
             check_array_like(X, caller, "X")
             if y is not None:  # scikit-learn's own error for a missing y
@@ -206,15 +323,56 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             X, y = validate_data(self, X, y, multi_output=True, y_numeric=True)
             y_ndim = y.ndim
             X, y = array_to_tensor(X), array_to_tensor(y.reshape(len(y), -1))
+            weights = row_weights(sample_weight, y, caller, per_sample=True)
+        alphas = resolve_alpha(self.alpha, X, caller)
+        gradient_weights = check_gradient_weights(self.gradient_weights, X, caller)
+        systems = block_systems(X, y, device, weights, gradient_weights, self.fit_intercept)
+        for system, key in zip(systems, X.keys):
+            system.alpha = alphas[key_tuple(key)]
+        return X, y, systems, y_ndim
 
-        systems = block_systems(X, y, device)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the weights (and intercept) of every block.
+
+        Parameters
+        ----------
+        X : metatensor.TensorMap, IndexedTensorMap or array-like of shape (n_samples, n_features)
+            Features; gradients are fitted together with the values.
+        y : metatensor.TensorMap, IndexedTensorMap or array-like of shape (n_samples[, n_targets])
+            Targets, with the same keys, samples, components and gradients as X.
+        sample_weight : None, array-like, TensorMap or IndexedTensorMap, default=None
+            Non-negative weights of the rows: for arrays, one per sample; for
+            IndexedTensorMaps, an array-like with one weight per entry (applied to
+            all its rows, values and gradients), which scikit-learn's splitters
+            slice together with X; or a TensorMap with y's keys, samples,
+            components and gradients and one property: a weight for every row.
+
+        Returns
+        -------
+        self : TensorMapLstsq
+        """
+        caller = "TensorMapLstsq.fit"
+        for stale in ("coef_", "n_features_in_", "feature_names_in_"):
+            self.__dict__.pop(stale, None)
+        X, y, systems, y_ndim = self._systems(X, y, sample_weight, caller)
         solutions = solve_systems(systems, self.rcond, self.driver, self.n_jobs, self.verbose)
+        self._set_solutions(X, y, solutions, y_ndim)
+        return self
 
-        blocks = [
-            weights_block(solution.weights, y_block.properties, x_block.properties)
-            for solution, x_block, y_block in zip(solutions, X.blocks(), blocks_in_order(y, X.keys))
-        ]
-        self.weights_ = TensorMap(X.keys, blocks)
+    def _set_solutions(self, X, y, solutions, y_ndim=None):
+        """Set the fitted attributes from one Solution per block of X."""
+        weights, intercepts = [], []
+        for solution, x_block, y_block in zip(solutions, X.blocks(), blocks_in_order(y, X.keys)):
+            weights.append(weights_block(solution.weights, y_block.properties, x_block.properties))
+            intercept = solution.intercept
+            if intercept is None:
+                intercept = solution.weights[:, :1] * 0
+            else:
+                intercept = intercept.reshape(-1, 1)
+            intercepts.append(weights_block(intercept, y_block.properties, INTERCEPT_PROPERTY))
+        self.weights_ = TensorMap(X.keys, weights)
+        self.intercept_ = TensorMap(X.keys, intercepts)
         keys = [key_tuple(key) for key in X.keys]
         self.rank_ = {key: solution.rank for key, solution in zip(keys, solutions)}
         self.singular_values_ = {
@@ -222,9 +380,10 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         }
         if y_ndim is not None:
             # numpy, as scikit-learn's own linear models, even after a torch solve
-            weights = _to_numpy(solutions[0].weights)
-            self.coef_ = weights[0] if y_ndim == 1 else weights
-        return self
+            coef = _to_numpy(solutions[0].weights)
+            intercept = _to_numpy(self.intercept_.block(0).values)[:, 0]
+            self.coef_ = coef[0] if y_ndim == 1 else coef
+            self.intercept_ = float(intercept[0]) if y_ndim == 1 else intercept
 
     def predict(self, X):
         """Predict the values and every gradient of each block of X.
@@ -239,9 +398,9 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         y_pred : same kind as X
             For a TensorMap: X's keys, each block with X's samples and components,
             y's properties, and every gradient of X predicted with its own
-            samples and components; arrays of X's library, device and dtype
-            (float64 when X holds integers). For an array: shaped like the y
-            seen in fit.
+            samples and components (the intercept is added to the values only);
+            arrays of X's library, device and dtype (float64 when X holds
+            integers). For an array: shaped like the y seen in fit.
         """
         check_is_fitted(self)
         caller = "TensorMapLstsq.predict"
@@ -255,7 +414,7 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             )
         check_array_like(X, caller, "X")
         X = validate_data(self, X, reset=False)
-        return X @ self.coef_.T
+        return X @ self.coef_.T + self.intercept_
 
     def _predict_tensor(self, tensor, caller, check_arrays=True):
         """Predictions for a TensorMap (see :meth:`predict`)."""
@@ -269,30 +428,31 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             if not is_floating(like):
                 # integer features: predict in float64, not in their dtype
                 like = convert(like[:0], dtype=np.dtype(np.float64))
-            blocks.append(predict_block(block, convert_like(weights.values, like), weights.samples))
+            intercept = convert_like(self.intercept_.block(position).values[:, 0], like)
+            blocks.append(
+                predict_block(block, convert_like(weights.values, like), weights.samples, intercept)
+            )
         return TensorMap(tensor.keys, blocks)
 
     def score(self, X, y, sample_weight=None):
         """R^2 of the predicted values, pooled over blocks.
 
         With each block's values reshaped to (rows, properties), this is
-        ``1 - sum of squared residuals / sum of squared deviations from each
-        column's mean``, both summed over all blocks
+        ``1 - sum of weighted squared residuals / sum of weighted squared
+        deviations from each column's weighted mean``, both summed over all blocks
         (:func:`skmetalstsq.metrics.r2`). For one block it equals
-        ``sklearn.metrics.r2_score(y, y_pred, multioutput="variance_weighted")``.
+        ``sklearn.metrics.r2_score(y, y_pred, sample_weight=...,
+        multioutput="variance_weighted")``.
 
         Parameters
         ----------
         X, y : as in :meth:`fit`
-        sample_weight : None
-            Not supported; present for scikit-learn's signature.
+        sample_weight : as in :meth:`fit`, default=None
 
         Returns
         -------
         score : float
         """
-        if sample_weight is not None:
-            raise ValueError("TensorMapLstsq.score: sample_weight is not supported")
         if _is_tensor_input(X) or _is_tensor_input(y):
             caller = "TensorMapLstsq.score"
             check_is_fitted(self)
@@ -300,27 +460,38 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             X_tensor, y_tensor = unwrap(X)[0], unwrap(y)[0]
             # checks X's arrays too, so the prediction does not check them again
             check_fit_inputs(X_tensor, y_tensor, caller)
-            return r2(y_tensor, self._predict_tensor(X_tensor, caller, check_arrays=False))
+            y_pred = unwrap(y)[1](self._predict_tensor(X_tensor, caller, check_arrays=False))
+            return r2(y, y_pred, sample_weight=sample_weight)
         y_pred = self.predict(X)
         check_array_like(y, "TensorMapLstsq.score", "y")
         y = np.asarray(y)
-        return r2(
-            array_to_tensor(y.reshape(len(y), -1)),
-            array_to_tensor(y_pred.reshape(len(y), -1)),
-        )
+        y_tensor = array_to_tensor(y.reshape(len(y), -1))
+        weights = row_weights(sample_weight, y_tensor, "TensorMapLstsq.score", per_sample=True)
+        weights = None if weights is None else _one_block_tensor_weights(weights, y_tensor)
+        return r2(y_tensor, array_to_tensor(y_pred.reshape(len(y), -1)), sample_weight=weights)
 
     def __getstate__(self):
         state = dict(super().__getstate__())
-        if "weights_" in state:
-            state["weights_"] = tensor_to_state(state["weights_"])
+        for name in ("weights_", "intercept_"):
+            if isinstance(state.get(name), TensorMap):
+                state[name] = tensor_to_state(state[name])
         return state
 
     def __setstate__(self, state):
-        if "weights_" in state:
-            state["weights_"] = tensor_from_state(state["weights_"])
+        for name in ("weights_", "intercept_"):
+            if isinstance(state.get(name), dict):
+                state[name] = tensor_from_state(state[name])
         super().__setstate__(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+
+def _one_block_tensor_weights(weights, y_tensor):
+    """The row weights of an array fit as a one-property TensorMap like ``y_tensor``."""
+    block = y_tensor.block(0)
+    values = np.asarray(weights[key_tuple(y_tensor.keys[0])][0], dtype=np.float64)
+    weight_block = TensorBlock(values[:, None], block.samples, [], Labels.range("weight", 1))
+    return TensorMap(y_tensor.keys, [weight_block])

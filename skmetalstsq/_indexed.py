@@ -5,8 +5,8 @@ import numbers
 import numpy as np
 from metatensor import Labels, TensorBlock, TensorMap
 
+from ._backends import array_library
 from ._blocks import key_text, tensor_from_state, tensor_to_state
-from ._solvers import array_library
 
 
 class IndexedTensorMap:
@@ -128,10 +128,21 @@ class IndexedTensorMap:
         )
 
     def __array__(self, dtype=None, copy=None):
-        raise TypeError(
-            "IndexedTensorMap cannot be converted to a numpy array; use its .tensor, "
-            "or an estimator that accepts TensorMaps"
-        )
+        """Refuse the conversion, naming what to use instead.
+
+        Raises
+        ------
+        skmetalstsq.metrics.UnsupportedScoringError
+            When a metric of scikit-learn's scorers converts this map (its
+            ``y_true`` or ``y_pred``): the message names the scorer of
+            :mod:`skmetalstsq.metrics` to use. It is not an ``Exception``, so
+            that model selection does not turn it into NaN scores.
+        TypeError
+            Otherwise.
+        """
+        from .metrics import _array_conversion_error  # metrics imports this module
+
+        raise _array_conversion_error(self)
 
     def _positions(self, index):
         """The sorted positions selected by ``index``, checked.

@@ -14,7 +14,7 @@ process:
 
 Small blocks are solved in groups of similar cost, one task per group, so that
 hundreds of them cost a few tasks; blocks taller than one chunk
-(:func:`~skmetalstsq._solvers.chunk_rows_for`) are factorised chunk by chunk across
+(:func:`~skmetalstsq._factors.chunk_rows_for`) are factorised chunk by chunk across
 the pool. LAPACK's QR, triangular solve and SVD release the GIL, so the threads run
 concurrently.
 
@@ -24,54 +24,32 @@ plain arrays (TensorBlocks cannot be pickled) in one group per worker, balanced 
 their solve cost, and each worker limits its own threads.
 """
 
+import ctypes
 import os
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import lru_cache, partial
 
 from joblib import Parallel, delayed, effective_n_jobs
 from joblib.parallel import get_active_backend
 from threadpoolctl import ThreadpoolController
 
-from ._solvers import Workspace, chunk_rows_for, solve, uses_qr_solve
+from ._backends import Workspace
+from ._factors import chunk_rows_for
+from ._solvers import solve, uses_factor
 
 #: Blocks cheaper than this many floating-point operations are solved in groups,
 #: one pool task per group, so that hundreds of small blocks cost a few tasks.
 SMALL_SOLVE_FLOPS = 5e7
 
 
-@dataclass
-class BlockSystem:
-    """The linear system of one block, as plain arrays that any worker can take.
-
-    Attributes
-    ----------
-    label : str
-        The block key, for progress messages.
-    a_parts, b_parts : lists of 2-D arrays
-        Row chunks of X and y: the values, then each gradient.
-    device_type : str
-        ``"cpu"`` or ``"cuda"``.
-    """
-
-    label: str
-    a_parts: list
-    b_parts: list
-    device_type: str = "cpu"
-
-    @property
-    def n_rows(self):
-        return sum(part.shape[0] for part in self.a_parts)
-
-    @property
-    def is_tall(self):
-        """Whether the default solve factorises this block in several row chunks."""
-        width = self.a_parts[0].shape[1] + self.b_parts[0].shape[1]
-        return self.n_rows > chunk_rows_for(width)
+def is_tall(system):
+    """Whether the factor of ``system`` is computed in several row chunks."""
+    width = int(system.intercept) + system.n_features + system.n_targets
+    return system.n_rows > chunk_rows_for(width)
 
 
 def solve_cost(system):
@@ -110,42 +88,140 @@ def blas_threads():
     return max(max(counts, default=1), 1)
 
 
+def _counts_per_thread(lib):
+    """Whether the thread count of ``lib`` (a threadpoolctl controller) is per thread.
+
+    OpenMP's count belongs to each calling thread, and so do those of OpenBLAS
+    built on OpenMP and of MKL (threadpoolctl sets its thread-local count).
+    OpenBLAS built on its own threads (numpy's and scipy's wheels), BLIS and
+    FlexiBLAS have one count for the whole process.
+    """
+    if lib.user_api == "openmp" or lib.internal_api == "mkl":
+        return True
+    return lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") == "openmp"
+
+
+def _process_wide_setter(lib):
+    """A function setting the process-wide thread count of ``lib`` from any thread.
+
+    threadpoolctl lets one thread change OpenBLAS's count, the first one to set
+    it, until that thread ends or leaves a ``with`` block of threadpoolctl, and
+    silently ignores the others: a fit from a thread pool or a Jupyter callback
+    would keep BLAS multi-threaded. OpenBLAS's own ``openblas_set_num_threads``
+    (found under the prefix and suffix threadpoolctl reads the count with) sets
+    it from any thread.
+    """
+    if lib.internal_api == "openblas":
+        for prefix in ("", "scipy_"):
+            for suffix in ("", "64_", "_64"):
+                if hasattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}"):
+                    return getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}")
+    return lib.set_num_threads
+
+
+def _torch_mkl_local():
+    """``MKL_Set_Num_Threads_Local`` of the MKL built into torch, or None.
+
+    torch's CPU wheels link MKL into ``libtorch_cpu``, where threadpoolctl does
+    not see it. MKL follows the calling thread's OpenMP count unless the thread
+    has a count of its own, which ``torch.set_num_threads`` gives it.
+    """
+    import torch
+
+    folder = os.path.join(os.path.dirname(torch.__file__), "lib")
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    for name in names:
+        if "torch_cpu" in name:
+            try:
+                return ctypes.CDLL(os.path.join(folder, name)).MKL_Set_Num_Threads_Local
+            except (OSError, AttributeError):
+                continue
+    return None
+
+
+@lru_cache(maxsize=4)
+def _thread_counts(torch_imported):
+    """The thread counts :func:`single_threaded` sets, found once per process.
+
+    Returns
+    -------
+    process_wide : list of (get, set) functions
+        One count for the whole process each.
+    per_thread : ThreadpoolController
+        The libraries counting threads per calling thread.
+    mkl_local : function or None
+        :func:`_torch_mkl_local`, when torch is imported.
+    """
+    controller = _controller(torch_imported)
+    process_wide = [
+        (lib.get_num_threads, _process_wide_setter(lib))
+        for lib in controller.lib_controllers
+        if not _counts_per_thread(lib)
+    ]
+    per_thread = controller.select(
+        filepath=[lib.filepath for lib in controller.lib_controllers if _counts_per_thread(lib)]
+    )
+    return process_wide, per_thread, _torch_mkl_local() if torch_imported else None
+
+
+@contextmanager
+def _torch_single_threaded(torch, mkl_local):
+    """torch's MKL on one thread in the calling thread, its own count restored on exit."""
+    if mkl_local is None:  # pragma: no cover - torch builds without MKL's symbols
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+        return
+    previous = mkl_local(1)
+    try:
+        yield
+    finally:
+        mkl_local(previous)
+
+
 _shared_lock = threading.Lock()
-_shared_state = {"users": 0, "blas": None, "torch": None}
+_shared_state = {"users": 0, "saved": None}
 
 
 @contextmanager
 def single_threaded():
-    """BLAS, OpenMP and torch's intra-op pool on one thread, restored on exit.
+    """BLAS, OpenMP and torch's intra-op threads on one thread, restored on exit.
 
-    BLAS's and torch's thread counts are shared by the whole process: the first
-    of concurrent users (threads of a pool, of a Dask worker) sets them and the
-    last one restores them. OpenMP's count belongs to each thread, which sets
-    and restores its own.
+    Process-wide counts (OpenBLAS of numpy's and scipy's wheels) are set by the
+    first of concurrent users (threads of a pool, of a Dask worker, of the
+    caller) and restored by the last one, from any thread. Per-thread counts
+    (OpenMP, hence torch's intra-op pool, and MKL) are set and restored by each
+    thread for itself.
     """
     torch = sys.modules.get("torch")
-    controller = _controller(torch is not None)
+    process_wide, per_thread, mkl_local = _thread_counts(torch is not None)
+    if torch is not None:
+        # a thread's first torch call sets its OpenMP and MKL counts from
+        # torch.set_num_threads' value: let it happen here, not under the limits
+        torch.get_num_threads()
     with _shared_lock:
         if _shared_state["users"] == 0:
-            _shared_state["blas"] = controller.limit(limits=1, user_api="blas")
-            if torch is not None:
-                # set even when it reads 1: that can be this thread's OpenMP
-                # count while torch's LAPACK (MKL) keeps its own
-                _shared_state["torch"] = (torch, torch.get_num_threads())
-                torch.set_num_threads(1)
+            _shared_state["saved"] = [(set_count, get()) for get, set_count in process_wide]
+            for set_count, _ in _shared_state["saved"]:
+                set_count(1)
         _shared_state["users"] += 1
     try:
-        with controller.limit(limits=1, user_api="openmp"):
-            yield
+        with per_thread.limit(limits=1):
+            if torch is None:
+                yield
+            else:
+                with _torch_single_threaded(torch, mkl_local):
+                    yield
     finally:
         with _shared_lock:
             _shared_state["users"] -= 1
             if _shared_state["users"] == 0:
-                _shared_state["blas"].restore_original_limits()
-                if _shared_state["torch"] is not None:
-                    torch_module, threads = _shared_state["torch"]
-                    torch_module.set_num_threads(threads)
-                _shared_state["blas"] = _shared_state["torch"] = None
+                for set_count, threads in _shared_state["saved"]:
+                    set_count(threads)
+                _shared_state["saved"] = None
 
 
 # ---------------------------------------------------------------------------------
@@ -161,15 +237,7 @@ def _progress(system, index, n_systems, seconds):
 
 
 def _solve_one(system, rcond, driver, workspace, map_chunks=None):
-    return solve(
-        system.a_parts,
-        system.b_parts,
-        rcond,
-        driver,
-        system.device_type,
-        map_chunks=map_chunks,
-        workspace=workspace,
-    )
+    return solve(system, rcond, driver, map_chunks=map_chunks, workspace=workspace)
 
 
 def _solve_group(systems, indices, n_systems, rcond, driver, verbose, caller_pid):
@@ -234,7 +302,7 @@ def _solve_in_pool(systems, rcond, driver, verbose, n_threads):
     tall = [
         i
         for i, system in enumerate(systems)
-        if system.device_type == "cpu" and uses_qr_solve(driver, "cpu") and system.is_tall
+        if system.device_type == "cpu" and uses_factor(driver, "cpu") and is_tall(system)
     ]
     others = sorted(set(range(n_systems)) - set(tall))
     with single_threaded(), ThreadPoolExecutor(n_threads) as pool:
@@ -303,7 +371,7 @@ def solve_systems(systems, rcond, driver, n_jobs=None, verbose=0):
         # one worker, or joblib's threads: this process's own pool of threads
         on_cpu = all(system.device_type == "cpu" for system in systems)
         n_threads = (blas_threads() if n_jobs == 1 else n_jobs) if on_cpu else 1
-        tall = uses_qr_solve(driver, "cpu") and any(system.is_tall for system in systems)
+        tall = uses_factor(driver, "cpu") and any(is_tall(system) for system in systems)
         if n_threads > 1 and (len(systems) > 1 or tall):
             return _solve_in_pool(systems, rcond, driver, verbose, n_threads)
         indices = list(range(len(systems)))

@@ -4,8 +4,8 @@ import numpy as np
 import scipy.sparse
 from metatensor import TensorMap
 
+from ._backends import array_library
 from ._blocks import blocks_in_order, key_text
-from ._solvers import array_library
 
 
 def check_is_tensor_map(tensor, caller, name):
@@ -136,20 +136,73 @@ def check_finite(array, caller, name, key, where):
     raise ValueError(f"{caller}: {name} block {key_text(key)} has NaN or infinity in its {where}")
 
 
+def _is_number_dtype(array, library):
+    """Whether ``array`` holds numbers: not bool (numpy or torch), not object, not str."""
+    if library == "numpy":
+        return np.issubdtype(array.dtype, np.number)
+    import torch
+
+    return array.dtype != torch.bool
+
+
 def check_block_arrays(block, caller, name, key):
-    """Check dtype and finiteness of a block's values and gradients."""
+    """Check dtype and finiteness of a block's values and gradients.
+
+    Numbers of any dtype are accepted (integers are solved in float64); bool,
+    object and string arrays are rejected alike for numpy and torch, and so are
+    complex ones.
+    """
     arrays = [("values", block.values)]
     arrays += [(f"'{p}' gradient", g.values) for p, g in block.gradients()]
     for where, array in arrays:
         library = array_library(array)
-        if library == "numpy" and not np.issubdtype(array.dtype, np.number):
-            raise TypeError(f"{caller}: {name} block {key_text(key)} has {array.dtype} {where}")
+        if not _is_number_dtype(array, library):
+            module = "np" if library == "numpy" else "torch"
+            raise TypeError(
+                f"{caller}: {name} block {key_text(key)} has {array.dtype} {where}; convert "
+                f"{name} to a floating dtype with {name}.to(dtype={module}.float64)"
+            )
         if np.iscomplexobj(array) if library == "numpy" else array.is_complex():
             raise TypeError(
                 f"{caller}: {name} block {key_text(key)} has complex {where}, "
                 "which least squares on real data does not accept"
             )
         check_finite(array, caller, name, key, where)
+
+
+def drop_blocks_without_properties(tensors, target):
+    """The ``metatensor.drop_blocks`` call that removes the blocks without properties.
+
+    It drops, from the TensorMap called ``target`` in the message, every block
+    that has no properties in any of ``tensors`` (TensorMaps with the same keys).
+    Only built for an error message.
+    """
+    keys = tensors[0].keys
+    rows = [
+        [int(value) for value in k.values]
+        for k in keys
+        if any(tensor.block(k).values.shape[-1] == 0 for tensor in tensors)
+    ]
+    return f"metatensor.drop_blocks({target}, Labels({list(keys.names)!r}, np.array({rows!r})))"
+
+
+def _sum_over_samples_hint(x_names, y_names):
+    """How to meet X and y whose sample names differ only by extra dimensions.
+
+    When one side's sample names are the other's with more dimensions (the
+    others in the same order, as for per-atom X and per-system y), summing the
+    finer side over the extra ones gives the coarser side's names. Returns ""
+    otherwise.
+    """
+    for finer, coarser, side in ((x_names, y_names, "X"), (y_names, x_names, "y")):
+        if 0 < len(coarser) < len(finer) and [n for n in finer if n in coarser] == coarser:
+            extra = [n for n in finer if n not in coarser]
+            return (
+                f"; {side} has the extra sample dimensions {extra}: sum {side} over them first "
+                f"with metatensor.sum_over_samples({side}, sample_names={extra}) (or average "
+                "with metatensor.mean_over_samples)"
+            )
+    return ""
 
 
 def _array_kind(array):
@@ -160,9 +213,10 @@ def _array_kind(array):
 def check_fit_inputs(X, y, caller):
     """Check that X and y can be solved block by block, before any solve.
 
-    Keys must match (in any order); in each block the array library and device,
-    the samples, the components and the gradients (parameters, samples and
-    components) must be the same in X and y, and no array may hold NaN or
+    Keys must match (in any order); every block must have at least one property
+    in X and in y (0 samples are fine); in each block the array library and
+    device, the samples, the components and the gradients (parameters, samples
+    and components) must be the same in X and y, and no array may hold NaN or
     infinity.
 
     Raises
@@ -175,7 +229,16 @@ def check_fit_inputs(X, y, caller):
     check_same_keys(X, y, caller)
     for (key, x_block), y_block in zip(X.items(), blocks_in_order(y, X.keys)):
         block = f"{caller}: block {key_text(key)}"
-        x_kind, y_kind = _array_kind(x_block.values), _array_kind(y_block.values)
+        x_values, y_values = x_block.values, y_block.values
+        for where, values in (("X", x_values), ("y", y_values)):
+            if values.shape[-1] == 0:
+                raise ValueError(
+                    f"{block} has 0 properties in {where}; every block needs at least one "
+                    "feature and one target (a block without samples is fine): drop the "
+                    "blocks without properties from X and y with "
+                    f"{drop_blocks_without_properties((X, y), 'tensor')}"
+                )
+        x_kind, y_kind = _array_kind(x_values), _array_kind(y_values)
         if x_kind != y_kind:
             raise TypeError(f"{block} holds {x_kind} arrays in X but {y_kind} in y")
         for what in ("samples", "components"):
@@ -184,6 +247,8 @@ def check_fit_inputs(X, y, caller):
                 mismatch = _components_mismatch(x_labels, y_labels)
             else:
                 mismatch = _labels_mismatch(what, x_labels, y_labels)
+                if mismatch and x_labels.names != y_labels.names:
+                    mismatch += _sum_over_samples_hint(x_labels.names, y_labels.names)
             if mismatch:
                 raise ValueError(f"{block} {mismatch}")
         x_parameters = set(x_block.gradients_list())
@@ -248,14 +313,21 @@ def check_predict_input(X, weights, caller, check_arrays=True):
                 f"{caller}: block {key_text(key)} of X was not seen in fit, which saw "
                 f"{', '.join(seen[:10])}{more}"
             )
+        fitted = weights.block(position).properties
         mismatch = _labels_mismatch(
             "properties",
             block.properties,
-            weights.block(position).properties,
+            fitted,
             sides=("X", "fit"),
             hint="X's properties must come in the order seen in fit",
         )
         if mismatch:
+            if block.values.shape[-1] == 0:
+                raise ValueError(
+                    f"{caller}: block {key_text(key)} has 0 properties in X but "
+                    f"{len(fitted)} in fit; give it the properties seen in fit, or drop the "
+                    f"blocks without properties with {drop_blocks_without_properties((X,), 'X')}"
+                )
             raise ValueError(f"{caller}: block {key_text(key)} {mismatch}")
         if check_arrays:
             check_block_arrays(block, caller, "X", key)

@@ -1,137 +1,440 @@
 """Errors pooled over every block of a TensorMap, and scorers built on them.
 
 Each metric takes ``y_true`` and ``y_pred`` (TensorMaps or IndexedTensorMaps with
-the same keys, in any order, and the same samples in each block) and pools every
-entry of every block: of the values, or of the gradient named by ``gradient``.
-Each block is seen as a (rows, properties) matrix, components folded into rows.
+the same keys, in any order) and pools every entry of every block: of the values,
+or of the gradient named by ``gradient``. Each block is seen as a (rows,
+properties) matrix, components folded into rows.
+
+The two sides are compared by labels, not by position: within a block, the
+samples, components and properties of ``y_pred`` (and the samples of the compared
+gradient) may come in another order than in ``y_true``, and are put in
+``y_true``'s order first; labels that differ are an error naming the block.
+
+``sample_weight`` weighs the rows of those matrices (one weight for all the
+properties of a row); see :func:`rmse` for the kinds it accepts.
 """
+
+import sys
 
 import numpy as np
 
-from ._blocks import key_text
+from ._backends import array_library
+from ._blocks import blocks_in_order, key_text, key_tuple
 from ._indexed import unwrap
-from ._validation import check_is_tensor_map, check_same_keys
+from ._validation import _array_kind, check_finite, check_is_tensor_map, check_same_keys
+from ._weights import row_weights
 
-__all__ = ["mae", "r2", "rmse", "scorer", "SCORERS"]
+__all__ = ["mae", "mse", "r2", "rmse", "scorer", "SCORERS", "UnsupportedScoringError"]
 
 
-def _paired_matrices(y_true, y_pred, gradient, caller):
-    """(true, predicted) 2-D arrays of every block, of the values or a gradient."""
-    y_true, y_pred = unwrap(y_true)[0], unwrap(y_pred)[0]
-    check_is_tensor_map(y_true, caller, "y_true")
-    check_is_tensor_map(y_pred, caller, "y_pred")
-    check_same_keys(y_true, y_pred, caller, names=("y_true", "y_pred"))
-    pairs = []
-    for key, true_block in y_true.items():
-        pred_block = y_pred.block(key)
-        if gradient is not None:
-            for name, block in (("y_true", true_block), ("y_pred", pred_block)):
-                if not block.has_gradient(gradient):
-                    raise ValueError(
-                        f"{caller}: block {key_text(key)} of {name} has no '{gradient}' "
-                        f"gradient (it has {block.gradients_list()})"
-                    )
-            true_block, pred_block = (
-                true_block.gradient(gradient),
-                pred_block.gradient(gradient),
-            )
-        if true_block.values.shape != pred_block.values.shape:
-            where = "values" if gradient is None else f"'{gradient}' gradient"
+# ---------------------------------------------------------------------------------
+# y_true and y_pred paired block by block, checked before anything is computed
+# ---------------------------------------------------------------------------------
+
+
+def _paired_rows(y_true, y_pred, gradient, sample_weight, caller):
+    """(true, predicted, weights) of every block, as (rows, properties) matrices.
+
+    ``predicted`` is in the order of ``true`` (samples, components, properties),
+    of the same array library and device; ``weights`` is None or one float64
+    numpy weight per row. Every block is checked before any array is touched.
+    """
+    if gradient is not None and not isinstance(gradient, str):
+        raise TypeError(
+            f"{caller}: gradient must be None or the name of a gradient (a str), got {gradient!r}"
+        )
+    tensor_true, tensor_pred = unwrap(y_true)[0], unwrap(y_pred)[0]
+    check_is_tensor_map(tensor_true, caller, "y_true")
+    check_is_tensor_map(tensor_pred, caller, "y_pred")
+    check_same_keys(tensor_true, tensor_pred, caller, names=("y_true", "y_pred"))
+    plans = [
+        _plan_block(key, true_block, pred_block, gradient, caller)
+        for (key, true_block), pred_block in zip(
+            tensor_true.items(), blocks_in_order(tensor_pred, tensor_true.keys)
+        )
+    ]
+    parameters = {
+        key_tuple(key): [] if gradient is None else [gradient] for key in tensor_true.keys
+    }
+    weights = row_weights(sample_weight, y_true, caller, parameters, name="y_true")
+    if weights is not None:
+        weights = [weights[key_tuple(key)][-1] for key in tensor_true.keys]
+        n_entries = sum(len(w) * true.shape[-1] for w, (true, _, _) in zip(weights, plans))
+        if n_entries and not any(w.any() for w in weights):
             raise ValueError(
-                f"{caller}: block {key_text(key)} has {where} of shape "
-                f"{tuple(true_block.values.shape)} in y_true but "
-                f"{tuple(pred_block.values.shape)} in y_pred"
+                f"{caller}: sample_weight is 0 for every compared row of y_true; "
+                "a weighted mean needs some weight"
             )
-        if true_block.samples != pred_block.samples:
+    else:
+        weights = [None] * len(plans)
+    return [(*_apply(true, pred, orders), w) for (true, pred, orders), w in zip(plans, weights)]
+
+
+def _plan_block(key, true_block, pred_block, gradient, caller):
+    """Check one block's pair; return its arrays and how to reorder y_pred's.
+
+    Returns
+    -------
+    (true array, predicted array, orders): ``orders`` holds, for each axis of
+    the arrays, None or the positions that put y_pred's entries in y_true's order.
+    """
+    block = f"{caller}: block {key_text(key)}"
+    true_kind, pred_kind = _array_kind(true_block.values), _array_kind(pred_block.values)
+    if true_kind != pred_kind:
+        raise TypeError(f"{block} holds {true_kind} arrays in y_true but {pred_kind} in y_pred")
+    if gradient is not None:
+        for name, side in (("y_true", true_block), ("y_pred", pred_block)):
+            if not side.has_gradient(gradient):
+                raise ValueError(
+                    f"{caller}: block {key_text(key)} of {name} has no '{gradient}' "
+                    f"gradient (it has {side.gradients_list()})"
+                )
+    for name, side in (("y_true", true_block), ("y_pred", pred_block)):
+        if len(side.properties) == 0:
             raise ValueError(
-                f"{caller}: block {key_text(key)} has other samples in y_true than in y_pred"
+                f"{block} has 0 properties in {name}, so nothing to compare; drop the "
+                "blocks without properties from y_true and y_pred (metatensor.drop_blocks)"
             )
-        n_properties = true_block.values.shape[-1]
-        true = true_block.values.reshape(-1, n_properties)
-        pred = pred_block.values.reshape(-1, n_properties)
-        if type(true) is not type(pred):
-            pred = np.asarray(pred) if isinstance(true, np.ndarray) else pred.to(true)
-        pairs.append((true, pred))
-    return pairs
+    sample_order = _order(block, "samples", true_block.samples, pred_block.samples)
+    property_order = _order(block, "properties", true_block.properties, pred_block.properties)
+    if gradient is None:
+        label, where, true_part, pred_part = block, "values", true_block, pred_block
+        row_order = sample_order
+    else:
+        label, where = f"{block}, '{gradient}' gradient", f"'{gradient}' gradient"
+        true_part, pred_part = true_block.gradient(gradient), pred_block.gradient(gradient)
+        pred_samples = np.array(pred_part.samples.values)
+        if sample_order is not None:
+            # y_pred's gradient rows name their sample by its position in y_pred
+            position_in_true = np.empty(len(sample_order), dtype=pred_samples.dtype)
+            position_in_true[sample_order] = np.arange(len(sample_order))
+            pred_samples[:, 0] = position_in_true[pred_samples[:, 0]]
+        row_order = _order_values(
+            label,
+            "samples",
+            true_part.samples.names,
+            np.asarray(true_part.samples.values),
+            pred_part.samples.names,
+            pred_samples,
+        )
+    true_components, pred_components = true_part.components, pred_part.components
+    if len(true_components) != len(pred_components):
+        raise ValueError(
+            f"{label} has {len(true_components)} component dimensions in y_true but "
+            f"{len(pred_components)} in y_pred"
+        )
+    component_orders = [
+        _order(label, "components", t, p) for t, p in zip(true_components, pred_components)
+    ]
+    _check_array(true_part.values, caller, "y_true", key, where)
+    _check_array(pred_part.values, caller, "y_pred", key, where)
+    orders = [row_order, *component_orders, property_order]
+    return true_part.values, pred_part.values, orders
 
 
-def _sum(array):
-    return float(array.sum())
+def _order(label, what, true_labels, pred_labels):
+    """None when two Labels are equal, else see :func:`_order_values`."""
+    if true_labels == pred_labels:
+        return None
+    return _order_values(
+        label,
+        what,
+        true_labels.names,
+        np.asarray(true_labels.values),
+        pred_labels.names,
+        np.asarray(pred_labels.values),
+    )
 
 
-def rmse(y_true, y_pred, *, gradient=None):
+def _order_values(label, what, true_names, true_values, pred_names, pred_values):
+    """Positions of y_pred's entries in y_true's order (None: already in it).
+
+    Raises
+    ------
+    ValueError
+        When the names differ, or the entries are not the same set.
+    """
+    if true_names != pred_names:
+        raise ValueError(
+            f"{label} has {what} named {true_names} in y_true but {pred_names} in y_pred"
+        )
+    if true_values.shape == pred_values.shape:
+        if np.array_equal(true_values, pred_values):
+            return None
+        if true_values.shape[1]:
+            true_sorted = np.lexsort(true_values.T[::-1])
+            pred_sorted = np.lexsort(pred_values.T[::-1])
+            if np.array_equal(true_values[true_sorted], pred_values[pred_sorted]):
+                order = np.empty(len(true_sorted), dtype=np.intp)
+                order[true_sorted] = pred_sorted
+                return order
+    raise ValueError(f"{label} {_difference(what, true_names, true_values, pred_values)}")
+
+
+def _difference(what, names, true_values, pred_values):
+    """How two sets of label entries differ: counts and the first entry of each side."""
+    if len(true_values) != len(pred_values):
+        text = f"has {len(true_values)} {what} in y_true but {len(pred_values)} in y_pred"
+    else:
+        text = f"has different {what} in y_true and y_pred"
+    true_rows, pred_rows = true_values.tolist(), pred_values.tolist()
+    true_set, pred_set = set(map(tuple, true_rows)), set(map(tuple, pred_rows))
+    details = []
+    only_true = next((row for row in true_rows if tuple(row) not in pred_set), None)
+    if only_true is not None:
+        details.append(f"{_entry(names, only_true)} is in y_true but not in y_pred")
+    only_pred = next((row for row in pred_rows if tuple(row) not in true_set), None)
+    if only_pred is not None:
+        details.append(f"{_entry(names, only_pred)} is in y_pred but not in y_true")
+    return f"{text}: {' and '.join(details)}" if details else text
+
+
+def _entry(names, values):
+    return "(" + ", ".join(f"{n}={int(v)}" for n, v in zip(names, values)) + ")"
+
+
+def _check_array(array, caller, name, key, where):
+    """Raise for an array of non-numbers, complex numbers, NaN or infinity."""
+    block = f"{caller}: {name} block {key_text(key)}"
+    if array_library(array) == "numpy":
+        numbers = np.issubdtype(array.dtype, np.number)
+        complex_ = np.iscomplexobj(array)
+    else:
+        import torch
+
+        numbers = array.dtype != torch.bool
+        complex_ = array.is_complex()
+    if not numbers:
+        raise TypeError(f"{block} has {array.dtype} {where}; a metric compares numbers")
+    if complex_:
+        raise TypeError(f"{block} has complex {where}; the metrics compare real numbers")
+    check_finite(array, caller, name, key, where)
+
+
+def _apply(true, pred, orders):
+    """(true, pred) as (rows, properties) float matrices, pred in true's order."""
+    for axis, order in enumerate(orders):
+        if order is not None:
+            pred = _take(pred, order, axis)
+    true, pred = _floating(true), _floating(pred)
+    n_properties = true.shape[-1]
+    return true.reshape(-1, n_properties), pred.reshape(-1, n_properties)
+
+
+def _take(array, order, axis):
+    if array_library(array) == "numpy":
+        return np.take(array, order, axis=axis)
+    import torch
+
+    return array.index_select(axis, torch.as_tensor(order, device=array.device))
+
+
+def _floating(array):
+    """Integer arrays as float64; floating ones unchanged."""
+    if array_library(array) == "numpy":
+        return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
+    if array.is_floating_point():
+        return array
+    import torch
+
+    return array.to(torch.float64)
+
+
+# ---------------------------------------------------------------------------------
+# sums over every block
+# ---------------------------------------------------------------------------------
+
+
+def _like(weights, array):
+    """The numpy row weights as a column of ``array``'s library, dtype and device."""
+    if array_library(array) == "numpy":
+        return weights[:, None]
+    import torch
+
+    return torch.as_tensor(weights, dtype=array.dtype, device=array.device)[:, None]
+
+
+def _sums(pairs, statistic, deviations=False):
+    """Pooled (residual sum, weight of the entries, sum of squared deviations, entries).
+
+    The residual sum is of squared (``statistic="squared"``) or absolute
+    residuals, each weighted by its row; the weight of the entries is the
+    number of entries without weights; the deviations (only computed when
+    asked) are from each column's (weighted) mean.
+    """
+    residual = weight = total = 0.0
+    n_entries = 0
+    for true, pred, weights in pairs:
+        n_entries += true.shape[0] * true.shape[1]
+        difference = true - pred
+        loss = difference**2 if statistic == "squared" else abs(difference)
+        if weights is None:
+            residual += float(loss.sum())
+            weight += true.shape[0] * true.shape[1]
+            if deviations and true.shape[0]:
+                total += float(((true - true.mean(0)) ** 2).sum())
+            continue
+        column = _like(weights, true)
+        residual += float((column * loss).sum())
+        row_weight = float(weights.sum())
+        weight += row_weight * true.shape[1]
+        if deviations and row_weight > 0:
+            mean = (column * true).sum(0) / row_weight
+            total += float((column * (true - mean) ** 2).sum())
+    return residual, weight, total, n_entries
+
+
+# ---------------------------------------------------------------------------------
+# the metrics
+# ---------------------------------------------------------------------------------
+
+
+def rmse(y_true, y_pred, *, gradient=None, sample_weight=None):
     """Root-mean-square error over every entry of every block.
+
+    ``sqrt(sum_rows w * sum_properties (t - p)^2 / sum_rows (w * n_properties))``
+    over the (rows, properties) matrices of all blocks, ``w = 1`` without
+    weights. For one block this is
+    ``sklearn.metrics.root_mean_squared_error`` of the flattened matrices, each
+    entry weighted by its row.
 
     Parameters
     ----------
     y_true, y_pred : metatensor.TensorMap or IndexedTensorMap
+        The same keys (in any order); in each block the same samples,
+        components and properties, in any order (y_pred is put in y_true's).
     gradient : str or None, default=None
         None compares the values; a gradient parameter (e.g. ``"positions"``)
         compares that gradient.
+    sample_weight : None, array-like, TensorMap or IndexedTensorMap, default=None
+        Weights of the rows (each >= 0; a zero weight leaves its row out):
+
+        - an array-like of shape ``(n_entries,)`` when ``y_true`` is an
+          IndexedTensorMap: one weight per entry (in the order of
+          ``y_true.entries``), for every row of that entry in every block,
+          values and gradient rows alike;
+        - a TensorMap (or an IndexedTensorMap of one) with the keys of
+          ``y_true`` and, in each block, its samples and components, the
+          compared gradient, and exactly one property: the weight of each row
+          (gradient rows are weighted by that gradient of the weight map).
 
     Returns
     -------
     float
         NaN when there is no entry at all.
 
+    Raises
+    ------
+    ValueError
+        When keys, samples, components or properties differ (naming the block
+        and the first entry of each side that the other lacks), when a block
+        has no properties, when an array holds NaN or infinity, or for invalid
+        weights.
+    TypeError
+        When a block holds arrays of different libraries or devices in y_true
+        and y_pred.
+
     Examples
     --------
     >>> import numpy as np
     >>> from metatensor import Labels, TensorBlock, TensorMap
-    >>> from skmetalstsq import metrics
+    >>> from skmetalstsq import IndexedTensorMap, metrics
     >>> def tensor(values):
     ...     block = TensorBlock(values, Labels.range("system", 2), [], Labels.range("e", 1))
     ...     return TensorMap(Labels.single(), [block])
     >>> metrics.rmse(tensor(np.array([[1.0], [2.0]])), tensor(np.array([[1.0], [4.0]])))
     1.4142135623730951
+    >>> y_true = IndexedTensorMap(tensor(np.array([[1.0], [2.0]])), "system")
+    >>> metrics.rmse(y_true, tensor(np.array([[1.0], [4.0]])), sample_weight=[3.0, 1.0])
+    1.0
     """
-    pairs = _paired_matrices(y_true, y_pred, gradient, "rmse")
-    squared = sum(_sum((t - p) ** 2) for t, p in pairs)
-    count = sum(t.shape[0] * t.shape[1] for t, _ in pairs)
-    return float(np.sqrt(squared / count)) if count else float("nan")
+    pairs = _paired_rows(y_true, y_pred, gradient, sample_weight, "rmse")
+    residual, weight, _, n_entries = _sums(pairs, "squared")
+    return float(np.sqrt(residual / weight)) if n_entries else float("nan")
 
 
-def mae(y_true, y_pred, *, gradient=None):
-    """Mean absolute error over every entry of every block (see :func:`rmse`)."""
-    pairs = _paired_matrices(y_true, y_pred, gradient, "mae")
-    absolute = sum(_sum(abs(t - p)) for t, p in pairs)
-    count = sum(t.shape[0] * t.shape[1] for t, _ in pairs)
-    return absolute / count if count else float("nan")
+def mse(y_true, y_pred, *, gradient=None, sample_weight=None):
+    """Mean squared error over every entry of every block (see :func:`rmse`)."""
+    pairs = _paired_rows(y_true, y_pred, gradient, sample_weight, "mse")
+    residual, weight, _, n_entries = _sums(pairs, "squared")
+    return residual / weight if n_entries else float("nan")
 
 
-def r2(y_true, y_pred, *, gradient=None):
+def mae(y_true, y_pred, *, gradient=None, sample_weight=None):
+    """Mean absolute error over every entry of every block (see :func:`rmse`).
+
+    For one block this is ``sklearn.metrics.mean_absolute_error`` of the
+    flattened matrices, each entry weighted by its row.
+    """
+    pairs = _paired_rows(y_true, y_pred, gradient, sample_weight, "mae")
+    residual, weight, _, n_entries = _sums(pairs, "absolute")
+    return residual / weight if n_entries else float("nan")
+
+
+def r2(y_true, y_pred, *, gradient=None, sample_weight=None):
     """Coefficient of determination pooled over blocks.
 
     ``1 - sum of squared residuals / sum of squared deviations from each
     column's mean``, both sums running over every block's (rows, properties)
-    matrix. For a single block this is
-    ``sklearn.metrics.r2_score(..., multioutput="variance_weighted")``; as there,
-    a constant target gives 1.0 when predicted exactly and 0.0 otherwise.
+    matrix, each row weighted by its ``sample_weight`` (the means are weighted
+    too). For a single block this is
+    ``sklearn.metrics.r2_score(..., sample_weight=w, multioutput="variance_weighted")``;
+    as there, a constant target gives 1.0 when predicted exactly and 0.0
+    otherwise.
 
     Parameters
     ----------
     y_true, y_pred : metatensor.TensorMap or IndexedTensorMap
+        As in :func:`rmse`.
     gradient : str or None, default=None
+        As in :func:`rmse`.
+    sample_weight : None, array-like, TensorMap or IndexedTensorMap, default=None
         As in :func:`rmse`.
 
     Returns
     -------
     float
     """
-    pairs = _paired_matrices(y_true, y_pred, gradient, "r2")
-    residual = sum(_sum((t - p) ** 2) for t, p in pairs)
-    total = sum(_sum((t - t.mean(0)) ** 2) for t, _ in pairs if t.shape[0])
+    pairs = _paired_rows(y_true, y_pred, gradient, sample_weight, "r2")
+    residual, _, total, _ = _sums(pairs, "squared", deviations=True)
     if total == 0.0:
         return 1.0 if residual == 0.0 else 0.0
     return 1.0 - residual / total
 
 
+# ---------------------------------------------------------------------------------
+# scorers
+# ---------------------------------------------------------------------------------
+
+_METRICS = {
+    "r2": (r2, 1.0),
+    "neg_rmse": (rmse, -1.0),
+    "neg_mae": (mae, -1.0),
+    "neg_mse": (mse, -1.0),
+}
+
+#: scikit-learn's scorer names -> the names here of the same metrics
+_SKLEARN_NAMES = {
+    "r2": "r2",
+    "neg_root_mean_squared_error": "neg_rmse",
+    "neg_mean_absolute_error": "neg_mae",
+    "neg_mean_squared_error": "neg_mse",
+}
+
 #: name -> (metric, sign): a scorer returns ``sign * metric`` so greater is better.
-SCORERS = {"r2": (r2, 1.0), "neg_rmse": (rmse, -1.0), "neg_mae": (mae, -1.0)}
+#: ``"neg_rmse"``, ``"neg_mae"`` and ``"neg_mse"`` are also known by scikit-learn's
+#: names ``"neg_root_mean_squared_error"``, ``"neg_mean_absolute_error"`` and
+#: ``"neg_mean_squared_error"``.
+SCORERS = {**_METRICS, **{name: _METRICS[short] for name, short in _SKLEARN_NAMES.items()}}
+
+
+def _short_name(name):
+    """The name in ``_METRICS`` of a name of :data:`SCORERS`."""
+    return _SKLEARN_NAMES.get(name, name)
 
 
 class TensorMapScorer:
-    """A scikit-learn scorer ``(estimator, X, y) -> float`` on TensorMaps.
+    """A scikit-learn scorer ``(estimator, X, y, sample_weight=None) -> float`` on TensorMaps.
 
     Made by :func:`scorer`; picklable, so it works with ``n_jobs`` in searches.
     """
@@ -140,9 +443,10 @@ class TensorMapScorer:
         self.name = name
         self.gradient = gradient
 
-    def __call__(self, estimator, X, y):
+    def __call__(self, estimator, X, y, sample_weight=None):
         metric, sign = SCORERS[self.name]
-        return sign * metric(y, estimator.predict(X), gradient=self.gradient)
+        predicted = estimator.predict(X)
+        return sign * metric(y, predicted, gradient=self.gradient, sample_weight=sample_weight)
 
     def __repr__(self):
         return f"scorer({self.name!r}, gradient={self.gradient!r})"
@@ -153,20 +457,28 @@ def scorer(name, *, gradient=None):
 
     Parameters
     ----------
-    name : {"r2", "neg_rmse", "neg_mae"}
-        The metric; errors are negated so that greater is better.
+    name : str
+        A name of :data:`SCORERS`: ``"r2"``, ``"neg_rmse"``, ``"neg_mae"``,
+        ``"neg_mse"``, or scikit-learn's names ``"neg_root_mean_squared_error"``,
+        ``"neg_mean_absolute_error"``, ``"neg_mean_squared_error"``. Errors are
+        negated so that greater is better.
     gradient : str or None, default=None
         Score the values (None) or that gradient.
 
     Returns
     -------
-    callable ``(estimator, X, y) -> float``
+    callable ``(estimator, X, y, sample_weight=None) -> float``
 
     Notes
     -----
     The scorer calls ``estimator.predict(X)`` and compares with ``y`` by the
-    metric; X and y are the TensorMaps or IndexedTensorMaps of a test fold. In a
-    dict of scorers (multi-metric search) each scorer predicts on its own.
+    metric; X and y are the TensorMaps or IndexedTensorMaps of a test fold, and
+    ``sample_weight`` is passed to the metric. In a dict of scorers
+    (multi-metric search) each scorer predicts on its own.
+
+    scikit-learn's own string scorers (``scoring="neg_root_mean_squared_error"``)
+    convert y to one numpy array, which an IndexedTensorMap refuses: they stop
+    with :class:`UnsupportedScoringError`, which names the scorer to use here.
 
     Examples
     --------
@@ -174,10 +486,109 @@ def scorer(name, *, gradient=None):
     >>> metrics.scorer("neg_rmse", gradient="positions")
     scorer('neg_rmse', gradient='positions')
     """
-    if name not in SCORERS:
+    if not isinstance(name, str) or name not in SCORERS:
         raise ValueError(f"scorer: name must be one of {sorted(SCORERS)}, got {name!r}")
     if gradient is not None and not isinstance(gradient, str):
         raise TypeError(
             f"scorer: gradient must be None or the name of a gradient (a str), got {gradient!r}"
         )
     return TensorMapScorer(name, gradient)
+
+
+# ---------------------------------------------------------------------------------
+# scikit-learn's scorers given IndexedTensorMaps
+# ---------------------------------------------------------------------------------
+
+
+class UnsupportedScoringError(BaseException):
+    """A scikit-learn metric was asked to read an IndexedTensorMap.
+
+    scikit-learn's string scorers (``scoring="neg_root_mean_squared_error"``)
+    convert ``y`` to one numpy array, which an IndexedTensorMap cannot be. The
+    message names the scorer of this module to use instead.
+
+    It derives from ``BaseException``, as ``KeyboardInterrupt`` does, and not
+    from ``Exception``: scikit-learn's model selection turns any ``Exception`` of
+    a scorer into ``error_score`` (NaN by default) and a warning, so a search
+    would go on, score every candidate NaN and pick the first. This error
+    stops the search instead; catch it by name.
+    """
+
+
+def _array_conversion_error(data):
+    """The error ``numpy.asarray(data)`` raises for an IndexedTensorMap ``data``.
+
+    :class:`UnsupportedScoringError` when a metric of scikit-learn's scorers is
+    converting ``data`` (its ``y_true`` or ``y_pred``), a TypeError otherwise.
+    """
+    found = _sklearn_scorer_of(data)
+    if found is None:
+        return TypeError(
+            "IndexedTensorMap cannot be converted to a numpy array; use its .tensor, or an "
+            "estimator that accepts TensorMaps. To score IndexedTensorMaps in scikit-learn's "
+            "model selection, use scoring=skmetalstsq.metrics.scorer(name), e.g. "
+            "scorer('neg_rmse')"
+        )
+    sklearn_name, description = found
+    what = f"'{sklearn_name}'" if sklearn_name else description
+    start = (
+        f"scikit-learn's {what} scorer cannot score IndexedTensorMaps: its metric converts "
+        "y to one numpy array"
+    )
+    if sklearn_name in _SKLEARN_NAMES:
+        return UnsupportedScoringError(
+            f"{start}; use scoring=skmetalstsq.metrics.scorer('{_SKLEARN_NAMES[sklearn_name]}'), "
+            "which compares y_true and y_pred by labels and pools every block"
+        )
+    return UnsupportedScoringError(
+        f"{start}; use scoring=skmetalstsq.metrics.scorer(name) with a name of "
+        f"{sorted(_METRICS)}, or a callable (estimator, X, y) -> float that reads "
+        "X.tensor and y.tensor"
+    )
+
+
+def _sklearn_scorer_of(data):
+    """(registered name or None, repr) of the scikit-learn scorer whose metric is
+    reading ``data``, or None when no scikit-learn metric is.
+
+    Looks up the call stack for scikit-learn's ``_Scorer._score`` with ``data``
+    as its ``y_true`` or ``y_pred``, and a metric function of scikit-learn (a
+    metric of one's own may handle IndexedTensorMaps itself).
+    """
+    try:
+        from sklearn.metrics import _scorer
+    except ImportError:  # pragma: no cover - scikit-learn is a dependency
+        return None
+    scorer_class = getattr(_scorer, "_Scorer", None)
+    if scorer_class is None:  # pragma: no cover - scikit-learn < 1.4 or > 1.9
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_score":
+            local = frame.f_locals
+            candidate = local.get("self")
+            if isinstance(candidate, scorer_class) and (
+                local.get("y_true") is data or local.get("y_pred") is data
+            ):
+                module = getattr(candidate._score_func, "__module__", "") or ""
+                if not module.startswith("sklearn."):
+                    return None
+                return _registered_name(_scorer, candidate), repr(candidate)
+        frame = frame.f_back
+    return None
+
+
+def _registered_name(scorer_module, candidate):
+    """The name scikit-learn registers ``candidate`` under, or None."""
+    try:
+        for name, registered in getattr(scorer_module, "_SCORERS", {}).items():
+            if (
+                type(registered) is type(candidate)
+                and registered._score_func is candidate._score_func
+                and registered._sign == candidate._sign
+                and registered._kwargs == candidate._kwargs
+            ):
+                return name
+    except Exception:  # pragma: no cover - private attributes that changed
+        return None
+    return None

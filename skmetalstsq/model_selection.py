@@ -13,9 +13,9 @@ from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.base import clone
 from sklearn.model_selection import check_cv
 
+from ._backends import array_library
 from ._blocks import key_text
 from ._indexed import IndexedTensorMap, check_same_entries
-from ._solvers import array_library
 
 __all__ = ["cross_val_predict"]
 

@@ -11,10 +11,15 @@ from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils.validation import check_is_fitted
 
+from ._backends import array_library, convert_like
 from ._blocks import key_text
 from ._indexed import IndexedTensorMap, unwrap
-from ._solvers import array_library, convert_like
-from ._validation import check_block_arrays, check_is_tensor_map, check_predict_input
+from ._validation import (
+    check_block_arrays,
+    check_is_tensor_map,
+    check_predict_input,
+    drop_blocks_without_properties,
+)
 
 __all__ = ["TensorMapFunctionTransformer", "TensorMapStandardScaler"]
 
@@ -188,6 +193,12 @@ class TensorMapStandardScaler(TransformerMixin, BaseEstimator):
         tensor = unwrap(X)[0]
         check_is_tensor_map(tensor, caller, "X")
         for key, block in tensor.items():
+            if block.values.shape[-1] == 0:
+                raise ValueError(
+                    f"{caller}: block {key_text(key)} has 0 properties in X; every block "
+                    "needs at least one property to scale: drop the blocks without "
+                    f"properties with {drop_blocks_without_properties((tensor,), 'X')}"
+                )
             check_block_arrays(block, caller, "X", key)
         means, variances, scales = [], [], []
         for block in tensor.blocks():

@@ -249,7 +249,8 @@ def test_ties_go_to_the_first_candidate_and_none_is_a_candidate():
     # well-conditioned data: every cut-off below 1e-3 keeps every singular value
     X, y = decades_pair(np.random.default_rng(3), n_features=3, informative=(3,), decades=0.5)
     rconds = [1e-13, None, 1e-9, 0.9]
-    search = GridSearchCV(TensorMapLstsq(driver="gelsd"), {"rcond": rconds}, cv=3).fit(X, y)
+    grid = {"rcond": rconds, "alpha": [0.0]}
+    search = GridSearchCV(TensorMapLstsq(driver="gelsd"), grid, cv=3).fit(X, y)
     model = TensorMapLstsqCV(rconds=rconds, cv=3).fit(X, y)
     np.testing.assert_array_equal(
         model.cv_results_["rank_test_score"], search.cv_results_["rank_test_score"]
@@ -262,7 +263,8 @@ def test_ties_go_to_the_first_candidate_and_none_is_a_candidate():
 
 def test_cv_results_keys(data):
     X, y = data
-    search = GridSearchCV(TensorMapLstsq(driver="gelsd"), {"rcond": RCONDS[:3]}, cv=3).fit(X, y)
+    grid = {"rcond": RCONDS[:3], "alpha": [0.0]}
+    search = GridSearchCV(TensorMapLstsq(driver="gelsd"), grid, cv=3).fit(X, y)
     model = TensorMapLstsqCV(rconds=RCONDS[:3], cv=3, per_block=True).fit(X, y)
     expected = {key for key in search.cv_results_ if "time" not in key}
     block_keys = {
@@ -350,8 +352,12 @@ def test_nested_in_a_grid_search(data):
     "params, error, message",
     [
         ({"rconds": []}, ValueError, "rconds is empty"),
-        ({"rconds": [1e-6, -1e-3]}, ValueError, "non-negative finite numbers or None, got -0.001"),
-        ({"rconds": [np.nan]}, ValueError, "non-negative finite"),
+        ({"rconds": [1e-6, -1e-3]}, ValueError, r"numbers in \[0, 1\) or None, got -0.001"),
+        ({"rconds": [np.nan]}, ValueError, r"numbers in \[0, 1\)"),
+        ({"rconds": [1.0]}, ValueError, r"numbers in \[0, 1\) or None, got 1.0 at position 0"),
+        ({"rconds": [True]}, ValueError, r"numbers in \[0, 1\) or None, got True"),
+        ({"alphas": [-1.0]}, ValueError, r"alphas\[0\] must be a finite number >= 0, got -1.0"),
+        ({"alphas": []}, ValueError, "alphas is empty"),
         ({"scoring": "banana"}, InvalidParameterError, "'scoring' parameter"),
         ({"cv": 1}, InvalidParameterError, "'cv' parameter"),
         ({"device": "tpu"}, ValueError, "device must be"),

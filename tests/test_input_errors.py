@@ -1,16 +1,19 @@
 """Every bad input gets a clear error, naming the block and both sides, before any work."""
 
 import re
+from pathlib import Path
 
 import metatensor
 import numpy as np
 import pytest
-from builders import make_pair, map_arrays, reorder_keys, to_torch
+from builders import as_numpy, make_pair, map_arrays, reorder_keys, stacked, to_torch
 from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GridSearchCV, KFold, cross_validate, train_test_split
 
 import skmetalstsq._estimator
-from skmetalstsq import IndexedTensorMap, TensorMapLstsq
+from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV
 
 try:
     import torch
@@ -469,6 +472,328 @@ def test_score_checks_its_inputs():
     with raises(ValueError, "TensorMapLstsq.score", "block (center_type=0)", "12 samples in X"):
         kept = Labels(["system"], np.array([[0]], dtype=np.int32))
         model.score(X, metatensor.slice(y, "samples", kept))
+
+
+# ---------------------------------------------------------------------------------
+# blocks without properties, blocks without samples
+# ---------------------------------------------------------------------------------
+
+DRIVERS = [None, "gels", "gelsy", "gelsd", "gelss"]
+
+
+def _without_properties(tensor, key):
+    """``tensor`` with the block of ``key`` (a tuple) sliced to 0 properties."""
+    block = tensor.block(tensor.keys.position(key))
+    names = block.properties.names
+    empty = Labels(names, np.zeros((0, len(names)), dtype=np.int32))
+    return replace_block(tensor, key, metatensor.slice_block(block, "properties", empty))
+
+
+def _suggested_drop(message, tensor):
+    """Run the ``metatensor.drop_blocks(...)`` call that ``message`` ends with on ``tensor``."""
+    found = re.search(r"metatensor\.drop_blocks\(\w+, (Labels\(.*\))\)$", message)
+    assert found, message
+    keys = eval(found.group(1), {"Labels": Labels, "np": np})
+    return metatensor.drop_blocks(tensor, keys)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("side", ["X", "y"])
+def test_block_without_properties(driver, side, no_solve):
+    X, y = data()
+    if side == "X":
+        X = _without_properties(X, (1,))
+    else:
+        y = _without_properties(y, (1,))
+    with raises(
+        ValueError,
+        f"TensorMapLstsq.fit: block (center_type=1) has 0 properties in {side}; every "
+        "block needs at least one feature and one target",
+        "drop the blocks without properties from X and y with "
+        "metatensor.drop_blocks(tensor, Labels(['center_type'], np.array([[1]])))",
+    ):
+        TensorMapLstsq(driver=driver).fit(X, y)
+
+
+def test_dropping_the_blocks_without_properties_as_suggested():
+    X, y = data()
+    empty_X, empty_y = _without_properties(X, (1,)), _without_properties(y, (3,))
+    with pytest.raises(ValueError, match="block \\(center_type=1\\) has 0 properties in X") as info:
+        TensorMapLstsq().fit(empty_X, empty_y)
+    message = str(info.value)
+    assert "np.array([[1], [3]])" in message  # every block without properties, X's and y's
+    model = TensorMapLstsq(rcond=1e-10).fit(
+        _suggested_drop(message, empty_X), _suggested_drop(message, empty_y)
+    )
+    assert model.weights_.keys == Labels(["center_type"], np.array([[0]]))
+    expected = metatensor.lstsq(X, y, rcond=1e-10)
+    np.testing.assert_allclose(
+        model.weights_.block(0).values, expected.block({"center_type": 0}).values, rtol=1e-10
+    )
+
+
+def test_block_without_properties_in_cross_validation_and_score():
+    X, y = data()
+    empty_X = _without_properties(X, (3,))
+    drop = "metatensor.drop_blocks(tensor, Labels(['center_type'], np.array([[3]])))"
+    with raises(
+        ValueError, "TensorMapLstsqCV.fit: block (center_type=3) has 0 properties in X", drop
+    ):
+        TensorMapLstsqCV(cv=2).fit(IndexedTensorMap(empty_X), IndexedTensorMap(y))
+    Xi, yi = IndexedTensorMap(X), IndexedTensorMap(y)
+    for model in (TensorMapLstsq().fit(X, y), TensorMapLstsqCV(cv=2).fit(Xi, yi)):
+        with raises(
+            ValueError, "TensorMapLstsq.score: block (center_type=3) has 0 properties in y", drop
+        ):
+            model.score(X, _without_properties(y, (3,)))
+
+
+def test_predict_a_block_without_properties():
+    X, y = data()
+    model = TensorMapLstsq().fit(X, y)
+    with raises(
+        ValueError,
+        "TensorMapLstsq.predict: block (center_type=0) has 0 properties in X but 4 in fit; "
+        "give it the properties seen in fit, or drop the blocks without properties with "
+        "metatensor.drop_blocks(X, Labels(['center_type'], np.array([[0]])))",
+    ):
+        model.predict(_without_properties(X, (0,)))
+
+
+def test_blocks_without_samples_get_zero_weights():
+    X, y = data()
+    kept = Labels(["system"], np.zeros((0, 1), dtype=np.int32))
+    X = replace_block(X, (1,), metatensor.slice_block(X.block(1), "samples", kept))
+    y = replace_block(y, (1,), metatensor.slice_block(y.block(1), "samples", kept))
+    assert X.block(1).values.shape == (0, 3, 4)
+    model = TensorMapLstsq(rcond=1e-10).fit(X, y)
+    for key, x_block in X.items():
+        expected = np.linalg.lstsq(stacked(x_block), stacked(y.block(key)), rcond=1e-10)[0]
+        np.testing.assert_allclose(model.weights_.block(key).values, expected.T, rtol=1e-10)
+    np.testing.assert_array_equal(model.weights_.block(1).values, np.zeros((2, 4)))
+
+
+# ---------------------------------------------------------------------------------
+# per-atom X and per-system y
+# ---------------------------------------------------------------------------------
+
+
+def _per_system(tensor):
+    """The values of ``tensor`` summed over atoms with numpy, samples ``system``."""
+    blocks = []
+    for block in tensor.blocks():
+        systems, rows = np.unique(np.asarray(block.samples.values)[:, 0], return_inverse=True)
+        values = np.zeros((len(systems), *block.values.shape[1:]))
+        np.add.at(values, rows, block.values)
+        samples = Labels(["system"], systems.reshape(-1, 1).astype(np.int32))
+        blocks.append(TensorBlock(values, samples, block.components, block.properties))
+    return TensorMap(tensor.keys, blocks)
+
+
+def test_per_atom_X_with_per_system_y(no_solve):
+    X, y = data(gradients=())
+    with raises(
+        ValueError,
+        "TensorMapLstsq.fit: block (center_type=0) samples are named ['system', 'atom'] in X "
+        "but ['system'] in y; X has the extra sample dimensions ['atom']: sum X over them first "
+        "with metatensor.sum_over_samples(X, sample_names=['atom']) (or average with "
+        "metatensor.mean_over_samples)",
+    ):
+        TensorMapLstsq().fit(X, _per_system(y))
+    with raises(
+        ValueError,
+        "samples are named ['system'] in X but ['system', 'atom'] in y; y has the extra sample "
+        "dimensions ['atom']",
+        "metatensor.sum_over_samples(y, sample_names=['atom'])",
+    ):
+        TensorMapLstsq().fit(_per_system(X), y)
+
+
+def test_summing_over_atoms_as_the_hint_says_is_accepted():
+    X, y = data(gradients=())
+    y_system = _per_system(y)
+    model = TensorMapLstsq(rcond=1e-10).fit(
+        metatensor.sum_over_samples(X, sample_names=["atom"]), y_system
+    )
+    for key, x_block in _per_system(X).items():
+        matrix = x_block.values.reshape(-1, x_block.values.shape[-1])
+        targets = y_system.block(key).values.reshape(-1, 2)
+        expected = np.linalg.lstsq(matrix, targets, rcond=1e-10)[0]
+        np.testing.assert_allclose(model.weights_.block(key).values, expected.T, rtol=1e-10)
+
+
+def test_per_atom_X_with_per_system_y_in_score_and_cross_validation():
+    X, y = data(gradients=())
+    y_system = _per_system(y)
+    model = TensorMapLstsq().fit(_per_system(X), y_system)
+    hint = "metatensor.sum_over_samples(X, sample_names=['atom'])"
+    with raises(ValueError, "TensorMapLstsq.score: block (center_type=0)", hint):
+        model.score(X, y_system)
+    with raises(ValueError, "TensorMapLstsqCV.fit: block (center_type=0)", hint):
+        TensorMapLstsqCV(cv=2).fit(IndexedTensorMap(X), IndexedTensorMap(y_system))
+
+
+@pytest.mark.parametrize(
+    "x_names, y_names, hint",
+    [
+        (
+            ["atom", "system"],
+            ["system"],
+            "X over them first with metatensor.sum_over_samples(X, sample_names=['atom'])",
+        ),
+        (["system", "frame", "atom"], ["system", "atom"], "sample_names=['frame']"),
+        (
+            ["system"],
+            ["system", "frame", "atom"],
+            "sum_over_samples(y, sample_names=['frame', 'atom'])",
+        ),
+        (["system", "atom"], ["structure"], None),  # another name: no sum helps
+        (["system", "atom", "frame"], ["atom", "system"], None),  # another order
+    ],
+)
+def test_sample_names_hint_only_where_a_sum_fixes_them(x_names, y_names, hint, no_solve):
+    rng = np.random.default_rng(3)
+
+    def one_block(names, n_properties):
+        samples = Labels(names, np.arange(len(names), dtype=np.int32).reshape(1, -1))
+        block = TensorBlock(
+            rng.normal(size=(1, n_properties)), samples, [], Labels.range("p", n_properties)
+        )
+        return TensorMap(Labels.single(), [block])
+
+    with pytest.raises(ValueError, match="samples are named") as info:
+        TensorMapLstsq().fit(one_block(x_names, 3), one_block(y_names, 1))
+    message = str(info.value)
+    assert f"samples are named {x_names} in X but {y_names} in y" in message
+    if hint is None:
+        assert "sum_over_samples" not in message
+    else:
+        assert hint in message
+
+
+# ---------------------------------------------------------------------------------
+# dtypes: bool rejected, integers accepted, numpy and torch alike
+# ---------------------------------------------------------------------------------
+
+
+def _as_bool(tensor):
+    """``tensor`` with bool arrays (metatensor wants the gradients' dtype to be the values')."""
+    return map_arrays(tensor, lambda array: array > 0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("side", ["X", "y"])
+def test_bool_arrays_are_rejected_by_numpy_and_torch(backend, side, no_solve):
+    X, y = data()
+    if side == "X":
+        X = _as_bool(X)
+    else:
+        y = _as_bool(y)
+    if backend == "torch":
+        if torch is None:
+            pytest.skip("torch is not installed")
+        X, y = to_torch(X), to_torch(y)
+    dtype, module = ("bool", "np") if backend == "numpy" else ("torch.bool", "torch")
+    with raises(
+        TypeError,
+        f"TensorMapLstsq.fit: {side} block (center_type=0) has {dtype} values; convert "
+        f"{side} to a floating dtype with {side}.to(dtype={module}.float64)",
+    ):
+        TensorMapLstsq().fit(X, y)
+
+
+@needs_torch
+def test_bool_arrays_in_predict_and_the_suggested_conversion():
+    X, y = data()
+    model = TensorMapLstsq(rcond=1e-10).fit(X, y)
+    bool_X = to_torch(_as_bool(X))
+    with raises(
+        TypeError,
+        "TensorMapLstsq.predict: X block (center_type=0) has torch.bool values",
+        "X.to(dtype=torch.float64)",
+    ):
+        model.predict(bool_X)
+    converted = bool_X.to(dtype=torch.float64)
+    predicted = model.predict(converted)
+    for key, block in converted.items():
+        weights = model.weights_.block(key).values
+        np.testing.assert_allclose(
+            predicted.block(key).values.numpy(), block.values.numpy() @ weights.T, rtol=1e-12
+        )
+
+
+INTEGER_DTYPES = ["int8", "int16", "int32", "int64", "uint8"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype", INTEGER_DTYPES)
+def test_integer_arrays_are_accepted_by_numpy_and_torch(backend, dtype):
+    X, y = data(gradients=())
+    X = map_arrays(X, lambda array: np.abs(np.round(4 * array)).astype(dtype))
+    if backend == "torch":
+        if torch is None:
+            pytest.skip("torch is not installed")
+        X, y = to_torch(X), to_torch(y)
+    model = TensorMapLstsq(rcond=1e-10).fit(X, y)
+    predicted = model.predict(X)
+    for key, x_block in X.items():
+        matrix = as_numpy(x_block.values).reshape(-1, 4).astype(np.float64)
+        targets = as_numpy(y.block(key).values).reshape(-1, 2)
+        expected = np.linalg.lstsq(matrix, targets, rcond=1e-10)[0]
+        np.testing.assert_allclose(
+            as_numpy(model.weights_.block(key).values), expected.T, rtol=1e-9
+        )
+        prediction = as_numpy(predicted.block(key).values)
+        assert prediction.dtype == np.float64
+        np.testing.assert_allclose(
+            prediction.reshape(-1, 2), matrix @ expected, rtol=1e-9, atol=1e-12
+        )
+
+
+# ---------------------------------------------------------------------------------
+# scikit-learn's splitters given a plain TensorMap (before any of this library runs)
+# ---------------------------------------------------------------------------------
+
+ERRORS_PAGE = Path(__file__).parents[1] / "docs" / "user_guide" / "errors.rst"
+
+
+def test_plain_tensor_maps_in_sklearn_splitters_fail_as_documented():
+    page = ERRORS_PAGE.read_text()
+    X, y = data()  # 3 blocks: scikit-learn counts blocks as samples
+    block_selection = "invalid type for block selection: <class 'numpy.int64'>"
+    too_few = (
+        "Cannot have number of splits n_splits=5 greater than the number of samples: n_samples=3."
+    )
+    assert f"``TypeError: {block_selection}``" in page
+    documented = re.search(r"``ValueError: (Cannot have number of splits [^`]*)``", page)
+    assert documented, "the errors page lost the n_splits message"
+    assert re.fullmatch(re.escape(documented.group(1)).replace("N", r"\d+"), too_few)
+    search = GridSearchCV(TensorMapLstsq(), {"rcond": [None, 1e-8]}, cv=2)
+    for call in (
+        lambda: cross_validate(TensorMapLstsq(), X, y, cv=2),
+        lambda: train_test_split(X, y),
+        lambda: search.fit(X, y),
+    ):
+        with pytest.raises(TypeError, match=f"^{re.escape(block_selection)}$"):
+            call()
+    with pytest.raises(ValueError, match=f"^{re.escape(too_few)}$"):
+        cross_validate(TensorMapLstsq(), X, y)
+
+
+def test_indexed_tensor_maps_in_sklearn_splitters_as_documented():
+    X, y = data(keys=((0,),), n_components=0, gradients=(), n_systems=8)
+    assert 'IndexedTensorMap(X, "system")' in ERRORS_PAGE.read_text()
+    Xi, yi = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    scores = cross_validate(TensorMapLstsq(rcond=1e-10), Xi, yi, cv=KFold(2))["test_score"]
+    x_values, y_values = X.block(0).values, y.block(0).values
+    systems = np.asarray(X.block(0).samples.values)[:, 0]
+    for score, (train, test) in zip(scores, KFold(2).split(np.arange(8))):
+        in_train, in_test = np.isin(systems, train), np.isin(systems, test)
+        weights = np.linalg.lstsq(x_values[in_train], y_values[in_train], rcond=1e-10)[0]
+        expected = r2_score(
+            y_values[in_test], x_values[in_test] @ weights, multioutput="variance_weighted"
+        )
+        assert score == pytest.approx(expected, rel=1e-10)
 
 
 # ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from skmetalstsq import TensorMapLstsq
 from skmetalstsq._parallel import _balanced_groups, blas_threads, solve_cost
-from skmetalstsq._solvers import CHUNK_ROWS
+from skmetalstsq._factors import CHUNK_ROWS
 
 try:
     import torch
@@ -161,7 +161,7 @@ def test_equal_blocks_are_split_evenly():
 
 
 def test_solve_cost_counts_rows_of_values_and_gradients(mixed_pair):
-    from skmetalstsq._estimator import block_systems
+    from skmetalstsq._blocks import block_systems
 
     X, y = mixed_pair
     systems = block_systems(X, y, None)

@@ -1,6 +1,7 @@
 """TensorMap transformers, against sklearn.preprocessing and numpy by hand."""
 
 import pickle
+import re
 
 import metatensor
 import numpy as np
@@ -172,6 +173,67 @@ def test_scaler_errors(X):
     with_nan = map_arrays(X, lambda array: np.where(array > 8, np.nan, array))
     with pytest.raises(ValueError, match="TensorMapStandardScaler.fit: X block .* NaN"):
         TensorMapStandardScaler().fit(with_nan)
+
+
+def _without_properties(tensor, center_type):
+    """``tensor`` with the block of ``center_type`` sliced to 0 properties."""
+    empty = Labels(["feature"], np.zeros((0, 1), dtype=np.int32))
+    blocks = [
+        metatensor.slice_block(block, "properties", empty)
+        if int(key["center_type"]) == center_type
+        else block.copy()
+        for key, block in tensor.items()
+    ]
+    return TensorMap(tensor.keys, blocks)
+
+
+def test_scaler_block_without_properties(X):
+    empty = _without_properties(X, 6)
+    drop = "metatensor.drop_blocks(X, Labels(['center_type'], np.array([[6]])))"
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "TensorMapStandardScaler.fit: block (center_type=6) has 0 properties in X; every "
+            "block needs at least one property to scale: drop the blocks without properties "
+            f"with {drop}"
+        ),
+    ):
+        TensorMapStandardScaler().fit(empty)
+    scaler = TensorMapStandardScaler().fit(X)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "TensorMapStandardScaler.transform: block (center_type=6) has 0 properties in X "
+            "but 4 in fit; give it the properties seen in fit, or drop the blocks without "
+            f"properties with {drop}"
+        ),
+    ):
+        scaler.transform(empty)
+    # what the message suggests
+    kept = TensorMapStandardScaler().fit(
+        metatensor.drop_blocks(empty, Labels(["center_type"], np.array([[6]])))
+    )
+    assert kept.scale_.keys == Labels(["center_type"], np.array([[1]]))
+    mean, std = _hand_statistics(X.block({"center_type": 1}))
+    np.testing.assert_allclose(kept.mean_.block(0).values[0], mean, rtol=1e-12)
+    np.testing.assert_allclose(kept.scale_.block(0).values[0], std, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_scaler_rejects_bool_arrays_of_numpy_and_torch(X, backend):
+    as_bool = map_arrays(X, lambda array: array > 8)
+    dtype, module = ("bool", "np") if backend == "numpy" else ("torch.bool", "torch")
+    if backend == "torch":
+        as_bool = to_torch(as_bool)
+    message = (
+        f"TensorMapStandardScaler.fit: X block (center_type=1) has {dtype} values; convert X "
+        f"to a floating dtype with X.to(dtype={module}.float64)"
+    )
+    with pytest.raises(TypeError, match=re.escape(message)):
+        TensorMapStandardScaler().fit(as_bool)
+    scaler = TensorMapStandardScaler().fit(X if backend == "numpy" else to_torch(X))
+    with pytest.raises(TypeError, match=re.escape(message.replace(".fit", ".transform"))):
+        scaler.transform(as_bool)
 
 
 # ---------------------------------------------------------------------------------

@@ -166,28 +166,41 @@ def test_float32_with_float64_is_solved_in_float64(driver):
     assert_weights_close(model.weights_, metatensor.lstsq(upcast, y, rcond=RCOND))
 
 
-def test_float32_rcond_none_uses_float32_epsilon():
-    # float32 data: rcond=None is float32's epsilon times the larger dimension,
-    # which cuts the singular value that float32 cannot resolve
-    X, y = nearly_deficient(13)
-    X32, y32 = to_torch(X, torch.float32), to_torch(y, torch.float32)
-    model = TensorMapLstsq(rcond=None, driver="gelsd").fit(X32, y32)
-    eps32 = float(np.finfo(np.float32).eps)
-    for key, x_block in X.items():
-        a = stacked(x_block)
-        b = stacked(y.block(key), x_block.gradients_list())
-        expected = torch.linalg.lstsq(
-            torch.from_numpy(a).float(),
-            torch.from_numpy(b).float(),
-            rcond=eps32 * max(a.shape),
-            driver="gelsd",
-        )
-        assert model.rank_[key_tuple(key)] == int(expected.rank) == a.shape[1] - 1
-        weights = as_numpy(model.weights_.block(key).values)
-        np.testing.assert_allclose(weights, expected.solution.numpy().T, rtol=1e-4, atol=1e-4)
-        # and the float64 solution with the same singular value cut
-        float64 = np.linalg.lstsq(a, b, rcond=None)[0].T
-        np.testing.assert_allclose(weights, float64, rtol=1e-3, atol=1e-3)
+@pytest.mark.parametrize("driver", [None, "gelsd", "gelss"])
+def test_float32_is_factorised_in_float64_with_float64_rcond(driver):
+    # a tall float32 block whose second column is 0.05 x the first's scale:
+    # float32's eps x max(m, n) would cut its second singular value
+    rng = np.random.default_rng(13)
+    a = rng.normal(size=(500_000, 2)) * [1.0, 0.05]
+    b = a @ [[1.0], [2.0]]
+    for library in ("numpy", "torch"):
+        a32, b32 = a.astype(np.float32), b.astype(np.float32)
+        X, y = single_block_map(a32, b32)
+        if library == "torch":
+            X, y = to_torch(X), to_torch(y)
+        model = TensorMapLstsq(rcond=None, driver=driver).fit(X, y)
+        weights = model.weights_.block(0).values
+        assert weights.dtype == (np.float32 if library == "numpy" else torch.float32)
+        expected = np.linalg.lstsq(a32, b32, rcond=None)[0].T
+        assert model.rank_[(0,)] == 2
+        np.testing.assert_allclose(as_numpy(weights), expected, rtol=1e-4)
+        np.testing.assert_allclose(as_numpy(weights), [[1.0, 2.0]], rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_is_solved_in_float64(dtype):
+    # the reference: numpy's lstsq on the half-precision values, in float64
+    dtype = getattr(torch, dtype)
+    X, y = example_pair(21)
+    X_half, y_half = to_torch(X, dtype), to_torch(y, dtype)
+    model = TensorMapLstsq().fit(X_half, y_half)
+    for key, block in model.weights_.items():
+        assert block.values.dtype == dtype
+        x_block = X_half.block(key)
+        a = stacked(map_arrays(X_half, torch.Tensor.double).block(key))
+        b = stacked(map_arrays(y_half, torch.Tensor.double).block(key), x_block.gradients_list())
+        expected = np.linalg.lstsq(a, b, rcond=None)[0].T
+        np.testing.assert_allclose(block.values.double().numpy(), expected, rtol=2e-2, atol=1e-2)
 
 
 def test_gelsy_does_not_depend_on_stale_memory():
@@ -222,10 +235,12 @@ def test_pickled_torch_weights_stay_torch():
         assert torch.equal(other.values, block.values)
 
 
-def test_svd_solve_used_on_cuda_honours_rcond():
-    # On CUDA every driver but "gels" goes through the streaming QR + SVD solve;
-    # run that solve on CPU tensors so that it is checked without a GPU.
-    from skmetalstsq._solvers import solve
+def test_factor_solve_used_on_cuda_honours_rcond():
+    # On CUDA every driver but "gels" solves from the block's factor; run that
+    # solve on CPU tensors so that it is checked without a GPU.
+    from skmetalstsq._blocks import BlockSystem
+    from skmetalstsq._factors import factorize
+    from skmetalstsq._solvers import default_rcond, factor_solution
 
     rng = np.random.default_rng(15)
     for n_rows, n_features in [(40, 6), (3, 6), (0, 4), (25, 1)]:
@@ -235,15 +250,14 @@ def test_svd_solve_used_on_cuda_honours_rcond():
         b = rng.normal(size=(n_rows, 2))
         parts = [torch.from_numpy(a[: n_rows // 2]), torch.from_numpy(a[n_rows // 2 :])]
         b_parts = [torch.from_numpy(b[: n_rows // 2]), torch.from_numpy(b[n_rows // 2 :])]
-        for driver in RCOND_DRIVERS:
-            for rcond in (RCOND, None, 0.5):
-                solution = solve(parts, b_parts, rcond, driver, device_type="cuda")
-                expected, _, rank, singular = np.linalg.lstsq(a, b, rcond=rcond)
-                np.testing.assert_allclose(
-                    solution.weights.numpy(), expected.T, rtol=1e-9, atol=1e-11
-                )
-                assert solution.rank == rank
-                np.testing.assert_allclose(solution.singular_values.numpy(), singular, atol=1e-11)
+        factor = factorize(BlockSystem("(k=0)", parts, b_parts, torch.float64))
+        for rcond in (RCOND, None, 0.5):
+            cut = default_rcond(n_rows, n_features) if rcond is None else rcond
+            solution = factor_solution(factor, cut)
+            expected, _, rank, singular = np.linalg.lstsq(a, b, rcond=rcond)
+            np.testing.assert_allclose(solution.weights.numpy(), expected.T, rtol=1e-9, atol=1e-11)
+            assert solution.rank == rank
+            np.testing.assert_allclose(solution.singular_values.numpy(), singular, atol=1e-11)
 
 
 # ---------------------------------------------------------------------------------

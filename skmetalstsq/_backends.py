@@ -1,0 +1,387 @@
+"""Array-library plumbing: numpy (scipy's LAPACK) and torch, devices and dtypes.
+
+Everything that depends on whether a block holds numpy arrays or torch tensors is
+here, behind one small table (:data:`BACKENDS`, :func:`backend_of`) of primitives:
+allocation, QR, SVD, triangular solves, LAPACK's least-squares drivers and
+conversions. The algorithms (:mod:`._factors`, :mod:`._solvers`) only call these.
+
+Every factorisation works in float64 (:data:`FACTOR_DTYPE`), whatever the input
+dtype, as ``numpy.linalg.lstsq`` does for float32 data; results are cast back to the
+input dtype at the end.
+"""
+
+import ctypes
+from functools import lru_cache
+
+import numpy as np
+import scipy.linalg
+from scipy.linalg import cython_lapack, lapack
+
+#: The dtype of every factor and solve.
+FACTOR_DTYPE = np.dtype(np.float64)
+
+#: Machine epsilon of :data:`FACTOR_DTYPE`.
+FACTOR_EPS = float(np.finfo(FACTOR_DTYPE).eps)
+
+
+@lru_cache(maxsize=512)
+def _lapack(name, dtype_char):
+    return lapack.get_lapack_funcs(name, dtype=np.dtype(dtype_char))
+
+
+@lru_cache(maxsize=512)
+def _lwork(name, dtype_char, *shape):
+    """Optimal workspace size of a LAPACK routine, queried once per shape."""
+    work, info = _lapack(name + "_lwork", dtype_char)(*shape)
+    if info != 0:  # pragma: no cover - only on invalid shapes
+        raise ValueError(f"LAPACK {name}_lwork{shape} returned info={info}")
+    return max(int(np.real(work)), 1)
+
+
+def _check_info(name, info):
+    if info > 0:
+        raise np.linalg.LinAlgError(f"LAPACK {name} did not converge (info={info})")
+    if info < 0:  # pragma: no cover - argument errors are programming errors
+        raise ValueError(f"LAPACK {name}: illegal value in argument {-info}")
+
+
+@lru_cache(maxsize=2)
+def _gesdd_function(prefix):
+    """scipy's ``?gesdd`` from ``scipy.linalg.cython_lapack``, as a ctypes function.
+
+    scipy's Python binding of ``?gesdd`` holds the GIL; ctypes releases it during
+    the call, so that threads take SVDs concurrently, with the LAPACK library of
+    every other call on numpy data.
+    """
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype = ctypes.c_void_p
+    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    capsule = cython_lapack.__pyx_capi__[prefix + "gesdd"]
+    address = get_pointer(capsule, get_name(capsule))
+    # jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork, info
+    return ctypes.CFUNCTYPE(None, ctypes.c_char_p, *[ctypes.c_void_p] * 13)(address)
+
+
+def _gesdd(matrix, compute_uv):
+    """Thin SVD of a real 2-D array with LAPACK ``?gesdd``, without the GIL.
+
+    Returns ``(u, s, vt)``, or ``s`` when ``compute_uv`` is False.
+    """
+    dtype = matrix.dtype
+    m, n = matrix.shape
+    k = min(m, n)
+    if k == 0:
+        s = np.zeros((0,), dtype=dtype)
+        return (np.zeros((m, 0), dtype), s, np.zeros((0, n), dtype)) if compute_uv else s
+    a = np.array(matrix, dtype=dtype, order="F")
+    s = np.empty(k, dtype=dtype)
+    if compute_uv:
+        job, u, vt = b"S", np.empty((m, k), dtype, order="F"), np.empty((k, n), dtype, order="F")
+        minimum = 4 * k * k + 6 * k + max(m, n)
+    else:
+        job, u, vt = b"N", np.empty(1, dtype), np.empty(1, dtype)
+        minimum = 3 * k + max(max(m, n), 7 * k)
+    lwork = max(_lwork("gesdd", dtype.char, m, n, int(compute_uv), 0), minimum)
+    work = np.empty(lwork, dtype=dtype)
+    iwork = np.empty(8 * k, dtype=np.intc)
+    info = ctypes.c_int(0)
+
+    def integer(value):
+        return ctypes.byref(ctypes.c_int(value))
+
+    _gesdd_function({"d": "d", "f": "s"}[dtype.char])(
+        job,
+        integer(m),
+        integer(n),
+        a.ctypes.data,
+        integer(m),
+        s.ctypes.data,
+        u.ctypes.data,
+        integer(m if compute_uv else 1),
+        vt.ctypes.data,
+        integer(k if compute_uv else 1),
+        work.ctypes.data,
+        integer(lwork),
+        iwork.ctypes.data,
+        ctypes.byref(info),
+    )
+    _check_info("gesdd", info.value)
+    return (u, s, vt) if compute_uv else s
+
+
+class NumpyBackend:
+    """numpy arrays, solved with scipy's LAPACK only.
+
+    numpy and scipy ship separate OpenBLAS builds whose thread pools slow each
+    other down when their calls alternate. Workspace sizes are queried once per
+    shape. ``?geqrf``, ``?trtrs`` and ``?gesdd`` (called through ctypes) release the
+    GIL; scipy's least-squares drivers do not.
+    """
+
+    name = "numpy"
+
+    @staticmethod
+    def empty(shape, like):
+        """An uninitialised float64 Fortran-ordered array (``like`` is ignored)."""
+        return np.empty(shape, dtype=FACTOR_DTYPE, order="F")
+
+    @staticmethod
+    def zeros(shape, like):
+        return np.zeros(shape, dtype=FACTOR_DTYPE)
+
+    @staticmethod
+    def vector(values, like):
+        """A 1-D float64 numpy array of ``values``."""
+        return np.asarray(values, dtype=FACTOR_DTYPE)
+
+    @staticmethod
+    def cast(array, dtype):
+        return array.astype(dtype, copy=False)
+
+    @staticmethod
+    def qr_r(matrix):
+        """Upper-triangular factor of ``matrix``, whose content is overwritten.
+
+        Returns the first ``min(rows, columns)`` rows of R (a new array).
+        """
+        char = matrix.dtype.char
+        geqrf = _lapack("geqrf", char)
+        m, n = matrix.shape
+        if m == 0 or n == 0:
+            return np.zeros((min(m, n), n), dtype=matrix.dtype)
+        qr, _, _, info = geqrf(matrix, lwork=_lwork("geqrf", char, m, n), overwrite_a=True)
+        _check_info("geqrf", info)
+        return np.triu(qr[: min(m, n)])
+
+    @staticmethod
+    def svd(matrix, compute_uv=True):
+        return _gesdd(matrix, compute_uv)
+
+    @staticmethod
+    def solve_triangular(upper, rhs):
+        solution, info = _lapack("trtrs", upper.dtype.char)(upper, rhs)
+        if info > 0:  # pragma: no cover - callers only pass full-rank factors
+            raise np.linalg.LinAlgError("triangular factor is singular")
+        return solution
+
+    @staticmethod
+    def lstsq(a, b, rcond, driver):
+        """LAPACK driver ``driver`` ("gelsd", "gelss", "gelsy") on Fortran-ordered
+        float64 ``a`` and ``b``, which are overwritten.
+
+        Returns ``(solution, rank, singular values or None)``.
+        """
+        weights, _, rank, singular = scipy.linalg.lstsq(
+            a,
+            b,
+            cond=rcond,
+            lapack_driver=driver,
+            overwrite_a=True,
+            overwrite_b=True,
+            check_finite=False,
+        )
+        return weights, int(rank), singular if driver != "gelsy" else None
+
+    @staticmethod
+    def inverse_condition(upper):
+        """LAPACK ``?trcon``'s estimate of the reciprocal 1-norm condition number of a
+        square upper-triangular matrix (O(n^2))."""
+        value, info = _lapack("trcon", upper.dtype.char)(upper, norm="1", uplo="U")
+        _check_info("trcon", info)
+        return float(value)
+
+    @staticmethod
+    def diagonal(values, like):
+        """A square float64 matrix with ``values`` (1-D numpy) on its diagonal."""
+        return np.diag(np.asarray(values, dtype=FACTOR_DTYPE))
+
+
+class TorchBackend:
+    """torch tensors on any device, solved with ``torch.linalg``."""
+
+    name = "torch"
+
+    @staticmethod
+    def empty(shape, like):
+        import torch
+
+        return torch.empty(shape, dtype=torch.float64, device=like.device)
+
+    @staticmethod
+    def zeros(shape, like):
+        import torch
+
+        return torch.zeros(shape, dtype=torch.float64, device=like.device)
+
+    @staticmethod
+    def vector(values, like):
+        import torch
+
+        return torch.as_tensor(np.asarray(values, dtype=FACTOR_DTYPE), device=like.device)
+
+    @staticmethod
+    def cast(array, dtype):
+        return array.to(dtype=dtype)
+
+    @staticmethod
+    def qr_r(matrix):
+        import torch
+
+        return torch.linalg.qr(matrix, mode="r")[1]
+
+    @staticmethod
+    def svd(matrix, compute_uv=True):
+        import torch
+
+        if compute_uv:
+            return torch.linalg.svd(matrix, full_matrices=False)
+        return torch.linalg.svdvals(matrix)
+
+    @staticmethod
+    def solve_triangular(upper, rhs):
+        import torch
+
+        return torch.linalg.solve_triangular(upper, rhs, upper=True)
+
+    @staticmethod
+    def inverse_condition(upper):
+        """Reciprocal 2-norm condition number of a square triangular matrix (its SVD)."""
+        import torch
+
+        singular = torch.linalg.svdvals(upper)
+        return float(singular[-1] / singular[0]) if float(singular[0]) > 0 else 0.0
+
+    @staticmethod
+    def diagonal(values, like):
+        import torch
+
+        return torch.diag(TorchBackend.vector(values, like))
+
+    @staticmethod
+    def lstsq(a, b, rcond, driver):
+        """torch's ``driver`` ("gelsd", "gelss", "gelsy"); CPU "gelsy" runs scipy's."""
+        import torch
+
+        if driver == "gelsy" and a.device.type == "cpu":
+            # torch's CPU gelsy passes LAPACK an uninitialised pivot array, which
+            # makes its rank and solution depend on stale memory
+            # (pytorch/pytorch#187411): use scipy's gelsy on the same memory
+            weights, rank, _ = NumpyBackend.lstsq(
+                a.detach().numpy(), b.detach().numpy(), rcond, driver
+            )
+            return torch.from_numpy(weights), rank, None
+        result = torch.linalg.lstsq(a, b, rcond=rcond, driver=driver)
+        singular = result.singular_values if driver in ("gelsd", "gelss") else None
+        return result.solution, int(result.rank), singular
+
+
+BACKENDS = {"numpy": NumpyBackend, "torch": TorchBackend}
+
+
+def array_library(array):
+    """Name of the array library of ``array``: ``"numpy"`` or ``"torch"``."""
+    if isinstance(array, np.ndarray):
+        return "numpy"
+    if type(array).__module__.startswith("torch") and hasattr(array, "device"):
+        return "torch"
+    raise TypeError(f"expected a numpy array or a torch tensor, got {type(array).__name__}")
+
+
+def backend_of(array):
+    """The backend (:class:`NumpyBackend` or :class:`TorchBackend`) of ``array``."""
+    return BACKENDS[array_library(array)]
+
+
+def device_type(array):
+    """``"cpu"`` or ``"cuda"``: where ``array`` lives (numpy arrays are on the CPU)."""
+    return "cpu" if isinstance(array, np.ndarray) else array.device.type
+
+
+def all_finite(array):
+    """Whether a numpy array or torch tensor holds no NaN or infinity."""
+    if isinstance(array, np.ndarray):
+        return bool(np.isfinite(array).all())
+    import torch
+
+    return bool(torch.isfinite(array).all())
+
+
+class Workspace:
+    """Scratch memory reused by the QR steps of one thread.
+
+    Copying a chunk into freshly allocated memory costs a page fault per page;
+    reusing one buffer per thread avoids it. Only numpy chunks use it.
+    """
+
+    def __init__(self):
+        self._flat = None
+
+    def matrix(self, shape):
+        """An uninitialised float64 Fortran-ordered matrix of ``shape``."""
+        size = shape[0] * shape[1]
+        if self._flat is None or self._flat.size < size:
+            self._flat = np.empty(size, dtype=FACTOR_DTYPE)
+        return self._flat[:size].reshape(shape, order="F")
+
+
+# ---------------------------------------------------------------------------------
+# moving arrays between libraries, devices and dtypes
+# ---------------------------------------------------------------------------------
+
+
+def result_dtype(x_array, y_array):
+    """The dtype of the weights fitted on two arrays (factorised in float64 anyway).
+
+    float32 (or float16, bfloat16) on both sides stays in that dtype; any other
+    mix (float64, integers) gives float64, as numpy's type promotion does.
+    """
+    if array_library(x_array) == "numpy":
+        return np.result_type(x_array.dtype, y_array.dtype, np.float16)
+    import torch
+
+    dtype = torch.promote_types(x_array.dtype, y_array.dtype)
+    return dtype if dtype.is_floating_point else torch.float64
+
+
+def convert(array, device=None, dtype=None):
+    """``array`` on ``device`` (a torch.device, or None to stay put) with ``dtype``.
+
+    numpy arrays given a device become torch tensors; nothing is copied when
+    the array is already of that kind.
+    """
+    if array_library(array) == "numpy":
+        if dtype is not None and not isinstance(dtype, np.dtype):
+            dtype = _numpy_dtype(dtype)
+        array = array if dtype is None else array.astype(dtype, copy=False)
+        if device is None:
+            return array
+        import torch
+
+        array = torch.from_numpy(array)
+        return array.to(device=device)
+    if dtype is not None and isinstance(dtype, np.dtype):
+        dtype = _torch_dtype(dtype)
+    return array.to(device=device or array.device, dtype=dtype or array.dtype)
+
+
+def convert_like(array, like):
+    """``array`` converted to the library, device and dtype of ``like``."""
+    if array_library(like) == "numpy":
+        if array_library(array) != "numpy":
+            array = array.detach().cpu().numpy()
+        return array.astype(like.dtype, copy=False)
+    return convert(array, device=like.device, dtype=like.dtype)
+
+
+def _torch_dtype(dtype):
+    import torch
+
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+
+
+def _numpy_dtype(dtype):
+    import torch
+
+    return torch.empty(0, dtype=dtype).numpy().dtype
