@@ -1,6 +1,7 @@
 """TensorMapLstsq: per-block weighted, regularised least squares as a scikit-learn regressor."""
 
 import numbers
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -22,9 +23,10 @@ from ._blocks import (
     tensor_to_state,
     weights_block,
 )
+from ._factors import Factor, factorize
 from ._indexed import check_same_entries, unwrap
-from ._parallel import solve_systems
-from ._solvers import DRIVERS
+from ._parallel import single_threaded, solve_systems
+from ._solvers import DRIVERS, default_rcond, factor_solution
 from ._validation import (
     check_array_like,
     check_fit_inputs,
@@ -143,6 +145,88 @@ def check_gradient_weights(gradient_weights, X, caller):
             )
         checked[parameter] = _penalty(value, caller, f"gradient_weights['{parameter}']")
     return checked
+
+
+@dataclass
+class BatchLayout:
+    """What every batch of one block must share in :meth:`TensorMapLstsq.partial_fit`."""
+
+    features: Labels
+    targets: Labels
+    components: list
+    gradients: dict
+
+    def differences(self, other):
+        """What differs from ``other``, as (what, this side, other side) texts."""
+        found = []
+        for what in ("features", "targets"):
+            mine, theirs = getattr(self, what), getattr(other, what)
+            if mine != theirs:
+                found.append((f"{what} (properties)", _labels_text(mine), _labels_text(theirs)))
+        if [c.names for c in self.components] != [c.names for c in other.components] or any(
+            a != b for a, b in zip(self.components, other.components)
+        ):
+            found.append(
+                (
+                    "components",
+                    _components_text(self.components),
+                    _components_text(other.components),
+                )
+            )
+        if list(self.gradients) != list(other.gradients) or any(
+            [c.names for c in self.gradients[p]] != [c.names for c in other.gradients[p]]
+            or any(a != b for a, b in zip(self.gradients[p], other.gradients[p]))
+            for p in self.gradients
+            if p in other.gradients
+        ):
+            found.append(("gradients", str(list(self.gradients)), str(list(other.gradients))))
+        return found
+
+
+@dataclass
+class PartialBlock:
+    """One block's running state in :meth:`TensorMapLstsq.partial_fit`."""
+
+    factor: Factor
+    layout: BatchLayout
+    dtype: object
+
+
+def _labels_text(labels):
+    return f"{len(labels)} named {list(labels.names)}"
+
+
+def _components_text(components):
+    return str([f"{list(c.names)} x {len(c)}" for c in components])
+
+
+def _batch_layout(x_block, y_block):
+    gradients = {
+        parameter: list(x_block.gradient(parameter).components)
+        for parameter in sorted(x_block.gradients_list())
+    }
+    return BatchLayout(x_block.properties, y_block.properties, list(x_block.components), gradients)
+
+
+def _check_same_layout(seen, layout, key_names, key, caller):
+    differences = seen.differences(layout)
+    if differences:
+        what, before, now = differences[0]
+        block = "(" + ", ".join(f"{n}={v}" for n, v in zip(key_names, key)) + ")"
+        raise ValueError(
+            f"{caller}: block {block} has other {what} in this batch than in earlier "
+            f"ones: {now} now, {before} before"
+        )
+
+
+def _empty_block(layout):
+    """A block without rows with the layout's feature properties (to check alpha)."""
+    return TensorBlock(
+        np.zeros((0, len(layout.features))),
+        Labels(["sample"], np.zeros((0, 1), dtype=np.int32)),
+        [],
+        layout.features,
+    )
 
 
 class TensorMapLstsq(RegressorMixin, BaseEstimator):
@@ -353,7 +437,7 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         self : TensorMapLstsq
         """
         caller = "TensorMapLstsq.fit"
-        for stale in ("coef_", "n_features_in_", "feature_names_in_"):
+        for stale in ("coef_", "n_features_in_", "feature_names_in_", "factors_"):
             self.__dict__.pop(stale, None)
         X, y, systems, y_ndim = self._systems(X, y, sample_weight, caller)
         solutions = solve_systems(systems, self.rcond, self.driver, self.n_jobs, self.verbose)
@@ -362,21 +446,30 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
 
     def _set_solutions(self, X, y, solutions, y_ndim=None):
         """Set the fitted attributes from one Solution per block of X."""
+        layouts = [
+            (y_block.properties, x_block.properties)
+            for x_block, y_block in zip(X.blocks(), blocks_in_order(y, X.keys))
+        ]
+        self._set_blocks(X.keys, layouts, solutions, y_ndim)
+
+    def _set_blocks(self, keys, layouts, solutions, y_ndim=None):
+        """Set the fitted attributes from, for each key, its (target properties,
+        feature properties) and its Solution."""
         weights, intercepts = [], []
-        for solution, x_block, y_block in zip(solutions, X.blocks(), blocks_in_order(y, X.keys)):
-            weights.append(weights_block(solution.weights, y_block.properties, x_block.properties))
+        for solution, (targets, features) in zip(solutions, layouts):
+            weights.append(weights_block(solution.weights, targets, features))
             intercept = solution.intercept
             if intercept is None:
                 intercept = solution.weights[:, :1] * 0
             else:
                 intercept = intercept.reshape(-1, 1)
-            intercepts.append(weights_block(intercept, y_block.properties, INTERCEPT_PROPERTY))
-        self.weights_ = TensorMap(X.keys, weights)
-        self.intercept_ = TensorMap(X.keys, intercepts)
-        keys = [key_tuple(key) for key in X.keys]
-        self.rank_ = {key: solution.rank for key, solution in zip(keys, solutions)}
+            intercepts.append(weights_block(intercept, targets, INTERCEPT_PROPERTY))
+        self.weights_ = TensorMap(keys, weights)
+        self.intercept_ = TensorMap(keys, intercepts)
+        key_tuples = [key_tuple(key) for key in keys]
+        self.rank_ = {key: solution.rank for key, solution in zip(key_tuples, solutions)}
         self.singular_values_ = {
-            key: solution.singular_values for key, solution in zip(keys, solutions)
+            key: solution.singular_values for key, solution in zip(key_tuples, solutions)
         }
         if y_ndim is not None:
             # numpy, as scikit-learn's own linear models, even after a torch solve
@@ -384,6 +477,102 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             intercept = _to_numpy(self.intercept_.block(0).values)[:, 0]
             self.coef_ = coef[0] if y_ndim == 1 else coef
             self.intercept_ = float(intercept[0]) if y_ndim == 1 else intercept
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Fold a batch of rows into each block's factor, and solve on all rows seen.
+
+        Each call adds the batch's rows (values and gradients, weighted as in
+        :meth:`fit`) to the running triangular factor of each block
+        (``factors_``); the fitted attributes then reflect every batch seen so
+        far, and equal :meth:`fit` on all batches joined (to rounding). Keys may
+        first appear in a later batch; a key whose properties, components or
+        gradients change between batches is an error. Memory: one batch plus the
+        factors (``width x width`` per block). :meth:`fit` starts over.
+
+        Parameters
+        ----------
+        X, y, sample_weight : as in :meth:`fit`, for one batch.
+
+        Returns
+        -------
+        self : TensorMapLstsq
+
+        Raises
+        ------
+        ValueError
+            For a driver other than None (the factors are solved directly), or a
+            batch whose layout differs from earlier batches.
+        """
+        caller = "TensorMapLstsq.partial_fit"
+        if self.driver is not None:
+            raise ValueError(
+                f"{caller}: partial_fit solves from the accumulated factors, which needs "
+                f"driver=None, got driver={self.driver!r}"
+            )
+        first = not hasattr(self, "factors_")
+        device = resolve_device(self.device, caller)
+        y_ndim = None
+        if _is_tensor_input(X) or _is_tensor_input(y):
+            if not first and hasattr(self, "coef_"):
+                raise TypeError(f"{caller}: earlier batches were arrays, this one is a TensorMap")
+            check_same_entries(X, y, caller)
+            y_given = y
+            X, y = unwrap(X)[0], unwrap(y)[0]
+            check_fit_inputs(X, y, caller)
+            weights = row_weights(sample_weight, y_given, caller)
+        else:
+            if not first and not hasattr(self, "coef_"):
+                raise TypeError(f"{caller}: earlier batches were TensorMaps, this one is an array")
+            check_array_like(X, caller, "X")
+            check_array_like(y, caller, "y")
+            X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, reset=first)
+            y_ndim = y.ndim
+            X, y = array_to_tensor(X), array_to_tensor(y.reshape(len(y), -1))
+            weights = row_weights(sample_weight, y, caller, per_sample=True)
+        gradient_weights = check_gradient_weights(self.gradient_weights, X, caller)
+        records = {} if first else dict(self.factors_)
+        layouts = {
+            key_tuple(key): _batch_layout(x_block, y_block)
+            for (key, x_block), y_block in zip(X.items(), blocks_in_order(y, X.keys))
+        }
+        for key, layout in layouts.items():
+            if key in records:
+                _check_same_layout(records[key].layout, layout, X.keys.names, key, caller)
+        systems = block_systems(X, y, device, weights, gradient_weights, self.fit_intercept)
+        with single_threaded():
+            for key, system in zip(layouts, systems):
+                factor = factorize(system)
+                if key in records:
+                    factor = records[key].factor.merge(factor)
+                records[key] = PartialBlock(factor, layouts[key], system.dtype)
+        if not first and list(X.keys.names) != self._key_names:
+            raise ValueError(
+                f"{caller}: keys are named {list(X.keys.names)} in this batch but "
+                f"{self._key_names} in earlier ones"
+            )
+        self._solve_factors(records, list(X.keys.names), y_ndim, caller)
+        return self
+
+    def _solve_factors(self, records, key_names, y_ndim, caller):
+        """Solve every block from its accumulated factor; set the fitted attributes.
+
+        ``records``: key tuple -> :class:`PartialBlock`, in the order of the keys.
+        """
+        keys = Labels(key_names, np.array(list(records), dtype=np.int32).reshape(len(records), -1))
+        blocks = [_empty_block(record.layout) for record in records.values()]
+        alphas = resolve_alpha(self.alpha, TensorMap(keys, blocks), caller)
+        solutions = []
+        for key, record in records.items():
+            rcond = self.rcond
+            if rcond is None:
+                rcond = default_rcond(record.factor.n_rows, record.factor.n_features)
+            solution = factor_solution(record.factor, rcond, alphas[key])
+            solutions.append(solution.cast(record.dtype))
+        self.factors_ = records
+        self._key_names = list(key_names)
+        layouts = [(record.layout.targets, record.layout.features) for record in records.values()]
+        self._set_blocks(keys, layouts, solutions, y_ndim)
 
     def predict(self, X):
         """Predict the values and every gradient of each block of X.
