@@ -192,6 +192,72 @@ class PartialBlock:
     dtype: object
 
 
+@dataclass
+class PartialState:
+    """The factors of every block seen by partial fits, and how to solve them.
+
+    Attributes
+    ----------
+    records : dict
+        Key tuple -> :class:`PartialBlock`, in the order keys were first seen.
+    key_names : list of str
+    y_ndim : int or None
+        y's number of dimensions for batches of arrays, None for TensorMaps.
+    """
+
+    records: dict
+    key_names: list
+    y_ndim: object = None
+
+    def to_numpy(self):
+        """This state with every factor as numpy arrays (to send it anywhere)."""
+        records = {
+            key: PartialBlock(record.factor.to_numpy(), record.layout, record.dtype)
+            for key, record in self.records.items()
+        }
+        return PartialState(records, self.key_names, self.y_ndim)
+
+
+def merge_partial_states(state, other, caller, names=("earlier batches", "this batch")):
+    """The state of the rows of both states: factors of common keys merged.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If the key names, the kind of data (arrays or TensorMaps) or a common
+        block's layout differ; ``names`` say what each state is in messages.
+    """
+    before, now = names
+    if state.key_names != other.key_names:
+        raise ValueError(
+            f"{caller}: keys are named {other.key_names} in {now} but {state.key_names} in {before}"
+        )
+    if state.y_ndim != other.y_ndim:
+        raise ValueError(
+            f"{caller}: y has {other.y_ndim} dimensions in {now} but {state.y_ndim} in {before}"
+        )
+    records = dict(state.records)
+    for key, record in other.records.items():
+        if key not in records:
+            records[key] = record
+            continue
+        seen = records[key]
+        differences = seen.layout.differences(record.layout)
+        if differences:
+            what, mine, theirs = differences[0]
+            block = "(" + ", ".join(f"{n}={v}" for n, v in zip(state.key_names, key)) + ")"
+            raise ValueError(
+                f"{caller}: block {block} has other {what} in {now} than in {before}: "
+                f"{theirs} in {now}, {mine} in {before}"
+            )
+        records[key] = PartialBlock(seen.factor.merge(record.factor), seen.layout, seen.dtype)
+    return PartialState(records, state.key_names, state.y_ndim)
+
+
+def _is_array_batch(X, y):
+    return not (_is_tensor_input(X) or _is_tensor_input(y))
+
+
 def _labels_text(labels):
     return f"{len(labels)} named {list(labels.names)}"
 
@@ -206,17 +272,6 @@ def _batch_layout(x_block, y_block):
         for parameter in sorted(x_block.gradients_list())
     }
     return BatchLayout(x_block.properties, y_block.properties, list(x_block.components), gradients)
-
-
-def _check_same_layout(seen, layout, key_names, key, caller):
-    differences = seen.differences(layout)
-    if differences:
-        what, before, now = differences[0]
-        block = "(" + ", ".join(f"{n}={v}" for n, v in zip(key_names, key)) + ")"
-        raise ValueError(
-            f"{caller}: block {block} has other {what} in this batch than in earlier "
-            f"ones: {now} now, {before} before"
-        )
 
 
 def _empty_block(layout):
@@ -505,60 +560,61 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             batch whose layout differs from earlier batches.
         """
         caller = "TensorMapLstsq.partial_fit"
+        first = not hasattr(self, "factors_")
+        if not first and (hasattr(self, "coef_") != _is_array_batch(X, y)):
+            kinds = ("arrays", "TensorMaps") if hasattr(self, "coef_") else ("TensorMaps", "arrays")
+            raise TypeError(f"{caller}: earlier batches were {kinds[0]}, this one is {kinds[1]}")
+        batch = self._factor_batch(X, y, sample_weight, caller, reset=first)
+        if not first:
+            batch = merge_partial_states(self._partial_state(), batch, caller)
+        self._solve_factors(batch, caller)
+        return self
+
+    def _partial_state(self):
+        return PartialState(self.factors_, self._key_names, self._y_ndim)
+
+    def _factor_batch(self, X, y, sample_weight, caller, reset=True):
+        """The :class:`PartialState` of one batch: each block's factor and layout.
+
+        Everything is checked before anything is factorised.
+        """
         if self.driver is not None:
             raise ValueError(
-                f"{caller}: partial_fit solves from the accumulated factors, which needs "
+                f"{caller}: partial fits solve from the accumulated factors, which needs "
                 f"driver=None, got driver={self.driver!r}"
             )
-        first = not hasattr(self, "factors_")
         device = resolve_device(self.device, caller)
         y_ndim = None
-        if _is_tensor_input(X) or _is_tensor_input(y):
-            if not first and hasattr(self, "coef_"):
-                raise TypeError(f"{caller}: earlier batches were arrays, this one is a TensorMap")
+        if not _is_array_batch(X, y):
             check_same_entries(X, y, caller)
             y_given = y
             X, y = unwrap(X)[0], unwrap(y)[0]
             check_fit_inputs(X, y, caller)
             weights = row_weights(sample_weight, y_given, caller)
         else:
-            if not first and not hasattr(self, "coef_"):
-                raise TypeError(f"{caller}: earlier batches were TensorMaps, this one is an array")
             check_array_like(X, caller, "X")
             check_array_like(y, caller, "y")
-            X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, reset=first)
+            X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, reset=reset)
             y_ndim = y.ndim
             X, y = array_to_tensor(X), array_to_tensor(y.reshape(len(y), -1))
             weights = row_weights(sample_weight, y, caller, per_sample=True)
         gradient_weights = check_gradient_weights(self.gradient_weights, X, caller)
-        records = {} if first else dict(self.factors_)
-        layouts = {
-            key_tuple(key): _batch_layout(x_block, y_block)
-            for (key, x_block), y_block in zip(X.items(), blocks_in_order(y, X.keys))
-        }
-        for key, layout in layouts.items():
-            if key in records:
-                _check_same_layout(records[key].layout, layout, X.keys.names, key, caller)
         systems = block_systems(X, y, device, weights, gradient_weights, self.fit_intercept)
+        records = {}
         with single_threaded():
-            for key, system in zip(layouts, systems):
-                factor = factorize(system)
-                if key in records:
-                    factor = records[key].factor.merge(factor)
-                records[key] = PartialBlock(factor, layouts[key], system.dtype)
-        if not first and list(X.keys.names) != self._key_names:
-            raise ValueError(
-                f"{caller}: keys are named {list(X.keys.names)} in this batch but "
-                f"{self._key_names} in earlier ones"
-            )
-        self._solve_factors(records, list(X.keys.names), y_ndim, caller)
-        return self
+            for (key, x_block), y_block, system in zip(
+                X.items(), blocks_in_order(y, X.keys), systems
+            ):
+                layout = _batch_layout(x_block, y_block)
+                records[key_tuple(key)] = PartialBlock(factorize(system), layout, system.dtype)
+        return PartialState(records, list(X.keys.names), y_ndim)
 
-    def _solve_factors(self, records, key_names, y_ndim, caller):
+    def _solve_factors(self, state, caller):
         """Solve every block from its accumulated factor; set the fitted attributes.
 
-        ``records``: key tuple -> :class:`PartialBlock`, in the order of the keys.
+        ``state`` is a :class:`PartialState`.
         """
+        records, key_names = state.records, state.key_names
         keys = Labels(key_names, np.array(list(records), dtype=np.int32).reshape(len(records), -1))
         blocks = [_empty_block(record.layout) for record in records.values()]
         alphas = resolve_alpha(self.alpha, TensorMap(keys, blocks), caller)
@@ -570,9 +626,9 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             solution = factor_solution(record.factor, rcond, alphas[key])
             solutions.append(solution.cast(record.dtype))
         self.factors_ = records
-        self._key_names = list(key_names)
+        self._key_names, self._y_ndim = list(key_names), state.y_ndim
         layouts = [(record.layout.targets, record.layout.features) for record in records.values()]
-        self._set_blocks(keys, layouts, solutions, y_ndim)
+        self._set_blocks(keys, layouts, solutions, state.y_ndim)
 
     def predict(self, X):
         """Predict the values and every gradient of each block of X.

@@ -103,20 +103,23 @@ def _plan_block(key, true_block, pred_block, gradient, caller):
     else:
         label, where = f"{block}, '{gradient}' gradient", f"'{gradient}' gradient"
         true_part, pred_part = true_block.gradient(gradient), pred_block.gradient(gradient)
-        pred_samples = np.array(pred_part.samples.values)
-        if sample_order is not None:
-            # y_pred's gradient rows name their sample by its position in y_pred
+        if sample_order is None:
+            row_order = _order(label, "samples", true_part.samples, pred_part.samples)
+        else:
+            # y_pred's gradient rows name their sample by its position in y_pred:
+            # renumber them by the position of that sample in y_true
+            pred_samples = np.array(pred_part.samples.values)
             position_in_true = np.empty(len(sample_order), dtype=pred_samples.dtype)
             position_in_true[sample_order] = np.arange(len(sample_order))
             pred_samples[:, 0] = position_in_true[pred_samples[:, 0]]
-        row_order = _order_values(
-            label,
-            "samples",
-            true_part.samples.names,
-            np.asarray(true_part.samples.values),
-            pred_part.samples.names,
-            pred_samples,
-        )
+            row_order = _order_values(
+                label,
+                "samples",
+                true_part.samples.names,
+                np.asarray(true_part.samples.values),
+                pred_part.samples.names,
+                pred_samples,
+            )
     true_components, pred_components = true_part.components, pred_part.components
     if len(true_components) != len(pred_components):
         raise ValueError(
@@ -205,7 +208,7 @@ def _check_array(array, caller, name, key, where):
         numbers = array.dtype != torch.bool
         complex_ = array.is_complex()
     if not numbers:
-        raise TypeError(f"{block} has {array.dtype} {where}; a metric compares numbers")
+        raise TypeError(f"{block} has {array.dtype} {where}; the metrics compare real numbers")
     if complex_:
         raise TypeError(f"{block} has complex {where}; the metrics compare real numbers")
     check_finite(array, caller, name, key, where)

@@ -408,10 +408,11 @@ def test_numpy_X_with_torch_y(no_solve):
         TensorMapLstsq().fit(to_torch(X), y)
 
 
-@pytest.mark.parametrize("rcond", [-1.0, "small", np.nan])
+@pytest.mark.parametrize("rcond", [-1.0, "small", np.nan, 1.0, 2, True, np.True_])
 def test_invalid_rcond(rcond, no_solve):
+    # rcond >= 1 would cut every singular value; True is not a cut-off
     X, y = data()
-    with raises(ValueError, "'rcond' parameter", "float in the range [0.0, inf) or None"):
+    with raises(ValueError, "'rcond' parameter", "float in the range [0.0, 1.0) or None"):
         TensorMapLstsq(rcond=rcond).fit(X, y)
 
 
@@ -459,11 +460,20 @@ def test_init_only_stores_parameters():
     assert model.get_params()["driver"] == "banana"
 
 
-def test_sample_weight_is_not_supported():
+def test_array_sample_weight_with_a_plain_tensor_map():
     X, y = data()
     model = TensorMapLstsq().fit(X, y)
-    with raises(ValueError, "TensorMapLstsq.score: sample_weight is not supported"):
+    with raises(TypeError, "an array-like sample_weight holds one weight per entry"):
         model.score(X, y, sample_weight=np.ones(3))
+    with raises(TypeError, "an array-like sample_weight holds one weight per entry"):
+        model.fit(X, y, sample_weight=np.ones(3))
+
+
+@pytest.mark.parametrize("n_jobs", [0, 1.5])
+def test_n_jobs_zero_is_refused_before_any_work(n_jobs, no_solve):
+    X, y = data()
+    with raises(ValueError, "'n_jobs' parameter", "None"):
+        TensorMapLstsq(n_jobs=n_jobs).fit(X, y)
 
 
 def test_score_checks_its_inputs():
