@@ -20,8 +20,8 @@ from metatensor import Labels, TensorBlock, TensorMap
 from threadpoolctl import threadpool_limits
 
 from skmetalstsq import TensorMapLstsq
-from skmetalstsq._parallel import _balanced_groups, blas_threads, solve_cost
 from skmetalstsq._factors import CHUNK_ROWS
+from skmetalstsq._parallel import _balanced_groups, blas_threads, solve_cost
 
 try:
     import torch
