@@ -27,7 +27,7 @@ from ._backends import FACTOR_DTYPE, array_library, convert
 from ._blocks import BlockSystem, block_systems, gradient_parameters, key_text, key_tuple
 from ._estimator import N_JOBS, TensorMapLstsq, _penalty, check_gradient_weights
 from ._factors import Factor, factorize, fold_factors
-from ._indexed import IndexedTensorMap, check_same_entries
+from ._indexed import IndexedTensorMap, check_same_entries, entry_positions
 from ._parallel import SMALL_SOLVE_FLOPS, _balanced_groups, solve_cost, solve_systems
 from ._solvers import SVDFactorization
 from ._validation import check_fit_inputs, resolve_device
@@ -382,7 +382,7 @@ def _score_parts(X, gradient, caller):
 
 def _row_entries(block, parameters, sample, entries):
     """Entry position of every row of each row part (values, then gradients)."""
-    position = np.searchsorted(entries, np.asarray(block.samples.column(sample)))
+    position = entry_positions(entries, block.samples.column(sample))
     rows = [np.repeat(position, _n_component_rows(block))]
     for parameter in parameters:
         gradient = block.gradient(parameter)

@@ -33,7 +33,10 @@ class IndexedTensorMap:
     sample : str
         The sample dimension.
     entries : numpy.ndarray of shape (n_entries,)
-        The distinct values of ``sample`` over all blocks, sorted.
+        The distinct values of ``sample`` over all blocks: sorted in a new
+        IndexedTensorMap; after ``X[index]``, in the order of ``index``, so that
+        position ``i`` of ``X[index]`` is position ``index[i]`` of ``X``, as for
+        the arrays (``sample_weight``, ``groups``) scikit-learn slices with it.
     shape : tuple of int
         ``(n_entries,)``, as scikit-learn reads it; ``len()`` is ``n_entries``.
 
@@ -48,10 +51,11 @@ class IndexedTensorMap:
     gradient rows of the kept samples, their ``"sample"`` column renumbered, as
     :func:`metatensor.slice` does.
 
-    - The order of ``index`` is not kept: ``X[[3, 1]]`` and ``X[[1, 3]]`` are
-      the same map. Predictions and scores are compared by sample labels, so
-      this does not matter for X and y indexed alike; arrays indexed with the
-      same positions (``groups``, say) are in the order of ``index``.
+    - The blocks of ``X[[3, 1]]`` and ``X[[1, 3]]`` are the same (samples keep
+      their order), but their ``entries`` follow ``index``: position 0 is entry
+      3 in the first and entry 1 in the second, as for arrays indexed with the
+      same positions (``sample_weight``, ``groups``), which therefore stay
+      aligned with X through shuffled and nested splits.
     - An index that selects an entry twice raises ValueError: a TensorMap cannot
       hold repeated samples (bootstrap resampling is not supported).
     - Copies: arrays whose selected rows are contiguous (all of them, or one
@@ -145,7 +149,7 @@ class IndexedTensorMap:
         raise _array_conversion_error(self)
 
     def _positions(self, index):
-        """The sorted positions selected by ``index``, checked.
+        """The positions selected by ``index``, in its order, checked.
 
         Parameters
         ----------
@@ -153,7 +157,7 @@ class IndexedTensorMap:
 
         Returns
         -------
-        numpy.ndarray of int, sorted, without repeats
+        numpy.ndarray of int, without repeats
 
         Raises
         ------
@@ -197,7 +201,7 @@ class IndexedTensorMap:
                 f"IndexedTensorMap: the index selects positions {repeated} more than once; "
                 "a TensorMap cannot hold repeated samples"
             )
-        return ordered
+        return positions
 
     def __getitem__(self, index):
         """The entries at ``index`` (integers, a boolean mask or a slice).
@@ -206,22 +210,24 @@ class IndexedTensorMap:
         the class Notes for the order of samples and what is copied.
         """
         positions = self._positions(index)
-        if len(positions) == len(self):
+        if len(positions) == len(self) and (positions == np.arange(len(self))).all():
             return self
         keep = np.zeros(len(self), dtype=bool)
         keep[positions] = True
-        blocks = [
-            _slice_block(block, keep[block_positions])
-            for block, block_positions in zip(self.tensor.blocks(), self._block_positions())
-        ]
-        tensor = TensorMap(self.tensor.keys, blocks)
+        tensor = self.tensor
+        if len(positions) != len(self):
+            blocks = [
+                _slice_block(block, keep[block_positions])
+                for block, block_positions in zip(self.tensor.blocks(), self._block_positions())
+            ]
+            tensor = TensorMap(self.tensor.keys, blocks)
         return IndexedTensorMap._from_parts(tensor, self.sample, self.entries[positions])
 
     def _block_positions(self):
         """For each block, the position in ``entries`` of each of its samples."""
         if self._positions_cache is None:
             self._positions_cache = [
-                np.searchsorted(self.entries, np.asarray(block.samples.column(self.sample)))
+                entry_positions(self.entries, block.samples.column(self.sample))
                 for block in self.tensor.blocks()
             ]
         return self._positions_cache
@@ -242,6 +248,12 @@ class IndexedTensorMap:
         self.sample = state["sample"]
         self.entries = state["entries"]
         self._positions_cache = None
+
+
+def entry_positions(entries, values):
+    """The position in ``entries`` (distinct values, in any order) of each of ``values``."""
+    order = np.argsort(entries, kind="stable")
+    return order[np.searchsorted(entries[order], np.asarray(values))]
 
 
 def _take_rows(array, rows, mask):
@@ -328,6 +340,12 @@ def check_same_entries(X, y, caller):
     if X.sample != y.sample:
         raise ValueError(f"{caller}: X is indexed by '{X.sample}' but y by '{y.sample}'")
     if not np.array_equal(X.entries, y.entries):
+        if len(X) == len(y) and np.array_equal(np.sort(X.entries), np.sort(y.entries)):
+            raise ValueError(
+                f"{caller}: X and y hold the same '{X.sample}' entries in a different order "
+                "(position i must be the same entry in both): index X and y with the same "
+                "positions"
+            )
         only_x = np.setdiff1d(X.entries, y.entries)
         only_y = np.setdiff1d(y.entries, X.entries)
         raise ValueError(

@@ -166,20 +166,29 @@ def _thread_counts(torch_imported):
 
 @contextmanager
 def _torch_single_threaded(torch, mkl_local):
-    """torch's MKL on one thread in the calling thread, its own count restored on exit."""
-    if mkl_local is None:  # pragma: no cover - torch builds without MKL's symbols
+    """torch's MKL on one thread in the calling thread, its own count restored on exit.
+
+    A thread's first call to torch sets its OpenMP and MKL counts from
+    ``torch.set_num_threads``' value, over any limit: that call is made here,
+    before the limits are set.
+    """
+    if torch is None:
+        yield
+    elif mkl_local is None:  # pragma: no cover - torch builds without MKL's symbols
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             yield
         finally:
             torch.set_num_threads(threads)
-        return
-    previous = mkl_local(1)
-    try:
-        yield
-    finally:
-        mkl_local(previous)
+    else:
+        previous = mkl_local(1)
+        torch.get_num_threads()
+        mkl_local(1)
+        try:
+            yield
+        finally:
+            mkl_local(previous)
 
 
 _shared_lock = threading.Lock()
@@ -198,10 +207,6 @@ def single_threaded():
     """
     torch = sys.modules.get("torch")
     process_wide, per_thread, mkl_local = _thread_counts(torch is not None)
-    if torch is not None:
-        # a thread's first torch call sets its OpenMP and MKL counts from
-        # torch.set_num_threads' value: let it happen here, not under the limits
-        torch.get_num_threads()
     with _shared_lock:
         if _shared_state["users"] == 0:
             _shared_state["saved"] = [(set_count, get()) for get, set_count in process_wide]
@@ -209,12 +214,10 @@ def single_threaded():
                 set_count(1)
         _shared_state["users"] += 1
     try:
-        with per_thread.limit(limits=1):
-            if torch is None:
+        # the outer limiter restores the counts seen before torch's first call
+        with per_thread.limit(limits=None), _torch_single_threaded(torch, mkl_local):
+            with per_thread.limit(limits=1):
                 yield
-            else:
-                with _torch_single_threaded(torch, mkl_local):
-                    yield
     finally:
         with _shared_lock:
             _shared_state["users"] -= 1

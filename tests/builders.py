@@ -288,3 +288,28 @@ def assert_weights_close(weights, reference, rtol=1e-9, atol=1e-11):
         assert ours.samples == block.samples
         assert ours.properties == block.properties
         np.testing.assert_allclose(_numpy(ours.values), _numpy(block.values), rtol=rtol, atol=atol)
+
+
+def weight_map(tensor, function):
+    """A TensorMap of row weights laid out as ``tensor``: its keys, samples, components
+    and gradients, one property ``weight``.
+
+    ``function(shape)`` gives the weights of an array of ``shape`` (that of the
+    values, or of a gradient, with one property); numpy arrays whatever ``tensor``
+    holds.
+    """
+    properties = Labels.range("weight", 1)
+    blocks = []
+    for block in tensor.blocks():
+        shape = (*block.values.shape[:-1], 1)
+        new = TensorBlock(function(shape), block.samples, block.components, properties)
+        for parameter, gradient in block.gradients():
+            gradient_shape = (*gradient.values.shape[:-1], 1)
+            new.add_gradient(
+                parameter,
+                TensorBlock(
+                    function(gradient_shape), gradient.samples, gradient.components, properties
+                ),
+            )
+        blocks.append(new)
+    return TensorMap(tensor.keys, blocks)

@@ -83,14 +83,15 @@ def test_getitem_matches_metatensor_slice(uneven, index):
     X = IndexedTensorMap(uneven, "system")
     plain = index[0] if isinstance(index, tuple) else index
     positions = np.arange(len(X))[plain]
-    entries = np.sort(X.entries[np.atleast_1d(positions)])
+    entries = X.entries[np.atleast_1d(positions)]
     got = X[index]
     assert isinstance(got, IndexedTensorMap)
     assert got.sample == "system"
+    # positions follow the index, as for arrays indexed alike
     np.testing.assert_array_equal(got.entries, entries)
-    assert metatensor.equal(got.tensor, _expected(uneven, entries))
+    assert metatensor.equal(got.tensor, _expected(uneven, np.sort(entries)))
     # the entries of the result are those of the sliced map itself
-    np.testing.assert_array_equal(IndexedTensorMap(got.tensor).entries, got.entries)
+    np.testing.assert_array_equal(IndexedTensorMap(got.tensor).entries, np.sort(got.entries))
     assert len(got.tensor.keys) == len(uneven.keys)
 
 
@@ -263,3 +264,39 @@ def test_predict_returns_the_kind_it_was_given():
     assert isinstance(predicted, IndexedTensorMap)
     np.testing.assert_array_equal(predicted.entries, [1, 5])
     assert isinstance(model.predict(X), TensorMap)
+
+
+def test_per_entry_weights_stay_aligned_through_shuffled_and_nested_splits():
+    # scikit-learn slices sample_weight in the order of each split's indices; the
+    # fit on X[train] must weigh each system by its own weight, also when a search
+    # inside cross_validate slices an already shuffled slice again
+    from sklearn.model_selection import GridSearchCV, ShuffleSplit, cross_validate
+
+    rng = np.random.default_rng(4)
+    X, y = make_pair(rng, keys=((0,), (1,)), n_systems=12, n_components=0)
+    X, y = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    weights = rng.uniform(0.1, 3.0, len(X))
+    by_system = dict(zip(X.entries.tolist(), weights))
+
+    search = GridSearchCV(
+        TensorMapLstsq(), {"alpha": [0.0, 1.0]}, cv=ShuffleSplit(2, test_size=0.3, random_state=1)
+    )
+    result = cross_validate(
+        search,
+        X,
+        y,
+        cv=ShuffleSplit(3, test_size=0.25, random_state=0),
+        params={"sample_weight": weights},
+        return_estimator=True,
+        return_indices=True,
+    )
+    for fitted, train in zip(result["estimator"], result["indices"]["train"]):
+        # the reference: a fresh, sorted map of the same systems, weighed by system
+        X_train, y_train = IndexedTensorMap(X[train].tensor), IndexedTensorMap(y[train].tensor)
+        w = np.array([by_system[int(entry)] for entry in X_train.entries])
+        reference = TensorMapLstsq(alpha=fitted.best_params_["alpha"])
+        reference.fit(X_train, y_train, sample_weight=w)
+        for key, block in reference.weights_.items():
+            np.testing.assert_allclose(
+                fitted.best_estimator_.weights_.block(key).values, block.values, rtol=1e-10
+            )
