@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import metrics, model_selection, preprocessing
+from . import distributed, metrics, model_selection, preprocessing
 from ._cv import TensorMapLstsqCV
 from ._estimator import TensorMapLstsq
 from ._indexed import IndexedTensorMap
@@ -21,6 +21,7 @@ __all__ = [
     "TensorMapLstsqCV",
     "TensorMapStandardScaler",
     "cross_val_predict",
+    "distributed",
     "metrics",
     "model_selection",
     "preprocessing",

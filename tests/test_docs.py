@@ -11,7 +11,7 @@ pytest.importorskip("sphinx", reason="the docs extra is not installed")
 
 from docs_build import EXAMPLES, build_docs, script_output  # noqa: E402
 
-SUBMODULES = ("metrics", "model_selection", "preprocessing")
+SUBMODULES = ("distributed", "metrics", "model_selection", "preprocessing")
 
 
 @pytest.fixture(scope="module")
