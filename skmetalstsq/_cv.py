@@ -21,17 +21,32 @@ from metatensor import TensorMap
 from sklearn.base import _fit_context
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import validate_data
 from threadpoolctl import threadpool_limits
 
 from ._backends import FACTOR_DTYPE, array_library, convert
-from ._blocks import BlockSystem, block_systems, gradient_parameters, key_text, key_tuple
-from ._estimator import N_JOBS, TensorMapLstsq, _penalty, check_gradient_weights
+from ._blocks import (
+    BlockSystem,
+    array_to_tensor,
+    block_systems,
+    gradient_parameters,
+    key_text,
+    key_tuple,
+)
+from ._estimator import (
+    N_JOBS,
+    TensorMapLinearModel,
+    TensorMapLstsq,
+    _is_array_batch,
+    _penalty,
+    check_gradient_weights,
+)
 from ._factors import Factor, factorize, fold_factors
 from ._indexed import IndexedTensorMap, check_same_entries, entry_positions
 from ._parallel import SMALL_SOLVE_FLOPS, _balanced_groups, solve_cost, solve_systems
 from ._solvers import SVDFactorization
-from ._validation import check_fit_inputs, resolve_device
-from ._weights import row_weights
+from ._validation import check_array_like, check_fit_inputs, resolve_device
+from ._weights import check_not_all_zero, row_weights
 from .metrics import SCORERS, TensorMapScorer
 
 #: rcond candidates used when none are given: 1e-12, 1e-11, ..., 1e-1.
@@ -49,7 +64,7 @@ _STATISTICS = {
 }
 
 
-class TensorMapLstsqCV(TensorMapLstsq):
+class TensorMapLstsqCV(TensorMapLinearModel):
     """TensorMapLstsq with rcond chosen by cross-validation over the entries.
 
     The entries of an :class:`~skmetalstsq.IndexedTensorMap` (e.g. systems) are
@@ -214,6 +229,18 @@ class TensorMapLstsqCV(TensorMapLstsq):
             for rcond in _check_rconds(self.rconds, caller)
         ]
         device = resolve_device(self.device, caller)
+        for stale in ("coef_", "n_features_in_", "feature_names_in_", "factors_"):
+            self.__dict__.pop(stale, None)
+        y_ndim = None
+        if _is_array_input(X, y):
+            # each row one entry, as scikit-learn's RidgeCV splits arrays
+            check_array_like(X, caller, "X")
+            if y is not None:  # scikit-learn's own error for a missing y
+                check_array_like(y, caller, "y")
+            X, y = validate_data(self, X, y, multi_output=True, y_numeric=True)
+            y_ndim = y.ndim
+            X = IndexedTensorMap(array_to_tensor(X), "sample")
+            y = IndexedTensorMap(array_to_tensor(y.reshape(len(y), -1)), "sample")
         for name, data in (("X", X), ("y", y)):
             _check_indexed(data, name, caller)
         check_same_entries(X, y, caller)
@@ -228,6 +255,7 @@ class TensorMapLstsqCV(TensorMapLstsq):
             )
         score_parts = _score_parts(tensor_x, gradient, caller)
         weights = row_weights(sample_weight, y, caller)
+        check_not_all_zero(weights, caller)
         gradient_weights = check_gradient_weights(self.gradient_weights, tensor_x, caller)
         splits = list(check_cv(self.cv).split(X, y, groups))
 
@@ -268,7 +296,7 @@ class TensorMapLstsqCV(TensorMapLstsq):
 
         choice = self._choose(candidates, keys, metric, results)
         solutions = _refit(systems, choice, candidates, self.n_jobs, self.verbose)
-        self._set_solutions(tensor_x, tensor_y, solutions)
+        self._set_solutions(tensor_x, tensor_y, solutions, y_ndim)
         return self
 
     def _choose(self, candidates, keys, metric, results):
@@ -326,6 +354,10 @@ def _check_alphas(alphas, caller):
     if not alphas:
         raise ValueError(f"{caller}: alphas is empty; give at least one candidate alpha")
     return [_penalty(alpha, caller, f"alphas[{i}]") for i, alpha in enumerate(alphas)]
+
+
+def _is_array_input(X, y):
+    return not isinstance(X, (IndexedTensorMap, TensorMap)) and _is_array_batch(X, y)
 
 
 def _check_indexed(data, name, caller):

@@ -33,7 +33,7 @@ from ._validation import (
     check_predict_input,
     resolve_device,
 )
-from ._weights import row_weights
+from ._weights import check_not_all_zero, row_weights
 from .metrics import r2
 
 #: The property of the blocks of ``intercept_``.
@@ -284,7 +284,154 @@ def _empty_block(layout):
     )
 
 
-class TensorMapLstsq(RegressorMixin, BaseEstimator):
+class TensorMapLinearModel(RegressorMixin, BaseEstimator):
+    """What every fitted per-block linear model does: predict, score, persist.
+
+    Subclasses fit ``weights_`` and ``intercept_`` (through :meth:`_set_blocks`);
+    this base class predicts TensorMaps and arrays from them.
+    """
+
+    def _set_solutions(self, X, y, solutions, y_ndim=None):
+        """Set the fitted attributes from one Solution per block of X."""
+        layouts = [
+            (y_block.properties, x_block.properties)
+            for x_block, y_block in zip(X.blocks(), blocks_in_order(y, X.keys))
+        ]
+        self._set_blocks(X.keys, layouts, solutions, y_ndim)
+
+    def _set_blocks(self, keys, layouts, solutions, y_ndim=None):
+        """Set the fitted attributes from, for each key, its (target properties,
+        feature properties) and its Solution."""
+        weights, intercepts = [], []
+        for solution, (targets, features) in zip(solutions, layouts):
+            weights.append(weights_block(solution.weights, targets, features))
+            intercept = solution.intercept
+            if intercept is None:
+                intercept = solution.weights[:, :1] * 0
+            else:
+                intercept = intercept.reshape(-1, 1)
+            intercepts.append(weights_block(intercept, targets, INTERCEPT_PROPERTY))
+        self.weights_ = TensorMap(keys, weights)
+        self.intercept_ = TensorMap(keys, intercepts)
+        key_tuples = [key_tuple(key) for key in keys]
+        self.rank_ = {key: solution.rank for key, solution in zip(key_tuples, solutions)}
+        self.singular_values_ = {
+            key: solution.singular_values for key, solution in zip(key_tuples, solutions)
+        }
+        if y_ndim is not None:
+            # numpy, as scikit-learn's own linear models, even after a torch solve
+            coef = _to_numpy(solutions[0].weights)
+            intercept = _to_numpy(self.intercept_.block(0).values)[:, 0]
+            self.coef_ = coef[0] if y_ndim == 1 else coef
+            self.intercept_ = float(intercept[0]) if y_ndim == 1 else intercept
+
+    def predict(self, X):
+        """Predict the values and every gradient of each block of X.
+
+        Parameters
+        ----------
+        X : metatensor.TensorMap, IndexedTensorMap or array-like of shape (n_samples, n_features)
+            Every key must have been seen in fit, with the same properties.
+
+        Returns
+        -------
+        y_pred : same kind as X
+            For a TensorMap: X's keys, each block with X's samples and components,
+            y's properties, and every gradient of X predicted with its own
+            samples and components (the intercept is added to the values only);
+            arrays of X's library, device and dtype (float64 when X holds
+            integers). For an array: shaped like the y seen in fit.
+        """
+        check_is_fitted(self)
+        caller = f"{type(self).__name__}.predict"
+        tensor, wrap = unwrap(X)
+        if isinstance(tensor, TensorMap):
+            return wrap(self._predict_tensor(tensor, caller))
+        if not hasattr(self, "coef_"):
+            raise TypeError(
+                f"{caller}: fitted on TensorMaps, X must be a TensorMap or an "
+                f"IndexedTensorMap, got {type(X).__name__}"
+            )
+        check_array_like(X, caller, "X")
+        X = validate_data(self, X, reset=False)
+        return X @ self.coef_.T + self.intercept_
+
+    def _predict_tensor(self, tensor, caller, check_arrays=True):
+        """Predictions for a TensorMap (see :meth:`predict`)."""
+        if hasattr(self, "coef_"):
+            raise TypeError(f"{caller}: fitted on arrays, cannot predict a TensorMap")
+        positions = check_predict_input(tensor, self.weights_, caller, check_arrays)
+        blocks = []
+        for position, block in zip(positions, tensor.blocks()):
+            weights = self.weights_.block(position)
+            like = block.values
+            if not is_floating(like):
+                # integer features: predict in float64, not in their dtype
+                like = convert(like[:0], dtype=np.dtype(np.float64))
+            intercept = convert_like(self.intercept_.block(position).values[:, 0], like)
+            blocks.append(
+                predict_block(block, convert_like(weights.values, like), weights.samples, intercept)
+            )
+        return TensorMap(tensor.keys, blocks)
+
+    def score(self, X, y, sample_weight=None):
+        """R^2 of the predicted values, pooled over blocks.
+
+        With each block's values reshaped to (rows, properties), this is
+        ``1 - sum of weighted squared residuals / sum of weighted squared
+        deviations from each column's weighted mean``, both summed over all blocks
+        (:func:`skmetalstsq.metrics.r2`). For one block it equals
+        ``sklearn.metrics.r2_score(y, y_pred, sample_weight=...,
+        multioutput="variance_weighted")``.
+
+        Parameters
+        ----------
+        X, y : as in :meth:`fit`
+        sample_weight : as in :meth:`fit`, default=None
+
+        Returns
+        -------
+        score : float
+        """
+        if _is_tensor_input(X) or _is_tensor_input(y):
+            caller = f"{type(self).__name__}.score"
+            check_is_fitted(self)
+            check_same_entries(X, y, caller)
+            X_tensor, y_tensor = unwrap(X)[0], unwrap(y)[0]
+            # checks X's arrays too, so the prediction does not check them again
+            check_fit_inputs(X_tensor, y_tensor, caller)
+            y_pred = unwrap(y)[1](self._predict_tensor(X_tensor, caller, check_arrays=False))
+            return r2(y, y_pred, sample_weight=sample_weight)
+        y_pred = self.predict(X)
+        check_array_like(y, f"{type(self).__name__}.score", "y")
+        y = np.asarray(y)
+        y_tensor = array_to_tensor(y.reshape(len(y), -1))
+        weights = row_weights(
+            sample_weight, y_tensor, f"{type(self).__name__}.score", per_sample=True
+        )
+        weights = None if weights is None else _one_block_tensor_weights(weights, y_tensor)
+        return r2(y_tensor, array_to_tensor(y_pred.reshape(len(y), -1)), sample_weight=weights)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        for name in ("weights_", "intercept_"):
+            if isinstance(state.get(name), TensorMap):
+                state[name] = tensor_to_state(state[name])
+        return state
+
+    def __setstate__(self, state):
+        for name in ("weights_", "intercept_"):
+            if isinstance(state.get(name), dict):
+                state[name] = tensor_from_state(state[name])
+        super().__setstate__(state)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class TensorMapLstsq(TensorMapLinearModel):
     """Weighted, regularised least squares fitted block by block on metatensor TensorMaps.
 
     For every key, the block of ``X`` (values, with each gradient stacked under
@@ -463,6 +610,7 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
             y_ndim = y.ndim
             X, y = array_to_tensor(X), array_to_tensor(y.reshape(len(y), -1))
             weights = row_weights(sample_weight, y, caller, per_sample=True)
+        check_not_all_zero(weights, caller)
         alphas = resolve_alpha(self.alpha, X, caller)
         gradient_weights = check_gradient_weights(self.gradient_weights, X, caller)
         systems = block_systems(X, y, device, weights, gradient_weights, self.fit_intercept)
@@ -498,40 +646,6 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         solutions = solve_systems(systems, self.rcond, self.driver, self.n_jobs, self.verbose)
         self._set_solutions(X, y, solutions, y_ndim)
         return self
-
-    def _set_solutions(self, X, y, solutions, y_ndim=None):
-        """Set the fitted attributes from one Solution per block of X."""
-        layouts = [
-            (y_block.properties, x_block.properties)
-            for x_block, y_block in zip(X.blocks(), blocks_in_order(y, X.keys))
-        ]
-        self._set_blocks(X.keys, layouts, solutions, y_ndim)
-
-    def _set_blocks(self, keys, layouts, solutions, y_ndim=None):
-        """Set the fitted attributes from, for each key, its (target properties,
-        feature properties) and its Solution."""
-        weights, intercepts = [], []
-        for solution, (targets, features) in zip(solutions, layouts):
-            weights.append(weights_block(solution.weights, targets, features))
-            intercept = solution.intercept
-            if intercept is None:
-                intercept = solution.weights[:, :1] * 0
-            else:
-                intercept = intercept.reshape(-1, 1)
-            intercepts.append(weights_block(intercept, targets, INTERCEPT_PROPERTY))
-        self.weights_ = TensorMap(keys, weights)
-        self.intercept_ = TensorMap(keys, intercepts)
-        key_tuples = [key_tuple(key) for key in keys]
-        self.rank_ = {key: solution.rank for key, solution in zip(key_tuples, solutions)}
-        self.singular_values_ = {
-            key: solution.singular_values for key, solution in zip(key_tuples, solutions)
-        }
-        if y_ndim is not None:
-            # numpy, as scikit-learn's own linear models, even after a torch solve
-            coef = _to_numpy(solutions[0].weights)
-            intercept = _to_numpy(self.intercept_.block(0).values)[:, 0]
-            self.coef_ = coef[0] if y_ndim == 1 else coef
-            self.intercept_ = float(intercept[0]) if y_ndim == 1 else intercept
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
@@ -629,109 +743,6 @@ class TensorMapLstsq(RegressorMixin, BaseEstimator):
         self._key_names, self._y_ndim = list(key_names), state.y_ndim
         layouts = [(record.layout.targets, record.layout.features) for record in records.values()]
         self._set_blocks(keys, layouts, solutions, state.y_ndim)
-
-    def predict(self, X):
-        """Predict the values and every gradient of each block of X.
-
-        Parameters
-        ----------
-        X : metatensor.TensorMap, IndexedTensorMap or array-like of shape (n_samples, n_features)
-            Every key must have been seen in fit, with the same properties.
-
-        Returns
-        -------
-        y_pred : same kind as X
-            For a TensorMap: X's keys, each block with X's samples and components,
-            y's properties, and every gradient of X predicted with its own
-            samples and components (the intercept is added to the values only);
-            arrays of X's library, device and dtype (float64 when X holds
-            integers). For an array: shaped like the y seen in fit.
-        """
-        check_is_fitted(self)
-        caller = "TensorMapLstsq.predict"
-        tensor, wrap = unwrap(X)
-        if isinstance(tensor, TensorMap):
-            return wrap(self._predict_tensor(tensor, caller))
-        if not hasattr(self, "coef_"):
-            raise TypeError(
-                f"{caller}: fitted on TensorMaps, X must be a TensorMap or an "
-                f"IndexedTensorMap, got {type(X).__name__}"
-            )
-        check_array_like(X, caller, "X")
-        X = validate_data(self, X, reset=False)
-        return X @ self.coef_.T + self.intercept_
-
-    def _predict_tensor(self, tensor, caller, check_arrays=True):
-        """Predictions for a TensorMap (see :meth:`predict`)."""
-        if hasattr(self, "coef_"):
-            raise TypeError(f"{caller}: fitted on arrays, cannot predict a TensorMap")
-        positions = check_predict_input(tensor, self.weights_, caller, check_arrays)
-        blocks = []
-        for position, block in zip(positions, tensor.blocks()):
-            weights = self.weights_.block(position)
-            like = block.values
-            if not is_floating(like):
-                # integer features: predict in float64, not in their dtype
-                like = convert(like[:0], dtype=np.dtype(np.float64))
-            intercept = convert_like(self.intercept_.block(position).values[:, 0], like)
-            blocks.append(
-                predict_block(block, convert_like(weights.values, like), weights.samples, intercept)
-            )
-        return TensorMap(tensor.keys, blocks)
-
-    def score(self, X, y, sample_weight=None):
-        """R^2 of the predicted values, pooled over blocks.
-
-        With each block's values reshaped to (rows, properties), this is
-        ``1 - sum of weighted squared residuals / sum of weighted squared
-        deviations from each column's weighted mean``, both summed over all blocks
-        (:func:`skmetalstsq.metrics.r2`). For one block it equals
-        ``sklearn.metrics.r2_score(y, y_pred, sample_weight=...,
-        multioutput="variance_weighted")``.
-
-        Parameters
-        ----------
-        X, y : as in :meth:`fit`
-        sample_weight : as in :meth:`fit`, default=None
-
-        Returns
-        -------
-        score : float
-        """
-        if _is_tensor_input(X) or _is_tensor_input(y):
-            caller = "TensorMapLstsq.score"
-            check_is_fitted(self)
-            check_same_entries(X, y, caller)
-            X_tensor, y_tensor = unwrap(X)[0], unwrap(y)[0]
-            # checks X's arrays too, so the prediction does not check them again
-            check_fit_inputs(X_tensor, y_tensor, caller)
-            y_pred = unwrap(y)[1](self._predict_tensor(X_tensor, caller, check_arrays=False))
-            return r2(y, y_pred, sample_weight=sample_weight)
-        y_pred = self.predict(X)
-        check_array_like(y, "TensorMapLstsq.score", "y")
-        y = np.asarray(y)
-        y_tensor = array_to_tensor(y.reshape(len(y), -1))
-        weights = row_weights(sample_weight, y_tensor, "TensorMapLstsq.score", per_sample=True)
-        weights = None if weights is None else _one_block_tensor_weights(weights, y_tensor)
-        return r2(y_tensor, array_to_tensor(y_pred.reshape(len(y), -1)), sample_weight=weights)
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        for name in ("weights_", "intercept_"):
-            if isinstance(state.get(name), TensorMap):
-                state[name] = tensor_to_state(state[name])
-        return state
-
-    def __setstate__(self, state):
-        for name in ("weights_", "intercept_"):
-            if isinstance(state.get(name), dict):
-                state[name] = tensor_from_state(state[name])
-        super().__setstate__(state)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
 
 
 def _one_block_tensor_weights(weights, y_tensor):

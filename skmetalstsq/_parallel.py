@@ -146,7 +146,8 @@ def _thread_counts(torch_imported):
     Returns
     -------
     process_wide : list of (get, set) functions
-        One count for the whole process each.
+        One count for the whole process each; torch's own, where the MKL built
+        into torch is not found.
     per_thread : ThreadpoolController
         The libraries counting threads per calling thread.
     mkl_local : function or None
@@ -161,7 +162,13 @@ def _thread_counts(torch_imported):
     per_thread = controller.select(
         filepath=[lib.filepath for lib in controller.lib_controllers if _counts_per_thread(lib)]
     )
-    return process_wide, per_thread, _torch_mkl_local() if torch_imported else None
+    mkl_local = None
+    if torch_imported:
+        mkl_local = _torch_mkl_local()
+        if mkl_local is None:  # pragma: no cover - torch builds without MKL's symbols
+            torch = sys.modules["torch"]
+            process_wide.append((torch.get_num_threads, torch.set_num_threads))
+    return process_wide, per_thread, mkl_local
 
 
 @contextmanager
@@ -172,22 +179,15 @@ def _torch_single_threaded(torch, mkl_local):
     ``torch.set_num_threads``' value, over any limit: that call is made here,
     before the limits are set.
     """
-    if torch is None:
-        yield
-    elif mkl_local is None:  # pragma: no cover - torch builds without MKL's symbols
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
-    else:
-        previous = mkl_local(1)
+    previous = None if mkl_local is None else mkl_local(1)
+    if torch is not None:
         torch.get_num_threads()
+    if mkl_local is not None:
         mkl_local(1)
-        try:
-            yield
-        finally:
+    try:
+        yield
+    finally:
+        if mkl_local is not None:
             mkl_local(previous)
 
 
@@ -207,24 +207,25 @@ def single_threaded():
     """
     torch = sys.modules.get("torch")
     process_wide, per_thread, mkl_local = _thread_counts(torch is not None)
-    with _shared_lock:
-        if _shared_state["users"] == 0:
-            _shared_state["saved"] = [(set_count, get()) for get, set_count in process_wide]
-            for set_count, _ in _shared_state["saved"]:
-                set_count(1)
-        _shared_state["users"] += 1
-    try:
-        # the outer limiter restores the counts seen before torch's first call
-        with per_thread.limit(limits=None), _torch_single_threaded(torch, mkl_local):
-            with per_thread.limit(limits=1):
-                yield
-    finally:
+    # the outer limiter restores this thread's counts as they are now, whatever
+    # torch's first call and the process-wide settings do to them
+    with per_thread.limit(limits=None):
         with _shared_lock:
-            _shared_state["users"] -= 1
             if _shared_state["users"] == 0:
-                for set_count, threads in _shared_state["saved"]:
-                    set_count(threads)
-                _shared_state["saved"] = None
+                _shared_state["saved"] = [(set_count, get()) for get, set_count in process_wide]
+                for set_count, _ in _shared_state["saved"]:
+                    set_count(1)
+            _shared_state["users"] += 1
+        try:
+            with _torch_single_threaded(torch, mkl_local), per_thread.limit(limits=1):
+                yield
+        finally:
+            with _shared_lock:
+                _shared_state["users"] -= 1
+                if _shared_state["users"] == 0:
+                    for set_count, threads in _shared_state["saved"]:
+                        set_count(threads)
+                    _shared_state["saved"] = None
 
 
 # ---------------------------------------------------------------------------------

@@ -262,3 +262,18 @@ def _components_mismatch(y_components, weight_components, sides, hint):
         if mismatch:
             return mismatch
     return None
+
+
+def check_not_all_zero(weights, caller):
+    """Raise ValueError when rows exist and every one of them weighs zero.
+
+    ``weights`` is what :func:`row_weights` returns (None passes).
+    """
+    if weights is None:
+        return
+    arrays = [part for parts in weights.values() for part in parts if len(part)]
+    if arrays and not any(part.any() for part in arrays):
+        raise ValueError(
+            f"{caller}: every sample weight is zero, so there is nothing to fit; give at "
+            "least one row a positive weight"
+        )

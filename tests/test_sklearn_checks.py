@@ -6,10 +6,10 @@ from sklearn.utils.estimator_checks import (
     parametrize_with_checks,
 )
 
-from skmetalstsq import TensorMapLstsq
+from skmetalstsq import TensorMapLstsq, TensorMapLstsqCV
 
 
-@parametrize_with_checks([TensorMapLstsq()])
+@parametrize_with_checks([TensorMapLstsq(), TensorMapLstsqCV()])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -19,3 +19,36 @@ def test_pandas_column_names():
     # expect feature_names_in_ to be kept and checked
     pytest.importorskip("pandas")
     check_dataframe_column_names_consistency("TensorMapLstsq", TensorMapLstsq())
+
+
+def test_cv_estimator_on_arrays_equals_grid_search():
+    # each row one entry: the scores and the choice of a GridSearchCV over the
+    # same candidates and folds, then a refit on every row
+    import numpy as np
+    import sklearn
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(60, 5)) * [1.0, 1.0, 1.0, 1e-4, 1e-7]
+    b = A @ rng.normal(size=5) + 0.01 * rng.normal(size=60)
+    w = rng.uniform(0.5, 2.0, 60)
+    rconds, alphas, cv = [1e-12, 1e-6, 1e-3], [0.0, 0.1], KFold(4)
+    model = TensorMapLstsqCV(rconds=rconds, alphas=alphas, cv=cv, fit_intercept=True)
+    model.fit(A, b, sample_weight=w)
+    with sklearn.config_context(enable_metadata_routing=True):
+        estimator = TensorMapLstsq(fit_intercept=True).set_fit_request(sample_weight=True)
+        estimator.set_score_request(sample_weight=True)
+        search = GridSearchCV(estimator, {"rcond": rconds, "alpha": alphas}, cv=cv)
+        search.fit(A, b, sample_weight=w)
+    np.testing.assert_allclose(
+        model.cv_results_["mean_test_score"], search.cv_results_["mean_test_score"], rtol=1e-8
+    )
+    assert model.cv_results_["params"] == search.cv_results_["params"]
+    assert model.best_index_ == search.best_index_
+    reference = TensorMapLstsq(
+        rcond=model.rcond_, alpha=model.alpha_, fit_intercept=True
+    ).fit(A, b, sample_weight=w)
+    np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-10)
+    np.testing.assert_allclose(model.intercept_, reference.intercept_, rtol=1e-10)
+    np.testing.assert_allclose(model.predict(A), reference.predict(A), rtol=1e-10)
+    assert model.n_features_in_ == 5

@@ -92,3 +92,43 @@ def test_held_out_errors_are_small_against_the_spread_of_the_data(soap):
 def test_validation_curve_and_parity_plots_are_drawn(soap):
     _, n_figures = soap
     assert n_figures == 2
+
+
+def _weighted_table(output):
+    """{(force weight, alpha): (energy error, force error)} of the printed table."""
+    rows = re.findall(r"^ *(\d[0-9.e+-]*) +(\d[0-9.e+-]*) +(\d+\.\d\d) +(\d+\.\d)$", output, re.M)
+    return {(float(w), float(a)): (float(e), float(f)) for w, a, e, f in rows}
+
+
+def test_force_weight_and_alpha_chosen_by_the_balanced_cross_validated_errors(soap):
+    output, _ = soap
+    weight, alpha = _number(r"chosen force weight ([0-9.e+-]+), alpha ([0-9.e+-]+)", output)
+    (n_candidates,) = _number(r"\((\d+) candidates", output)
+    table = _weighted_table(output)
+    assert len(table) == n_candidates > 1
+    assert (1.0, 0.0) in table  # the plain fit, the reference of the criterion
+    plain_energy, plain_forces = table[1.0, 0.0]
+    relative = {
+        candidate: energy / plain_energy + forces / plain_forces
+        for candidate, (energy, forces) in table.items()
+    }
+    # the printed errors are rounded: the choice is the smallest sum up to rounding
+    rounding = 0.005 / plain_energy + 0.05 / plain_forces
+    assert relative[weight, alpha] <= min(relative.values()) + 2 * rounding
+    assert relative[weight, alpha] < relative[1.0, 0.0]
+
+
+def test_weighted_fit_lowers_the_held_out_energy_error_at_little_cost_in_forces(soap):
+    output, _ = soap
+    (energy_rmse,) = _number(r"test energy RMSE: ([0-9.]+) meV/atom", output)
+    (force_rmse,) = _number(r"test force RMSE: ([0-9.]+) meV/Å", output)
+    energy_before, energy_after = _number(
+        r"test energy RMSE, before -> after: ([0-9.]+) -> ([0-9.]+) meV/atom", output
+    )
+    force_before, force_after = _number(
+        r"test force RMSE, before -> after: ([0-9.]+) -> ([0-9.]+) meV/Å", output
+    )
+    # "before" is the model of the earlier sections
+    assert (energy_before, force_before) == (energy_rmse, force_rmse)
+    assert 0 < energy_after < energy_before
+    assert 0 < force_after < 1.1 * force_before

@@ -854,6 +854,14 @@ def test_rcond_cuts_before_the_penalty(intercept, weighted):
     assert solve(make_system(a_parts, b_parts, weights, intercept, 10.0), rcond, None).rank == kept
 
 
+@pytest.mark.parametrize("driver", ["gelsd", "gelss"])
+def test_per_feature_penalties_of_zero_are_no_penalty(driver):
+    rng = np.random.default_rng(350)
+    a_parts, b_parts, a, b = random_parts(rng, [20], n_features=3, n_targets=1)
+    solution = solve(make_system(a_parts, b_parts, alpha=np.zeros(3)), RCOND, driver)
+    assert_solution(solution, gelsd(a, b))
+
+
 # ---------------------------------------------------------------------------------
 # intercepts
 # ---------------------------------------------------------------------------------
@@ -932,6 +940,21 @@ def test_intercept_of_a_block_without_rows_is_zero(backend, driver):
     solution = solve(system, RCOND, driver)
     np.testing.assert_array_equal(as_numpy(solution.weights), np.zeros((2, 3)))
     np.testing.assert_array_equal(as_numpy(solution.intercept), np.zeros(2))
+
+
+@pytest.mark.parametrize("driver", [None, "gelsd", "gelss"])
+def test_singular_values_of_a_wide_block_with_intercept_are_those_of_its_centred_rows(driver):
+    # 3 value rows, 5 features: the centred rows have min(3, 5) = 3 singular
+    # values, the last one 0 (centring takes a rank away), as numpy gives them
+    rng = np.random.default_rng(380)
+    a_parts, b_parts, _, _ = random_parts(rng, [3], n_features=5, n_targets=1)
+    solution = solve(make_system(a_parts, b_parts, intercept=True), RCOND, driver)
+    centred = a_parts[0] - a_parts[0].mean(0)
+    singular = np.linalg.svd(centred, compute_uv=False)
+    assert singular.shape == (3,)
+    np.testing.assert_allclose(solution.singular_values, singular, rtol=1e-10, atol=1e-12)
+    assert solution.rank == 2
+    assert_weights(solution, reference(a_parts, b_parts, intercept=True))
 
 
 def test_intercept_is_returned_in_the_data_dtype():
