@@ -7,6 +7,7 @@ from ._cv import TensorMapLstsqCV
 from ._estimator import TensorMapLstsq
 from ._indexed import IndexedTensorMap
 from .model_selection import cross_val_predict
+from .persistence import load, save
 from .preprocessing import TensorMapFunctionTransformer, TensorMapStandardScaler
 
 try:
@@ -22,8 +23,10 @@ __all__ = [
     "TensorMapStandardScaler",
     "cross_val_predict",
     "distributed",
+    "load",
     "metrics",
     "model_selection",
     "preprocessing",
+    "save",
     "__version__",
 ]

@@ -111,6 +111,70 @@ def _gesdd(matrix, compute_uv):
     return (u, s, vt) if compute_uv else s
 
 
+@lru_cache(maxsize=2)
+def _gelsd_function(prefix):
+    """scipy's ``?gelsd`` from ``scipy.linalg.cython_lapack``, as a ctypes function.
+
+    As for :func:`_gesdd_function`: scipy's binding holds the GIL, ctypes releases it.
+    """
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype = ctypes.c_void_p
+    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    capsule = cython_lapack.__pyx_capi__[prefix + "gelsd"]
+    address = get_pointer(capsule, get_name(capsule))
+    # m, n, nrhs, a, lda, b, ldb, s, rcond, rank, work, lwork, iwork, info
+    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 14)(address)
+
+
+def _gelsd(a, b, rcond):
+    """LAPACK ``dgelsd`` on float64 ``a`` (m, n) and ``b`` (m, k), without the GIL.
+
+    ``a`` is overwritten when it is Fortran-ordered float64. Returns
+    ``(solution of shape (n, k), rank, singular values)``: the minimum-norm
+    solution with singular values at most ``rcond`` times the largest cut.
+    """
+    m, n = a.shape
+    k = b.shape[1]
+    a = np.asarray(a, dtype=FACTOR_DTYPE, order="F")
+    rhs = np.zeros((max(m, n, 1), k), dtype=FACTOR_DTYPE, order="F")
+    rhs[:m] = b
+    s = np.empty(max(min(m, n), 1), dtype=FACTOR_DTYPE)
+    rank, info = ctypes.c_int(0), ctypes.c_int(0)
+    function = _gelsd_function("d")
+
+    def integer(value):
+        return ctypes.byref(ctypes.c_int(value))
+
+    def call(work, lwork, iwork):
+        function(
+            integer(m),
+            integer(n),
+            integer(k),
+            a.ctypes.data,
+            integer(max(m, 1)),
+            rhs.ctypes.data,
+            integer(rhs.shape[0]),
+            s.ctypes.data,
+            ctypes.byref(ctypes.c_double(rcond)),
+            ctypes.byref(rank),
+            work.ctypes.data,
+            integer(lwork),
+            iwork.ctypes.data,
+            ctypes.byref(info),
+        )
+
+    query, iquery = np.empty(1, dtype=FACTOR_DTYPE), np.empty(1, dtype=np.intc)
+    call(query, -1, iquery)
+    _check_info("gelsd", info.value)
+    work = np.empty(max(int(query[0]), 1), dtype=FACTOR_DTYPE)
+    iwork = np.empty(max(int(iquery[0]), 1), dtype=np.intc)
+    call(work, work.shape[0], iwork)
+    _check_info("gelsd", info.value)
+    return rhs[:n], int(rank.value), s[: min(m, n)]
+
+
 class NumpyBackend:
     """numpy arrays, solved with scipy's LAPACK only.
 
@@ -169,10 +233,12 @@ class NumpyBackend:
     @staticmethod
     def lstsq(a, b, rcond, driver):
         """LAPACK driver ``driver`` ("gelsd", "gelss", "gelsy") on Fortran-ordered
-        float64 ``a`` and ``b``, which are overwritten.
+        float64 ``a`` and ``b``, which are overwritten (``"gelsd"`` without the GIL).
 
         Returns ``(solution, rank, singular values or None)``.
         """
+        if driver == "gelsd":
+            return _gelsd(a, b, rcond)
         weights, _, rank, singular = scipy.linalg.lstsq(
             a,
             b,

@@ -42,9 +42,16 @@ from ._estimator import (
     check_gradient_weights,
 )
 from ._factors import Factor, factorize, fold_factors
-from ._indexed import IndexedTensorMap, check_same_entries, entry_positions
+from ._indexed import (
+    IndexedTensorMap,
+    check_same_entries,
+    entry_positions,
+    holds_torch_maps,
+    unwrap,
+)
 from ._parallel import SMALL_SOLVE_FLOPS, _balanced_groups, solve_cost, solve_systems
 from ._solvers import SVDFactorization
+from ._torch_maps import is_torch_map, type_name
 from ._validation import check_array_like, check_fit_inputs, resolve_device
 from ._weights import check_not_all_zero, row_weights
 from .metrics import SCORERS, TensorMapScorer
@@ -244,7 +251,7 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         for name, data in (("X", X), ("y", y)):
             _check_indexed(data, name, caller)
         check_same_entries(X, y, caller)
-        tensor_x, tensor_y = X.tensor, y.tensor
+        tensor_x, tensor_y = unwrap(X)[0], unwrap(y)[0]
         check_fit_inputs(tensor_x, tensor_y, caller)
         metric, gradient, custom = _resolve_scoring(self.scoring)
         if self.per_block and custom is not None:
@@ -296,6 +303,7 @@ class TensorMapLstsqCV(TensorMapLinearModel):
 
         choice = self._choose(candidates, keys, metric, results)
         solutions = _refit(systems, choice, candidates, self.n_jobs, self.verbose)
+        self._torch_maps = holds_torch_maps(X, y)
         self._set_solutions(tensor_x, tensor_y, solutions, y_ndim)
         return self
 
@@ -363,13 +371,14 @@ def _is_array_input(X, y):
 def _check_indexed(data, name, caller):
     if isinstance(data, IndexedTensorMap):
         return
-    if isinstance(data, TensorMap):
+    if isinstance(data, TensorMap) or is_torch_map(data):
+        kind = type_name(data) if is_torch_map(data) else "metatensor.TensorMap"
         raise TypeError(
-            f"{caller}: {name} is a metatensor.TensorMap, which cannot be split into "
+            f"{caller}: {name} is a {kind}, which cannot be split into "
             "folds; wrap X and y with skmetalstsq.IndexedTensorMap(tensor, 'system') "
             "(or another sample dimension) to cross-validate over its entries"
         )
-    raise TypeError(f"{caller}: {name} must be an IndexedTensorMap, got {type(data).__name__}")
+    raise TypeError(f"{caller}: {name} must be an IndexedTensorMap, got {type_name(data)}")
 
 
 def _resolve_scoring(scoring):
@@ -394,7 +403,7 @@ def _score_parts(X, gradient, caller):
     """For each block, the position of the scored rows among its row parts."""
     positions = []
     for key, block in X.items():
-        parameters = block.gradients_list()
+        parameters = gradient_parameters(block)
         if gradient is None:
             positions.append(0)
         elif gradient in parameters:

@@ -24,9 +24,10 @@ from ._blocks import (
     weights_block,
 )
 from ._factors import Factor, factorize
-from ._indexed import check_same_entries, unwrap
+from ._indexed import check_same_entries, holds_torch_maps, unwrap
 from ._parallel import single_threaded, solve_systems
 from ._solvers import DRIVERS, default_rcond, factor_solution
+from ._torch_maps import as_core, to_torch_map, type_name
 from ._validation import (
     check_array_like,
     check_fit_inputs,
@@ -324,6 +325,10 @@ class TensorMapLinearModel(RegressorMixin, BaseEstimator):
             intercept = _to_numpy(self.intercept_.block(0).values)[:, 0]
             self.coef_ = coef[0] if y_ndim == 1 else coef
             self.intercept_ = float(intercept[0]) if y_ndim == 1 else intercept
+        elif self.__dict__.get("_torch_maps", False):
+            # fitted on metatensor-torch TensorMaps: the same kind, tensors as solved
+            self.weights_ = to_torch_map(self.weights_)
+            self.intercept_ = to_torch_map(self.intercept_)
 
     def predict(self, X):
         """Predict the values and every gradient of each block of X.
@@ -350,7 +355,7 @@ class TensorMapLinearModel(RegressorMixin, BaseEstimator):
         if not hasattr(self, "coef_"):
             raise TypeError(
                 f"{caller}: fitted on TensorMaps, X must be a TensorMap or an "
-                f"IndexedTensorMap, got {type(X).__name__}"
+                f"IndexedTensorMap, got {type_name(X)}"
             )
         check_array_like(X, caller, "X")
         X = validate_data(self, X, reset=False)
@@ -360,15 +365,16 @@ class TensorMapLinearModel(RegressorMixin, BaseEstimator):
         """Predictions for a TensorMap (see :meth:`predict`)."""
         if hasattr(self, "coef_"):
             raise TypeError(f"{caller}: fitted on arrays, cannot predict a TensorMap")
-        positions = check_predict_input(tensor, self.weights_, caller, check_arrays)
+        weights_map, intercept_map = as_core(self.weights_), as_core(self.intercept_)
+        positions = check_predict_input(tensor, weights_map, caller, check_arrays)
         blocks = []
         for position, block in zip(positions, tensor.blocks()):
-            weights = self.weights_.block(position)
+            weights = weights_map.block(position)
             like = block.values
             if not is_floating(like):
                 # integer features: predict in float64, not in their dtype
                 like = convert(like[:0], dtype=np.dtype(np.float64))
-            intercept = convert_like(self.intercept_.block(position).values[:, 0], like)
+            intercept = convert_like(intercept_map.block(position).values[:, 0], like)
             blocks.append(
                 predict_block(block, convert_like(weights.values, like), weights.samples, intercept)
             )
@@ -400,6 +406,7 @@ class TensorMapLinearModel(RegressorMixin, BaseEstimator):
             X_tensor, y_tensor = unwrap(X)[0], unwrap(y)[0]
             # checks X's arrays too, so the prediction does not check them again
             check_fit_inputs(X_tensor, y_tensor, caller)
+            row_weights(sample_weight, y, caller)  # its errors name this caller
             y_pred = unwrap(y)[1](self._predict_tensor(X_tensor, caller, check_arrays=False))
             return r2(y, y_pred, sample_weight=sample_weight)
         y_pred = self.predict(X)
@@ -412,17 +419,35 @@ class TensorMapLinearModel(RegressorMixin, BaseEstimator):
         weights = None if weights is None else _one_block_tensor_weights(weights, y_tensor)
         return r2(y_tensor, array_to_tensor(y_pred.reshape(len(y), -1)), sample_weight=weights)
 
+    def to_module(self):
+        """A TorchScript-compatible ``torch.nn.Module`` predicting as :meth:`predict`.
+
+        See :func:`skmetalstsq.export.to_module` (which also folds a fitted
+        Pipeline's scalers into the weights).
+
+        Returns
+        -------
+        torch.nn.Module
+            Its ``forward`` takes and returns a metatensor.torch.TensorMap.
+        """
+        from .export import to_module
+
+        return to_module(self)
+
     def __getstate__(self):
         state = dict(super().__getstate__())
         for name in ("weights_", "intercept_"):
-            if isinstance(state.get(name), TensorMap):
-                state[name] = tensor_to_state(state[name])
+            value = as_core(state.get(name))
+            if isinstance(value, TensorMap):
+                state[name] = tensor_to_state(value)
         return state
 
     def __setstate__(self, state):
         for name in ("weights_", "intercept_"):
             if isinstance(state.get(name), dict):
                 state[name] = tensor_from_state(state[name])
+                if state.get("_torch_maps", False):
+                    state[name] = to_torch_map(state[name])
         super().__setstate__(state)
 
     def __sklearn_tags__(self):
@@ -498,14 +523,16 @@ class TensorMapLstsq(TensorMapLinearModel):
 
     Attributes
     ----------
-    weights_ : metatensor.TensorMap
+    weights_ : metatensor.TensorMap or metatensor.torch.TensorMap
         One block per key of X, with samples = y's properties and properties =
         X's properties, no components (the layout of ``metatensor.lstsq``).
         Numpy arrays after a numpy solve, torch tensors on the device after a
-        torch solve, in the data's dtype.
-    intercept_ : metatensor.TensorMap or numpy.ndarray or float
+        torch solve, in the data's dtype. A metatensor.torch.TensorMap after a
+        fit where X or y is one (or an IndexedTensorMap of one).
+    intercept_ : metatensor.TensorMap, metatensor.torch.TensorMap, numpy.ndarray or float
         One block per key with the samples of ``weights_`` and one property
-        ``intercept`` (zeros without ``fit_intercept``). After a fit on plain
+        ``intercept`` (zeros without ``fit_intercept``), of the kind of
+        ``weights_``. After a fit on plain
         arrays, as in ``sklearn.linear_model.LinearRegression``: an array of
         shape (n_targets,), or a float for a 1-D y.
     rank_ : dict
@@ -642,8 +669,10 @@ class TensorMapLstsq(TensorMapLinearModel):
         caller = "TensorMapLstsq.fit"
         for stale in ("coef_", "n_features_in_", "feature_names_in_", "factors_"):
             self.__dict__.pop(stale, None)
+        torch_maps = holds_torch_maps(X, y)
         X, y, systems, y_ndim = self._systems(X, y, sample_weight, caller)
         solutions = solve_systems(systems, self.rcond, self.driver, self.n_jobs, self.verbose)
+        self._torch_maps = torch_maps
         self._set_solutions(X, y, solutions, y_ndim)
         return self
 
@@ -681,6 +710,7 @@ class TensorMapLstsq(TensorMapLinearModel):
         batch = self._factor_batch(X, y, sample_weight, caller, reset=first)
         if not first:
             batch = merge_partial_states(self._partial_state(), batch, caller)
+        self._torch_maps = holds_torch_maps(X, y)
         self._solve_factors(batch, caller)
         return self
 

@@ -43,6 +43,12 @@ def chunk_rows_for(width):
     return max(CHUNK_ROWS, 4 * width)
 
 
+def spans_chunks(system):
+    """Whether the rows of ``system`` are factorised in more than one row chunk."""
+    width = int(system.intercept) + system.n_features + system.n_targets
+    return system.n_rows > chunk_rows_for(width)
+
+
 @dataclass
 class Factor:
     """Triangular factor of one block's weighted, stacked ``[1 | A | B]``.

@@ -7,6 +7,7 @@ from metatensor import Labels, TensorBlock, TensorMap
 
 from ._backends import array_library
 from ._blocks import key_text, tensor_from_state, tensor_to_state
+from ._torch_maps import is_torch_map, to_core, to_torch_map, type_name
 
 
 class IndexedTensorMap:
@@ -20,7 +21,7 @@ class IndexedTensorMap:
 
     Parameters
     ----------
-    tensor : metatensor.TensorMap
+    tensor : metatensor.TensorMap or metatensor.torch.TensorMap
         Every block must have the sample dimension ``sample``. Gradient samples
         must start with ``"sample"``, as metatensor requires.
     sample : str, default="system"
@@ -28,8 +29,10 @@ class IndexedTensorMap:
 
     Attributes
     ----------
-    tensor : metatensor.TensorMap
-        The wrapped TensorMap.
+    tensor : metatensor.TensorMap or metatensor.torch.TensorMap
+        The wrapped TensorMap, of the kind given: after ``X[index]``, and in
+        what estimators and transformers return for X, a
+        metatensor.torch.TensorMap when X wraps one.
     sample : str
         The sample dimension.
     entries : numpy.ndarray of shape (n_entries,)
@@ -68,6 +71,10 @@ class IndexedTensorMap:
       tensors keep their dtype and device.
     - ``numpy.asarray`` of an IndexedTensorMap raises TypeError rather than
       making an object array; use ``.tensor``.
+    - A metatensor.torch.TensorMap is held as a metatensor.TensorMap of the
+      same torch tensors (no copy), which is what indexing slices; ``.tensor``
+      converts it back (the same tensors again) when read. Pickling keeps the
+      kind.
 
     Examples
     --------
@@ -84,10 +91,13 @@ class IndexedTensorMap:
     """
 
     def __init__(self, tensor, sample="system"):
+        torch_map = tensor if is_torch_map(tensor) else None
+        if torch_map is not None:
+            tensor = to_core(torch_map)
         if not isinstance(tensor, TensorMap):
             raise TypeError(
-                f"IndexedTensorMap: tensor must be a metatensor.TensorMap, got "
-                f"{type(tensor).__name__}"
+                f"IndexedTensorMap: tensor must be a metatensor.TensorMap or a "
+                f"metatensor.torch.TensorMap, got {type_name(tensor)}"
             )
         if not isinstance(sample, str):
             raise TypeError(
@@ -102,20 +112,37 @@ class IndexedTensorMap:
                     f"'{sample}' (its samples are {block.samples.names})"
                 )
             columns.append(np.asarray(block.samples.column(sample)))
-        self.tensor = tensor
+        self._core = tensor
+        self._torch_map = torch_map
+        self._is_torch = torch_map is not None
         self.sample = sample
         self.entries = np.unique(np.concatenate(columns)) if columns else np.array([], np.int32)
         self._positions_cache = None
 
     @classmethod
-    def _from_parts(cls, tensor, sample, entries):
-        """An IndexedTensorMap whose entries are already known (no checks)."""
+    def _from_parts(cls, tensor, sample, entries, is_torch=False):
+        """An IndexedTensorMap whose entries are already known (no checks).
+
+        ``tensor`` is a metatensor.TensorMap; ``is_torch`` says whether
+        ``.tensor`` gives it as a metatensor.torch.TensorMap.
+        """
         indexed = cls.__new__(cls)
-        indexed.tensor = tensor
+        indexed._core = tensor
+        indexed._torch_map = None
+        indexed._is_torch = is_torch
         indexed.sample = sample
         indexed.entries = entries
         indexed._positions_cache = None
         return indexed
+
+    @property
+    def tensor(self):
+        """The wrapped TensorMap, of the kind given (see the class Attributes)."""
+        if not self._is_torch:
+            return self._core
+        if self._torch_map is None:
+            self._torch_map = to_torch_map(self._core)
+        return self._torch_map
 
     @property
     def shape(self):
@@ -128,7 +155,7 @@ class IndexedTensorMap:
     def __repr__(self):
         return (
             f"IndexedTensorMap({len(self)} entries of '{self.sample}', "
-            f"{len(self.tensor.keys)} blocks)"
+            f"{len(self._core.keys)} blocks)"
         )
 
     def __array__(self, dtype=None, copy=None):
@@ -214,37 +241,48 @@ class IndexedTensorMap:
             return self
         keep = np.zeros(len(self), dtype=bool)
         keep[positions] = True
-        tensor = self.tensor
+        tensor = self._core
         if len(positions) != len(self):
             blocks = [
                 _slice_block(block, keep[block_positions])
-                for block, block_positions in zip(self.tensor.blocks(), self._block_positions())
+                for block, block_positions in zip(self._core.blocks(), self._block_positions())
             ]
-            tensor = TensorMap(self.tensor.keys, blocks)
-        return IndexedTensorMap._from_parts(tensor, self.sample, self.entries[positions])
+            tensor = TensorMap(self._core.keys, blocks)
+        return IndexedTensorMap._from_parts(
+            tensor, self.sample, self.entries[positions], self._is_torch
+        )
 
     def _block_positions(self):
         """For each block, the position in ``entries`` of each of its samples."""
         if self._positions_cache is None:
             self._positions_cache = [
                 entry_positions(self.entries, block.samples.column(self.sample))
-                for block in self.tensor.blocks()
+                for block in self._core.blocks()
             ]
         return self._positions_cache
 
     def with_tensor(self, tensor):
-        """A new IndexedTensorMap over ``tensor``, by the same sample dimension."""
-        return IndexedTensorMap(tensor, self.sample)
+        """A new IndexedTensorMap over ``tensor``, by the same sample dimension.
+
+        Its ``.tensor`` is a metatensor.torch.TensorMap when this one's is, or
+        when ``tensor`` is one.
+        """
+        indexed = IndexedTensorMap(tensor, self.sample)
+        indexed._is_torch = indexed._is_torch or self._is_torch
+        return indexed
 
     def __getstate__(self):
         return {
-            "tensor": tensor_to_state(self.tensor),
+            "tensor": tensor_to_state(self._core),
             "sample": self.sample,
             "entries": self.entries,
+            "torch": self._is_torch,
         }
 
     def __setstate__(self, state):
-        self.tensor = tensor_from_state(state["tensor"])
+        self._core = tensor_from_state(state["tensor"])
+        self._torch_map = None
+        self._is_torch = state.get("torch", False)
         self.sample = state["sample"]
         self.entries = state["entries"]
         self._positions_cache = None
@@ -310,20 +348,33 @@ def _slice_block(block, keep):
 
 
 def unwrap(data):
-    """The TensorMap behind ``data``, and a function to wrap a result likewise.
+    """The metatensor.TensorMap behind ``data``, and a function to wrap a result likewise.
 
     Parameters
     ----------
-    data : TensorMap or IndexedTensorMap or anything else
+    data : TensorMap, metatensor.torch.TensorMap, IndexedTensorMap or anything else
 
     Returns
     -------
-    tensor, wrap : the TensorMap (or ``data`` itself when it is not indexed) and
-        a function mapping a TensorMap to the kind ``data`` was.
+    tensor, wrap : the metatensor.TensorMap (the core view of a metatensor-torch
+        one, holding the same tensors; ``data`` itself when it is neither
+        indexed nor a metatensor-torch map) and a function mapping a
+        metatensor.TensorMap to the kind ``data`` was.
     """
     if isinstance(data, IndexedTensorMap):
-        return data.tensor, data.with_tensor
+        return data._core, data.with_tensor
+    if is_torch_map(data):
+        return to_core(data), to_torch_map
     return data, _identity
+
+
+def holds_torch_maps(*data):
+    """Whether any of ``data`` is a metatensor.torch.TensorMap or an
+    IndexedTensorMap of one (its results are then given as such)."""
+    return any(
+        (isinstance(item, IndexedTensorMap) and item._is_torch) or is_torch_map(item)
+        for item in data
+    )
 
 
 def _identity(tensor):

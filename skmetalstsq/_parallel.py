@@ -38,18 +38,12 @@ from joblib.parallel import get_active_backend
 from threadpoolctl import ThreadpoolController
 
 from ._backends import Workspace
-from ._factors import chunk_rows_for
+from ._factors import spans_chunks
 from ._solvers import solve, uses_factor
 
 #: Blocks cheaper than this many floating-point operations are solved in groups,
 #: one pool task per group, so that hundreds of small blocks cost a few tasks.
 SMALL_SOLVE_FLOPS = 5e7
-
-
-def is_tall(system):
-    """Whether the factor of ``system`` is computed in several row chunks."""
-    width = int(system.intercept) + system.n_features + system.n_targets
-    return system.n_rows > chunk_rows_for(width)
 
 
 def solve_cost(system):
@@ -109,13 +103,15 @@ def _process_wide_setter(lib):
     silently ignores the others: a fit from a thread pool or a Jupyter callback
     would keep BLAS multi-threaded. OpenBLAS's own ``openblas_set_num_threads``
     (found under the prefix and suffix threadpoolctl reads the count with) sets
-    it from any thread.
+    it from any thread. Older threadpoolctl versions, whose controllers have no
+    ``dynlib``, have no such rule either and set it themselves.
     """
-    if lib.internal_api == "openblas":
+    library = getattr(lib, "dynlib", None)
+    if lib.internal_api == "openblas" and library is not None:
         for prefix in ("", "scipy_"):
             for suffix in ("", "64_", "_64"):
-                if hasattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}"):
-                    return getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}")
+                if hasattr(library, f"{prefix}openblas_get_num_threads{suffix}"):
+                    return getattr(library, f"{prefix}openblas_set_num_threads{suffix}")
     return lib.set_num_threads
 
 
@@ -146,8 +142,7 @@ def _thread_counts(torch_imported):
     Returns
     -------
     process_wide : list of (get, set) functions
-        One count for the whole process each; torch's own, where the MKL built
-        into torch is not found.
+        One count for the whole process each.
     per_thread : ThreadpoolController
         The libraries counting threads per calling thread.
     mkl_local : function or None
@@ -162,32 +157,35 @@ def _thread_counts(torch_imported):
     per_thread = controller.select(
         filepath=[lib.filepath for lib in controller.lib_controllers if _counts_per_thread(lib)]
     )
-    mkl_local = None
-    if torch_imported:
-        mkl_local = _torch_mkl_local()
-        if mkl_local is None:  # pragma: no cover - torch builds without MKL's symbols
-            torch = sys.modules["torch"]
-            process_wide.append((torch.get_num_threads, torch.set_num_threads))
-    return process_wide, per_thread, mkl_local
+    return process_wide, per_thread, _torch_mkl_local() if torch_imported else None
 
 
 @contextmanager
 def _torch_single_threaded(torch, mkl_local):
-    """torch's MKL on one thread in the calling thread, its own count restored on exit.
+    """torch's MKL on one thread in the calling thread, restored on exit.
 
     A thread's first call to torch sets its OpenMP and MKL counts from
     ``torch.set_num_threads``' value, over any limit: that call is made here,
-    before the limits are set.
+    before the limits are set. Where torch's MKL is not found,
+    ``torch.set_num_threads`` sets this thread's counts, and torch's default for
+    threads that have not used torch yet, which each thread sets back to its own
+    count on exit.
     """
+    if torch is None:
+        yield
+        return
     previous = None if mkl_local is None else mkl_local(1)
-    if torch is not None:
-        torch.get_num_threads()
-    if mkl_local is not None:
+    threads = torch.get_num_threads()
+    if mkl_local is None:
+        torch.set_num_threads(1)
+    else:
         mkl_local(1)
     try:
         yield
     finally:
-        if mkl_local is not None:
+        if mkl_local is None:
+            torch.set_num_threads(threads)
+        else:
             mkl_local(previous)
 
 
@@ -306,7 +304,7 @@ def _solve_in_pool(systems, rcond, driver, verbose, n_threads):
     tall = [
         i
         for i, system in enumerate(systems)
-        if system.device_type == "cpu" and uses_factor(driver, "cpu") and is_tall(system)
+        if system.device_type == "cpu" and uses_factor(driver, "cpu") and spans_chunks(system)
     ]
     others = sorted(set(range(n_systems)) - set(tall))
     with single_threaded(), ThreadPoolExecutor(n_threads) as pool:
@@ -375,7 +373,7 @@ def solve_systems(systems, rcond, driver, n_jobs=None, verbose=0):
         # one worker, or joblib's threads: this process's own pool of threads
         on_cpu = all(system.device_type == "cpu" for system in systems)
         n_threads = (blas_threads() if n_jobs == 1 else n_jobs) if on_cpu else 1
-        tall = uses_factor(driver, "cpu") and any(is_tall(system) for system in systems)
+        tall = uses_factor(driver, "cpu") and any(spans_chunks(system) for system in systems)
         if n_threads > 1 and (len(systems) > 1 or tall):
             return _solve_in_pool(systems, rcond, driver, verbose, n_threads)
         indices = list(range(len(systems)))

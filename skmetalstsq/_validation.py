@@ -6,6 +6,7 @@ from metatensor import TensorMap
 
 from ._backends import array_library
 from ._blocks import blocks_in_order, key_text
+from ._torch_maps import type_name
 
 
 def check_is_tensor_map(tensor, caller, name):
@@ -13,7 +14,7 @@ def check_is_tensor_map(tensor, caller, name):
     if not isinstance(tensor, TensorMap):
         raise TypeError(
             f"{caller}: {name} must be a metatensor.TensorMap, an IndexedTensorMap or "
-            f"a 2-D array, got {type(tensor).__name__}"
+            f"a 2-D array, got {type_name(tensor)}"
         )
 
 
@@ -30,7 +31,7 @@ def check_array_like(data, caller, name):
         return
     raise TypeError(
         f"{caller}: {name} must be a metatensor.TensorMap, an IndexedTensorMap or "
-        f"a 2-D array, got {type(data).__name__}"
+        f"a 2-D array, got {type_name(data)}"
     )
 
 

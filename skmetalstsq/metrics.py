@@ -17,6 +17,12 @@ properties of a row); see :func:`rmse` for the kinds it accepts.
 import sys
 
 import numpy as np
+from sklearn.utils._metadata_requests import (
+    MetadataRequest,
+    _MetadataRequester,
+    _routing_enabled,
+    get_routing_for_object,
+)
 
 from ._backends import array_library
 from ._blocks import blocks_in_order, key_text, key_tuple
@@ -436,11 +442,37 @@ def _short_name(name):
     return _SKLEARN_NAMES.get(name, name)
 
 
-class TensorMapScorer:
+class TensorMapScorer(_MetadataRequester):
     """A scikit-learn scorer ``(estimator, X, y, sample_weight=None) -> float`` on TensorMaps.
 
-    Made by :func:`scorer`; picklable, so it works with ``n_jobs`` in searches.
+    Made by :func:`scorer`; picklable, so it works with ``n_jobs`` in searches. With
+    ``sklearn.set_config(enable_metadata_routing=True)``,
+    ``set_score_request(sample_weight=True)`` has searches route the weights to
+    it, as for scikit-learn's own scorers.
     """
+
+    def set_score_request(self, *, sample_weight=None):
+        """Request ``sample_weight`` (True, False, None or an alias) when routing.
+
+        Returns
+        -------
+        self : TensorMapScorer
+        """
+        if not _routing_enabled():
+            raise RuntimeError(
+                "set_score_request is only available when metadata routing is enabled: "
+                "sklearn.set_config(enable_metadata_routing=True)"
+            )
+        self._metadata_request = MetadataRequest(owner=self)
+        self._metadata_request.score.add_request(param="sample_weight", alias=sample_weight)
+        return self
+
+    def _get_metadata_request(self):
+        if hasattr(self, "_metadata_request"):
+            return get_routing_for_object(self._metadata_request)
+        requests = MetadataRequest(owner=self)
+        requests.score.add_request(param="sample_weight", alias=None)
+        return requests
 
     def __init__(self, name, gradient=None):
         self.name = name

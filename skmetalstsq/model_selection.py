@@ -15,7 +15,8 @@ from sklearn.model_selection import check_cv
 
 from ._backends import array_library
 from ._blocks import key_text
-from ._indexed import IndexedTensorMap, check_same_entries
+from ._indexed import IndexedTensorMap, check_same_entries, unwrap
+from ._torch_maps import is_torch_map, type_name
 
 __all__ = ["cross_val_predict"]
 
@@ -23,11 +24,11 @@ __all__ = ["cross_val_predict"]
 def _as_indexed(data, sample, caller, name):
     if isinstance(data, IndexedTensorMap):
         return data
-    if isinstance(data, TensorMap):
+    if isinstance(data, TensorMap) or is_torch_map(data):
         return IndexedTensorMap(data, sample)
     raise TypeError(
         f"{caller}: {name} must be a metatensor.TensorMap or an IndexedTensorMap, "
-        f"got {type(data).__name__}"
+        f"got {type_name(data)}"
     )
 
 
@@ -54,10 +55,10 @@ def _fit_and_predict(estimator, X, y, train, test):
     if isinstance(predicted, IndexedTensorMap):
         # an IndexedTensorMap pickles as plain arrays on the way back from a worker
         return predicted
-    if not isinstance(predicted, TensorMap):
+    if not (isinstance(predicted, TensorMap) or is_torch_map(predicted)):
         raise TypeError(
             "cross_val_predict: the estimator's predict must return a TensorMap or an "
-            f"IndexedTensorMap, got {type(predicted).__name__}"
+            f"IndexedTensorMap, got {type_name(predicted)}"
         )
     return predicted
 
@@ -222,8 +223,9 @@ def cross_val_predict(
 
     Returns
     -------
-    y_pred : metatensor.TensorMap or IndexedTensorMap
-        An IndexedTensorMap when ``X`` is one, else a TensorMap; keys, samples,
+    y_pred : metatensor.TensorMap, metatensor.torch.TensorMap or IndexedTensorMap
+        Of the kind of ``X``: an IndexedTensorMap when ``X`` is one, else a
+        TensorMap (a metatensor.torch.TensorMap for one); keys, samples,
         components and gradient samples of ``y``, properties of the
         predictions, arrays of the predictions' library, device and dtype.
 
@@ -256,7 +258,7 @@ def cross_val_predict(
     True
     """
     caller = "cross_val_predict"
-    return_indexed = isinstance(X, IndexedTensorMap)
+    wrap = unwrap(X)[1]  # the result is given as the kind of X
     X = _as_indexed(X, sample, caller, "X")
     y = _as_indexed(y, X.sample, caller, "y")
     check_same_entries(X, y, caller)
@@ -266,6 +268,5 @@ def cross_val_predict(
     predictions = Parallel(n_jobs=n_jobs, verbose=verbose)(
         delayed(_fit_and_predict)(clone(estimator), X, y, train, test) for train, test in splits
     )
-    predictions = [p.tensor if isinstance(p, IndexedTensorMap) else p for p in predictions]
-    result = _assemble(predictions, y.tensor)
-    return X.with_tensor(result) if return_indexed else result
+    result = _assemble([unwrap(p)[0] for p in predictions], unwrap(y)[0])
+    return wrap(result)

@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._backends import array_library, convert_like
 from ._blocks import key_text
 from ._indexed import IndexedTensorMap, unwrap
+from ._torch_maps import as_core, type_name
 from ._validation import (
     check_block_arrays,
     check_is_tensor_map,
@@ -288,7 +289,10 @@ class TensorMapFunctionTransformer(TransformerMixin, BaseEstimator):
     ----------
     func : callable or None, default=None
         Called as ``func(tensor, **kw_args)`` with a metatensor.TensorMap, must
-        return a metatensor.TensorMap. None is the identity. Use a module-level
+        return a metatensor.TensorMap. When X is (or wraps) a
+        metatensor.torch.TensorMap, ``tensor`` is one too (use
+        ``metatensor.torch``'s operations) and may return either kind; the
+        result is given back as the kind of X. None is the identity. Use a module-level
         function (e.g. :func:`metatensor.sum_over_samples`) so that the
         transformer pickles for worker processes.
     kw_args : dict or None, default=None
@@ -362,19 +366,21 @@ class TensorMapFunctionTransformer(TransformerMixin, BaseEstimator):
         X_new : same kind as X
         """
         caller = "TensorMapFunctionTransformer.transform"
-        tensor = unwrap(X)[0]
+        tensor, wrap = unwrap(X)
         check_is_tensor_map(tensor, caller, "X")
         if self.func is None:
             return X
         name = getattr(self.func, "__name__", repr(self.func))
-        result = self.func(tensor, **(self.kw_args or {}))
+        # func sees the kind of TensorMap given (metatensor-torch for metatensor-torch)
+        given = X.tensor if isinstance(X, IndexedTensorMap) else X
+        result = as_core(self.func(given, **(self.kw_args or {})))
         if not isinstance(result, TensorMap):
             raise TypeError(
                 f"{caller}: func must return a metatensor.TensorMap, {name} returned "
-                f"{type(result).__name__}"
+                f"{type_name(result)}"
             )
         if not isinstance(X, IndexedTensorMap):
-            return result
+            return wrap(result)
         for key, block in result.items():
             if X.sample not in block.samples.names:
                 raise ValueError(

@@ -129,8 +129,9 @@ def weighted_stack(a_parts, b_parts, row_weights=None, intercept=False):
     if intercept:
         total = weights[0].sum()
         if total > 0:
-            x_mean = weights[0] @ a_parts[0] / total
-            y_mean = weights[0] @ b_parts[0] / total
+            # normalised first: the mean of one row (of weight > 0) is that row
+            x_mean = (weights[0] / total) @ a_parts[0]
+            y_mean = (weights[0] / total) @ b_parts[0]
         else:
             x_mean = np.zeros(a_parts[0].shape[1])
             y_mean = np.zeros(b_parts[0].shape[1])
@@ -942,17 +943,37 @@ def test_intercept_of_a_block_without_rows_is_zero(backend, driver):
     np.testing.assert_array_equal(as_numpy(solution.intercept), np.zeros(2))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("driver", ALL_DRIVERS)
+@pytest.mark.parametrize("weights", [[0.37], [[0.37, 0.0]]])
+def test_one_weighted_value_row_with_an_intercept_gives_zero_weights(backend, driver, weights):
+    # the centred value rows are exactly zero: the weights are 0 and the
+    # intercept is the value row's y, for every driver
+    a = np.array([[0.3, -1.1, 2.0, 0.7], [5.0, 1.0, -3.0, 2.0]])[: len(np.ravel(weights))]
+    b = np.array([[1.5, -0.2], [3.0, 1.0]])[: len(a)]
+    row_weights = [np.asarray(weights, dtype=float).ravel()]
+    system = backend_system(backend, [a], [b], row_weights=row_weights, intercept=True)
+    solution = solve(system, RCOND, driver)
+    np.testing.assert_allclose(as_numpy(solution.weights), np.zeros((2, 4)), atol=1e-12)
+    np.testing.assert_allclose(as_numpy(solution.intercept), b[0], rtol=1e-12)
+    if driver != "gels":
+        assert solution.rank == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("driver", [None, "gelsd", "gelss"])
-def test_singular_values_of_a_wide_block_with_intercept_are_those_of_its_centred_rows(driver):
+def test_singular_values_of_a_wide_block_with_intercept_are_those_of_its_centred_rows(
+    backend, driver
+):
     # 3 value rows, 5 features: the centred rows have min(3, 5) = 3 singular
     # values, the last one 0 (centring takes a rank away), as numpy gives them
     rng = np.random.default_rng(380)
     a_parts, b_parts, _, _ = random_parts(rng, [3], n_features=5, n_targets=1)
-    solution = solve(make_system(a_parts, b_parts, intercept=True), RCOND, driver)
+    solution = solve(backend_system(backend, a_parts, b_parts, intercept=True), RCOND, driver)
     centred = a_parts[0] - a_parts[0].mean(0)
     singular = np.linalg.svd(centred, compute_uv=False)
     assert singular.shape == (3,)
-    np.testing.assert_allclose(solution.singular_values, singular, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(as_numpy(solution.singular_values), singular, rtol=1e-10, atol=1e-12)
     assert solution.rank == 2
     assert_weights(solution, reference(a_parts, b_parts, intercept=True))
 

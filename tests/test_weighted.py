@@ -24,6 +24,7 @@ from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+import skmetalstsq._estimator
 from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV, metrics
 
 DRIVERS = [None, "gelsd", "gelss", "gelsy", "gels"]
@@ -772,7 +773,6 @@ BAD_ALPHAS = {
 def test_bad_alpha(pair, case, monkeypatch):
     X, y = pair
     make_alpha, error, message = BAD_ALPHAS[case]
-    import skmetalstsq._estimator
 
     def no_solve(*args, **kwargs):
         raise AssertionError("solved before alpha was checked")

@@ -1,0 +1,983 @@
+"""Saving estimators to one file that loading cannot turn into running code.
+
+:func:`save` writes, and :func:`load` reads, a zip archive whose members are stored
+uncompressed:
+
+``manifest.json``
+    The format's name (:data:`FORMAT`) and version (:data:`FORMAT_VERSION`), the
+    versions of the libraries that wrote it (for information only), the estimator as
+    a tree of JSON values (its class, hyperparameters and fitted attributes), and the
+    SHA-256 digest of every other member.
+``tensors/<n>.mts``
+    One per TensorMap of the estimator (``weights_``, ``intercept_``, a scaler's
+    ``mean_``, ``var_`` and ``scale_``, a TensorMap ``alpha``), written by
+    :func:`metatensor.save` with numpy arrays.
+``arrays/<dtype>.mts``
+    Every other array (``coef_``, singular values, the columns of ``cv_results_``,
+    the triangular factors of partial fits, ...), one TensorMap per dtype holding one
+    block per array (key ``array``, values reshaped to two dimensions).
+
+For every array the manifest records its dtype, shape and memory order (the order of
+its axes in memory), its library (numpy or torch) and, for torch, its device: torch
+tensors are stored as numpy arrays and turned back into tensors of the same dtype, on
+the same device, with the same strides, so that a loaded estimator predicts bit for
+bit as the saved one.
+
+Loading only builds the classes of :data:`CLASSES` (with their constructors, which
+only store their arguments), the dataclasses of a partial fit's state, Labels,
+TensorMaps (metatensor's, or metatensor-torch's for a model fitted on those), numpy
+arrays and torch tensors, from JSON values and from arrays read by
+metatensor's own loader. Nothing in the file names a function, a module or a class
+outside these tables, so a tampered or foreign file can make :func:`load` fail, never
+run code.
+"""
+
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import zipfile
+from dataclasses import fields
+
+import metatensor
+import metatensor.io
+import numpy as np
+from metatensor import Labels, TensorBlock, TensorMap
+from sklearn.base import BaseEstimator
+from sklearn.pipeline import Pipeline
+
+from ._cv import TensorMapLstsqCV
+from ._estimator import BatchLayout, PartialBlock, TensorMapLstsq
+from ._factors import Factor
+from ._torch_maps import as_core, is_torch_map, to_torch_map
+from .metrics import TensorMapScorer, scorer
+from .preprocessing import TensorMapStandardScaler
+
+__all__ = ["load", "save"]
+
+#: The format's name, the first thing :func:`load` checks in the manifest.
+FORMAT = "skmetalstsq-model"
+
+#: The version of the format written by :func:`save`; :func:`load` reads versions up
+#: to this one.
+FORMAT_VERSION = 1
+
+#: The name of the manifest member.
+MANIFEST = "manifest.json"
+
+#: The classes a model file may hold, by the name the manifest gives them.
+CLASSES = {
+    "skmetalstsq.TensorMapLstsq": TensorMapLstsq,
+    "skmetalstsq.TensorMapLstsqCV": TensorMapLstsqCV,
+    "skmetalstsq.TensorMapStandardScaler": TensorMapStandardScaler,
+    "sklearn.pipeline.Pipeline": Pipeline,
+}
+
+#: The dataclasses of a partial fit's state (``factors_``), by name.
+RECORDS = {"Factor": Factor, "BatchLayout": BatchLayout, "PartialBlock": PartialBlock}
+
+#: The dtypes of stored arrays.
+ARRAY_DTYPES = (
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+)
+
+_SAVE = "skmetalstsq.save"
+_LOAD = "skmetalstsq.load"
+
+#: the date of every member, so that one estimator always gives the same bytes
+_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+# ---------------------------------------------------------------------------------
+# save
+# ---------------------------------------------------------------------------------
+
+
+def save(path, estimator):
+    """Save an estimator to one file that :func:`load` reads without running code.
+
+    The file is a zip archive: a ``manifest.json`` with the estimator's class,
+    hyperparameters and fitted metadata as JSON, and its arrays as metatensor
+    ``.mts`` TensorMaps (numpy arrays; torch tensors are stored as numpy arrays with
+    their dtype and device recorded, and restored as torch tensors by :func:`load`).
+    Everything is checked and encoded before the file is opened; the estimator is
+    not changed.
+
+    Parameters
+    ----------
+    path : str, path-like or binary file object
+        Where to write. The file is overwritten. Any name works; it is a zip
+        archive, which ``unzip -l`` lists.
+    estimator : TensorMapLstsq, TensorMapLstsqCV, TensorMapStandardScaler or Pipeline
+        Fitted or not. A Pipeline (``sklearn.pipeline.Pipeline``) must have steps
+        of these classes (or ``"passthrough"`` / None). Hyperparameters must be
+        None, bool, int, float, str, lists, tuples and dicts of these, numpy
+        arrays, torch tensors or devices, TensorMaps (e.g. ``alpha``) or scorers
+        of :func:`skmetalstsq.metrics.scorer`.
+
+    Raises
+    ------
+    TypeError
+        For another class (subclasses and TensorMapFunctionTransformer included),
+        a hyperparameter or attribute that cannot be stored without storing code
+        (a callable ``scoring``, a ``cv`` splitter object, ...), or an attribute
+        that is neither fitted state (ending in ``_``) nor known. The message
+        names the estimator, the step of a Pipeline and the parameter.
+
+    See Also
+    --------
+    load : the estimator back from the file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import skmetalstsq
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
+    >>> model = skmetalstsq.TensorMapLstsq().fit(X, X @ [2.0, -1.0])
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "model.zip")
+    ...     skmetalstsq.save(path, model)
+    ...     loaded = skmetalstsq.load(path)
+    >>> np.array_equal(loaded.predict(X), model.predict(X))
+    True
+    >>> loaded.get_params() == model.get_params()
+    True
+    """
+    _check_destination(path)
+    writer = _Writer()
+    node = writer.estimator(estimator, "")
+    members = writer.members()
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "versions": _versions(writer.uses_torch),
+        "estimator": node,
+        "members": {
+            name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+            for name, data in members.items()
+        },
+    }
+    text = json.dumps(manifest, indent=1, allow_nan=False)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(zipfile.ZipInfo(MANIFEST, _DATE), text)
+        for name, data in members.items():
+            archive.writestr(zipfile.ZipInfo(name, _DATE), data)
+
+
+def _check_destination(path):
+    if not (isinstance(path, (str, os.PathLike)) or hasattr(path, "write")):
+        raise TypeError(
+            f"{_SAVE}: path must be a str, a path-like object or a binary file object, "
+            f"got {type(path).__name__}"
+        )
+
+
+def _versions(uses_torch):
+    import sklearn
+
+    from . import __version__
+
+    versions = {
+        "skmetalstsq": __version__,
+        "scikit-learn": sklearn.__version__,
+        "metatensor-core": metatensor.__version__,
+        "numpy": np.__version__,
+    }
+    if uses_torch:
+        versions["torch"] = sys.modules["torch"].__version__
+    return versions
+
+
+def _class_name(estimator, where):
+    """The manifest's name of ``estimator``'s class (exactly one of :data:`CLASSES`)."""
+    for name, cls in CLASSES.items():
+        if type(estimator) is cls:
+            return name
+    kind = type(estimator).__name__
+    hint = ""
+    if kind == "TensorMapFunctionTransformer":
+        hint = (
+            " (its func would have to be imported and run when loading; build it again "
+            "in code and put the loaded steps in a Pipeline with it)"
+        )
+    elif any(isinstance(estimator, cls) for cls in CLASSES.values()):
+        hint = " (a subclass: loading it as its base class could change what it does)"
+    raise TypeError(
+        f"{_SAVE}: {where}cannot save a {kind}{hint}; a model file holds only "
+        "TensorMapLstsq, TensorMapLstsqCV, TensorMapStandardScaler and "
+        "sklearn.pipeline.Pipeline of them"
+    )
+
+
+def storable_attribute(cls, name):
+    """Whether instances of ``cls`` may hold the attribute ``name`` in a model file.
+
+    Any name of an instance attribute is (fitted ones end in ``_``, private ones
+    such as the key names of partial fits start with one), except special names
+    (``__...``) and names the class itself has (a method or a property).
+    """
+    return (
+        isinstance(name, str)
+        and name.isidentifier()
+        and not name.startswith("__")
+        and not hasattr(cls, name)
+    )
+
+
+def _torch():
+    """The torch module if it was imported (no value can be a tensor otherwise)."""
+    return sys.modules.get("torch")
+
+
+def memory_order(strides):
+    """The axes of an array from the largest stride to the smallest (ties in order)."""
+    return [int(axis) for axis in np.argsort([-abs(s) for s in strides], kind="stable")]
+
+
+def _two_dimensional(shape):
+    rows = shape[0] if len(shape) else 1
+    return rows, int(np.prod(shape[1:], dtype=np.int64))
+
+
+class _Writer:
+    """Encodes an estimator as JSON values, collecting its arrays and TensorMaps."""
+
+    def __init__(self):
+        self.tensors = []  # numpy TensorMaps, member tensors/<position>.mts
+        self.arrays = {}  # dtype name -> 2-D numpy arrays, member arrays/<dtype>.mts
+        self.uses_torch = False
+
+    def members(self):
+        """Every member but the manifest, by name, as bytes."""
+        members = {}
+        for position, tensor in enumerate(self.tensors):
+            members[f"tensors/{position}.mts"] = _mts_bytes(tensor)
+        for dtype, arrays in self.arrays.items():
+            keys = Labels(["array"], np.arange(len(arrays), dtype=np.int32).reshape(-1, 1))
+            blocks = [
+                TensorBlock(
+                    array,
+                    Labels.range("row", array.shape[0]),
+                    [],
+                    Labels.range("column", array.shape[1]),
+                )
+                for array in arrays
+            ]
+            members[f"arrays/{dtype}.mts"] = _mts_bytes(TensorMap(keys, blocks))
+        return members
+
+    def estimator(self, estimator, where):
+        name = _class_name(estimator, where)
+        label = f"{where}{type(estimator).__name__}"
+        params = estimator.get_params(deep=False)
+        encoded = {}
+        for parameter, value in params.items():
+            if isinstance(estimator, Pipeline) and parameter == "steps" and type(value) is list:
+                encoded[parameter] = [self._step(step, label) for step in value]
+            else:
+                encoded[parameter] = self.value(value, f"{label} parameter '{parameter}'")
+        attributes = {}
+        for attribute, value in vars(estimator).items():
+            if attribute in params:
+                continue
+            if not storable_attribute(type(estimator), attribute):
+                raise TypeError(
+                    f"{_SAVE}: {label} has the attribute '{attribute}', which shadows a "
+                    "name of its class; delete it before saving"
+                )
+            attributes[attribute] = self.value(value, f"{label} attribute '{attribute}'")
+        return {"type": "estimator", "class": name, "params": encoded, "attributes": attributes}
+
+    def _step(self, step, label):
+        if type(step) is tuple and len(step) == 2 and type(step[0]) is str:
+            name, estimator = step
+            where = f"{label} step '{name}': "
+            if estimator is None or (type(estimator) is str and estimator == "passthrough"):
+                value = estimator
+            else:
+                value = self.estimator(estimator, where)
+            return {"type": "tuple", "items": [name, value]}
+        return self.value(step, f"{label} parameter 'steps'")
+
+    def value(self, value, where):
+        """``value`` as JSON, its arrays and TensorMaps collected for their members."""
+        kind = type(value)
+        if value is None or kind in (bool, int, str):
+            return value
+        if kind is float:
+            return value if math.isfinite(value) else {"type": "float", "value": repr(value)}
+        if kind is list:
+            return [self.value(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        if kind is tuple:
+            items = [self.value(item, f"{where}[{i}]") for i, item in enumerate(value)]
+            return {"type": "tuple", "items": items}
+        if kind is dict:
+            items = [
+                [self.value(key, f"{where} key {key!r}"), self.value(item, f"{where}[{key!r}]")]
+                for key, item in value.items()
+            ]
+            return {"type": "dict", "items": items}
+        if isinstance(value, np.generic) and value.dtype.name in ARRAY_DTYPES:
+            return {
+                "type": "numpy_scalar",
+                "dtype": value.dtype.name,
+                "value": self.value(value.item(), where),
+            }
+        if isinstance(value, np.ma.MaskedArray):
+            return {
+                "type": "masked_array",
+                "data": self.value(np.ma.getdata(value), where),
+                "mask": self.value(np.ma.getmaskarray(value), where),
+                "fill_value": self.value(value.fill_value, f"{where} fill value"),
+            }
+        if kind is np.ndarray:
+            return self._ndarray(value, where)
+        if isinstance(value, TensorMap):
+            return self._tensor_map(value, where)
+        if is_torch_map(value):
+            return self._tensor_map(as_core(value), where, torch_map=True)
+        if isinstance(value, Labels):
+            return _labels_json(value)
+        if isinstance(value, np.dtype) and value.name in ARRAY_DTYPES:
+            return {"type": "numpy_dtype", "name": value.name}
+        if kind is TensorMapScorer:
+            return {
+                "type": "scorer",
+                "name": self.value(value.name, where),
+                "gradient": self.value(value.gradient, where),
+            }
+        if kind in RECORDS.values():
+            content = {f.name: self.value(getattr(value, f.name), where) for f in fields(value)}
+            return {"type": "record", "class": kind.__name__, "fields": content}
+        torch = _torch()
+        if torch is not None:
+            if isinstance(value, torch.Tensor):
+                return self._array(value, where)
+            if isinstance(value, torch.dtype):
+                return {"type": "torch_dtype", "name": str(value).removeprefix("torch.")}
+            if isinstance(value, torch.device):
+                return {"type": "torch_device", "value": str(value)}
+        if isinstance(value, BaseEstimator):
+            return self.estimator(value, f"{where}: ")
+        raise TypeError(f"{_SAVE}: {where} is {_describe(value)}, {_UNSTORABLE}")
+
+    def _ndarray(self, array, where):
+        if array.dtype.name in ARRAY_DTYPES:
+            return self._array(array, where)
+        if array.dtype.kind == "O":
+            items = [self.value(item, f"{where}[{i}]") for i, item in enumerate(array.reshape(-1))]
+            return {"type": "object_array", "shape": list(array.shape), "items": items}
+        if array.dtype.kind == "U":
+            return {
+                "type": "str_array",
+                "length": array.dtype.itemsize // 4,
+                "shape": list(array.shape),
+                "items": [str(item) for item in array.reshape(-1)],
+            }
+        raise TypeError(f"{_SAVE}: {where} is an array of dtype {array.dtype}, {_UNSTORABLE}")
+
+    def _array(self, array, where):
+        """A reference to ``array`` (numpy or torch), stored in its dtype's member."""
+        reference = {"type": "array"}
+        if isinstance(array, np.ndarray):
+            host, strides = array, array.strides
+            reference["library"] = "numpy"
+        else:
+            self.uses_torch = True
+            host, strides = _torch_to_numpy(array, where), array.stride()
+            reference["library"] = "torch"
+            reference["device"] = str(array.device)
+        dtype = host.dtype.name
+        if dtype not in ARRAY_DTYPES:
+            raise TypeError(f"{_SAVE}: {where} is an array of dtype {dtype}, {_UNSTORABLE}")
+        order = memory_order(strides)
+        stored = np.asarray(host.transpose(order), order="C")
+        arrays = self.arrays.setdefault(dtype, [])
+        reference.update(dtype=dtype, index=len(arrays), shape=list(host.shape), order=order)
+        arrays.append(stored.reshape(_two_dimensional(stored.shape)))
+        return reference
+
+    def _tensor_map(self, tensor, where, torch_map=False):
+        """A reference to a member holding ``tensor`` with numpy arrays.
+
+        ``torch_map``: whether ``tensor`` is the core view of a
+        metatensor.torch.TensorMap, which :func:`load` gives back as one.
+        """
+        records, blocks, libraries = [], [], set()
+
+        def host(array, what):
+            if isinstance(array, np.ndarray):
+                libraries.add(("numpy", None))
+                values, strides = array, array.strides
+            else:
+                self.uses_torch = True
+                libraries.add(("torch", str(array.device)))
+                values, strides = _torch_to_numpy(array, f"{where} {what}"), array.stride()
+            if values.dtype.name not in ARRAY_DTYPES:
+                raise TypeError(
+                    f"{_SAVE}: {where} holds arrays of dtype {values.dtype}, {_UNSTORABLE}"
+                )
+            records.append(
+                {
+                    "dtype": values.dtype.name,
+                    "shape": list(values.shape),
+                    "order": memory_order(strides),
+                }
+            )
+            return values
+
+        for position, block in enumerate(tensor.blocks()):
+            new = TensorBlock(
+                host(block.values, f"block {position}"),
+                block.samples,
+                block.components,
+                block.properties,
+            )
+            for parameter in block.gradients_list():
+                gradient = block.gradient(parameter)
+                new.add_gradient(
+                    parameter,
+                    TensorBlock(
+                        host(gradient.values, f"block {position} gradient '{parameter}'"),
+                        gradient.samples,
+                        gradient.components,
+                        new.properties,
+                    ),
+                )
+            blocks.append(new)
+        (library, device), *others = sorted(libraries, key=str) or [("numpy", None)]
+        if others:  # pragma: no cover - metatensor refuses such TensorMaps
+            raise TypeError(f"{_SAVE}: {where} mixes arrays of several libraries or devices")
+        reference = {
+            "type": "tensor_map",
+            "member": f"tensors/{len(self.tensors)}.mts",
+            "library": library,
+            "arrays": records,
+        }
+        if device is not None:
+            reference["device"] = device
+        if torch_map:
+            reference["class"] = "metatensor.torch.TensorMap"
+        self.tensors.append(TensorMap(tensor.keys, blocks))
+        return reference
+
+
+_UNSTORABLE = (
+    "which a model file cannot hold: it stores None, bool, int, float, str, lists, "
+    "tuples and dicts of them, numpy arrays, torch tensors, TensorMaps, Labels and "
+    "skmetalstsq.metrics scorers, never objects whose loading would import or run "
+    "code. A hyperparameter used only by fit (cv, scoring) can be set to a storable "
+    "value with set_params before saving"
+)
+
+
+def _describe(value):
+    kind = type(value)
+    name = getattr(value, "__qualname__", None) if callable(value) else None
+    text = f"a {kind.__module__}.{kind.__qualname__}"
+    return f"{text} ({name})" if name else text
+
+
+def _torch_to_numpy(tensor, where):
+    try:
+        return tensor.detach().cpu().numpy()
+    except TypeError as error:
+        raise TypeError(
+            f"{_SAVE}: {where} is a torch tensor of dtype {tensor.dtype}, which numpy "
+            f"cannot hold ({error})"
+        ) from error
+
+
+def _mts_bytes(tensor):
+    buffer = io.BytesIO()
+    metatensor.save(buffer, tensor)
+    return buffer.getvalue()
+
+
+def _labels_json(labels):
+    return {
+        "type": "labels",
+        "names": list(labels.names),
+        "values": np.asarray(labels.values).tolist(),
+    }
+
+
+# ---------------------------------------------------------------------------------
+# load
+# ---------------------------------------------------------------------------------
+
+
+def load(path, *, device=None):
+    """Load an estimator written by :func:`save`, without running code from the file.
+
+    The file is refused, before anything is built, when it is not a zip archive, has
+    no manifest or another format or a newer format version, lacks a member or has
+    one the manifest does not list, or a member's content differs from its SHA-256
+    digest in the manifest; and while building, when it names a class that is not
+    one of the four a model file holds, or an array that differs from what the
+    manifest records of it.
+
+    Parameters
+    ----------
+    path : str, path-like or binary file object
+        A file written by :func:`save`.
+    device : None, str or torch.device, default=None
+        Where torch tensors go: None puts each on the device it was saved from
+        (its dtype is always the saved one). A device, e.g. ``"cpu"``, puts them all
+        there, e.g. to load on a machine without the GPU a model was fitted on.
+        numpy arrays stay numpy arrays. The ``device`` hyperparameter of the
+        estimator is not changed.
+
+    Returns
+    -------
+    estimator : TensorMapLstsq, TensorMapLstsqCV, TensorMapStandardScaler or Pipeline
+        With the saved hyperparameters (``get_params()`` equal to the saved
+        estimator's) and fitted attributes (arrays bit for bit equal, of the same
+        library, dtype and strides).
+
+    Raises
+    ------
+    ValueError
+        For a file that is refused (see above); the message names the file and
+        what is wrong. Also when torch tensors were saved from a CUDA device that is
+        not available here (pass ``device="cpu"``).
+    ImportError
+        When the file holds torch tensors (or ``device`` is given) and torch is not
+        installed.
+
+    See Also
+    --------
+    save : write the file.
+    """
+    source = _source_name(path)
+    target = None if device is None else _resolve_device(device, source)
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as error:
+        raise ValueError(
+            f"{_LOAD}: {source} is not a zip archive, so not a file written by {_SAVE} ({error})"
+        ) from None
+    with archive:
+        manifest = _read_manifest(archive, source)
+        members = _verified_members(archive, manifest, source)
+        reader = _Reader(source, members, target)
+        node = manifest.get("estimator")
+        try:
+            if type(node) is not dict or node.get("type") != "estimator":
+                raise reader.refuse("the manifest holds no estimator")
+            return reader.estimator(node, "")
+        except _Refused as error:
+            raise ValueError(str(error)) from None
+        except _MALFORMED as error:  # a manifest entry of the wrong shape
+            raise ValueError(
+                f"{_LOAD}: {source} has a malformed manifest ({type(error).__name__}: {error})"
+            ) from error
+
+
+def _source_name(path):
+    if isinstance(path, (str, os.PathLike)):
+        return f"'{os.fspath(path)}'"
+    if hasattr(path, "read"):
+        name = getattr(path, "name", None)
+        return f"'{name}'" if isinstance(name, str) else "the file object"
+    raise TypeError(
+        f"{_LOAD}: path must be a str, a path-like object or a binary file object, got "
+        f"{type(path).__name__}"
+    )
+
+
+def _import_torch(source, why):
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(
+            f"{_LOAD}: {source} {why}, which needs torch: pip install 'skmetalstsq[torch]'"
+        ) from error
+    return torch
+
+
+def _resolve_device(device, source):
+    torch = _import_torch(source, f"was asked to load onto device={device!r}")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(
+            f"{_LOAD}: device must be None, a str or a torch.device, got {type(device).__name__}"
+        )
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"{_LOAD}: device={device!r} is not a torch device ({error})") from None
+
+
+def _read_manifest(archive, source):
+    names = archive.namelist()
+    if MANIFEST not in names:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise ValueError(
+            f"{_LOAD}: {source} is not a file written by {_SAVE}: it has no member "
+            f"'{MANIFEST}' (its members: {shown or 'none'})"
+        )
+    try:
+        manifest = json.loads(archive.read(MANIFEST).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{_LOAD}: {source}: '{MANIFEST}' is not valid JSON ({error})") from None
+    if type(manifest) is not dict or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if type(manifest) is dict else type(manifest).__name__
+        raise ValueError(
+            f"{_LOAD}: {source} is not a file written by {_SAVE}: its manifest gives the "
+            f"format {found!r}, not {FORMAT!r}"
+        )
+    version = manifest.get("format_version")
+    if type(version) is not int or version < 1:
+        raise ValueError(f"{_LOAD}: {source} has an invalid format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{_LOAD}: {source} has format version {version}, written by a newer "
+            f"skmetalstsq; this one reads format versions up to {FORMAT_VERSION}: "
+            "upgrade skmetalstsq"
+        )
+    return manifest
+
+
+def _verified_members(archive, manifest, source):
+    """Every member but the manifest, as bytes, checked against the manifest."""
+    listed = manifest.get("members")
+    if type(listed) is not dict or not all(type(entry) is dict for entry in listed.values()):
+        raise ValueError(f"{_LOAD}: {source}: the manifest's 'members' is malformed")
+    present = [name for name in archive.namelist() if name != MANIFEST]
+    missing = [name for name in listed if name not in present]
+    if missing:
+        raise ValueError(f"{_LOAD}: {source} lacks the member(s) {missing} that its manifest lists")
+    unknown = [name for name in present if name not in listed]
+    if unknown:
+        raise ValueError(
+            f"{_LOAD}: {source} has member(s) {unknown} that its manifest does not list"
+        )
+    members = {}
+    for name, entry in listed.items():
+        data = archive.read(name)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry.get("sha256"):
+            raise ValueError(
+                f"{_LOAD}: {source}: member '{name}' has SHA-256 {digest}, but the "
+                f"manifest records {entry.get('sha256')!r}: the file was changed or damaged"
+            )
+        members[name] = data
+    return members
+
+
+#: what building from a manifest entry of the wrong shape raises
+_MALFORMED = (KeyError, TypeError, IndexError, AttributeError, ValueError, OverflowError)
+
+
+class _Refused(ValueError):
+    """A file refused while building from it (raised as a ValueError by :func:`load`)."""
+
+
+def _permutation(order, ndim):
+    return type(order) is list and sorted(order) == list(range(ndim))
+
+
+class _Reader:
+    """Builds an estimator from manifest values and the (verified) members."""
+
+    def __init__(self, source, members, device):
+        self.source = source
+        self.members = members
+        self.device = device
+        self.array_members = {}
+
+    def refuse(self, text):
+        return _Refused(f"{_LOAD}: {self.source}: {text}")
+
+    def estimator(self, node, where):
+        name = node["class"]
+        cls = CLASSES.get(name) if type(name) is str else None
+        if cls is None:
+            raise self.refuse(
+                f"{where}the class {name!r} is not one a model file may hold "
+                f"({', '.join(CLASSES)}); it is not imported"
+            )
+        label = f"{where}{cls.__name__}"
+        params, attributes = node["params"], node["attributes"]
+        if type(params) is not dict or type(attributes) is not dict:
+            raise self.refuse(f"{label}: params and attributes must be JSON objects")
+        known = cls._get_param_names()
+        unknown = [parameter for parameter in params if parameter not in known]
+        if unknown:
+            raise self.refuse(f"{label} has no parameter(s) {unknown} (it has {known})")
+        decoded = {}
+        for parameter, value in params.items():
+            if cls is Pipeline and parameter == "steps" and type(value) is list:
+                decoded[parameter] = [self._step(step, label) for step in value]
+            else:
+                decoded[parameter] = self.value(value, f"{label} parameter '{parameter}'")
+        estimator = cls(**decoded)
+        for attribute, value in attributes.items():
+            if not storable_attribute(cls, attribute):
+                raise self.refuse(
+                    f"{label} cannot hold the attribute {attribute!r}: a special name or a "
+                    "name of its class"
+                )
+            setattr(estimator, attribute, self.value(value, f"{label} attribute '{attribute}'"))
+        return estimator
+
+    def _step(self, step, label):
+        if type(step) is dict and step.get("type") == "tuple":
+            name, value = step["items"]
+            if type(value) is dict and value.get("type") == "estimator":
+                return (name, self.estimator(value, f"{label} step {name!r}: "))
+            return (name, self.value(value, f"{label} step {name!r}"))
+        return self.value(step, f"{label} parameter 'steps'")
+
+    def value(self, data, where):
+        """The Python value of a manifest value (see ``_Writer.value``)."""
+        if data is None or type(data) in (bool, int, float, str):
+            return data
+        if type(data) is list:
+            return [self.value(item, where) for item in data]
+        kind = data.get("type") if type(data) is dict else None
+        decode = self._DECODERS.get(kind) if type(kind) is str else None
+        if decode is None:
+            raise self.refuse(f"{where} has a value of unknown type {kind!r}")
+        return decode(self, data, where)
+
+    def _float(self, data, where):
+        text = data["value"]
+        if text not in ("nan", "inf", "-inf"):
+            raise self.refuse(f"{where} has the float {text!r}")
+        return float(text)
+
+    def _tuple(self, data, where):
+        return tuple(self.value(item, where) for item in data["items"])
+
+    def _dict(self, data, where):
+        return {self.value(key, where): self.value(item, where) for key, item in data["items"]}
+
+    def _numpy_scalar(self, data, where):
+        return self._dtype(data["dtype"], where).type(self.value(data["value"], where))
+
+    def _masked_array(self, data, where):
+        return np.ma.MaskedArray(
+            self.value(data["data"], where),
+            mask=self.value(data["mask"], where),
+            fill_value=self.value(data["fill_value"], where),
+        )
+
+    def _object_array(self, data, where):
+        shape = self._shape(data["shape"], where)
+        items = [self.value(item, where) for item in data["items"]]
+        if len(items) != int(np.prod(shape, dtype=np.int64)):
+            raise self.refuse(f"{where}: {len(items)} items for an array of shape {shape}")
+        array = np.empty(len(items), dtype=object)
+        array[:] = items
+        return array.reshape(shape)
+
+    def _str_array(self, data, where):
+        shape, length = self._shape(data["shape"], where), data["length"]
+        items = data["items"]
+        valid = type(length) is int and length >= 0 and all(type(item) is str for item in items)
+        if not valid or len(items) != int(np.prod(shape, dtype=np.int64)):
+            raise self.refuse(f"{where}: a malformed array of strings")
+        return np.array(items, dtype=f"<U{length}").reshape(shape)
+
+    def _labels(self, data, where):
+        names = data["names"]
+        if type(names) is not list or not all(type(name) is str for name in names):
+            raise self.refuse(f"{where}: Labels names must be a list of str")
+        values = np.array(data["values"], dtype=np.int32).reshape(len(data["values"]), len(names))
+        return Labels(names, values)
+
+    def _numpy_dtype(self, data, where):
+        return self._dtype(data["name"], where)
+
+    def _torch_dtype(self, data, where):
+        name = data["name"]
+        if name not in ARRAY_DTYPES:
+            raise self.refuse(f"{where} has the torch dtype {name!r}")
+        torch = _import_torch(self.source, "holds torch dtypes")
+        return getattr(torch, name)
+
+    def _torch_device(self, data, where):
+        torch = _import_torch(self.source, "holds torch devices")
+        value = data["value"]
+        try:
+            return torch.device(value)
+        except (RuntimeError, TypeError):
+            raise self.refuse(
+                f"{where} has the device {value!r}, which torch does not know"
+            ) from None
+
+    def _scorer(self, data, where):
+        return scorer(self.value(data["name"], where), gradient=self.value(data["gradient"], where))
+
+    def _record(self, data, where):
+        cls = RECORDS.get(data["class"]) if type(data["class"]) is str else None
+        if cls is None:
+            raise self.refuse(f"{where} names the record class {data['class']!r}")
+        content = data["fields"]
+        names = [f.name for f in fields(cls)]
+        if type(content) is not dict or sorted(content) != sorted(names):
+            raise self.refuse(f"{where}: a {cls.__name__} must have the fields {names}")
+        return cls(**{name: self.value(value, where) for name, value in content.items()})
+
+    def _estimator_value(self, data, where):
+        return self.estimator(data, f"{where}: ")
+
+    def _dtype(self, name, where):
+        if name not in ARRAY_DTYPES:
+            raise self.refuse(f"{where} has the dtype {name!r}; arrays are of {ARRAY_DTYPES}")
+        return np.dtype(name)
+
+    def _shape(self, shape, where):
+        if type(shape) is not list or not all(type(n) is int and n >= 0 for n in shape):
+            raise self.refuse(f"{where} has the shape {shape!r}")
+        return tuple(shape)
+
+    def _member(self, name, where, prefix):
+        if type(name) is not str or not name.startswith(prefix) or name not in self.members:
+            raise self.refuse(f"{where} refers to the member {name!r}, which the file lacks")
+        try:
+            return metatensor.io.load_buffer(self.members[name])
+        except Exception as error:  # any failure of the parser is a refused file
+            raise self.refuse(f"member '{name}' is not a metatensor TensorMap ({error})") from None
+
+    def _arrays_of(self, dtype, where):
+        """The blocks of ``arrays/<dtype>.mts`` by the key ``array``, loaded once."""
+        name = f"arrays/{dtype}.mts"
+        if name not in self.array_members:
+            tensor = self._member(name, where, "arrays/")
+            if tensor.keys.names != ["array"]:
+                raise self.refuse(f"member '{name}' has keys {tensor.keys.names}, not ['array']")
+            self.array_members[name] = {
+                int(key.values[0]): block.values for key, block in tensor.items()
+            }
+        return name, self.array_members[name]
+
+    def _array(self, data, where):
+        dtype = self._dtype(data["dtype"], where).name
+        shape, order, index = self._shape(data["shape"], where), data["order"], data["index"]
+        if not _permutation(order, len(shape)):
+            raise self.refuse(f"{where} has the memory order {order!r} for shape {list(shape)}")
+        name, arrays = self._arrays_of(dtype, where)
+        if type(index) is not int or index not in arrays:
+            raise self.refuse(
+                f"{where} refers to block {index!r} of member '{name}', which it lacks"
+            )
+        stored = arrays[index]
+        permuted = tuple(shape[axis] for axis in order)
+        if stored.dtype.name != dtype or stored.shape != _two_dimensional(permuted):
+            raise self.refuse(
+                f"block {index} of member '{name}' holds {stored.dtype.name} values of shape "
+                f"{stored.shape}, but the manifest records for {where} an array of shape "
+                f"{list(shape)} ({dtype})"
+            )
+        values = np.array(stored.reshape(permuted), order="C").transpose(np.argsort(order))
+        return self._restore(values, data, where)
+
+    def _restore(self, values, data, where):
+        """``values`` as the library (and torch device) the manifest records."""
+        library = data["library"]
+        if library == "numpy":
+            return values
+        if library != "torch":
+            raise self.refuse(f"{where} has arrays of the library {library!r}")
+        torch = _import_torch(self.source, "holds torch tensors")
+        saved = data["device"]
+        device = self.device
+        if device is None:
+            try:
+                device = torch.device(saved)
+            except (RuntimeError, TypeError):
+                raise self.refuse(
+                    f"{where} has the device {saved!r}, which torch does not know"
+                ) from None
+        if device.type == "cuda":
+            available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if (device.index or 0) >= available:
+                asked = f"saved on {saved}" if self.device is None else f"asked for {device}"
+                raise self.refuse(
+                    f"{where} holds torch tensors {asked}, but {available} CUDA device(s) "
+                    "are available here: load them onto another device with "
+                    "skmetalstsq.load(path, device='cpu')"
+                )
+        return torch.from_numpy(values).to(device)
+
+    def _tensor_map(self, data, where):
+        records = data["arrays"]
+        tensor = self._member(data["member"], where, "tensors/")
+        arrays = []
+        for block in tensor.blocks():
+            arrays.append(block.values)
+            arrays += [block.gradient(p).values for p in block.gradients_list()]
+        if type(records) is not list or len(records) != len(arrays):
+            raise self.refuse(
+                f"member '{data['member']}' holds {len(arrays)} arrays, but the manifest "
+                f"records {len(records) if type(records) is list else records!r} for {where}"
+            )
+        restored = iter(self._tensor_array(a, r, data, where) for a, r in zip(arrays, records))
+        blocks = []
+        for block in tensor.blocks():
+            new = TensorBlock(next(restored), block.samples, block.components, block.properties)
+            for parameter in block.gradients_list():
+                gradient = block.gradient(parameter)
+                new.add_gradient(
+                    parameter,
+                    TensorBlock(
+                        next(restored), gradient.samples, gradient.components, new.properties
+                    ),
+                )
+            blocks.append(new)
+        restored_map = TensorMap(tensor.keys, blocks)
+        kind = data.get("class", "metatensor.TensorMap")
+        if kind == "metatensor.torch.TensorMap":
+            if data["library"] != "torch":
+                raise self.refuse(f"{where}: a metatensor.torch.TensorMap of numpy arrays")
+            return to_torch_map(restored_map)
+        if kind != "metatensor.TensorMap":
+            raise self.refuse(f"{where} is a TensorMap of the class {kind!r}")
+        return restored_map
+
+    def _tensor_array(self, array, record, data, where):
+        dtype = self._dtype(record["dtype"], where).name
+        shape, order = self._shape(record["shape"], where), record["order"]
+        if array.dtype.name != dtype or array.shape != shape or not _permutation(order, len(shape)):
+            raise self.refuse(
+                f"member '{data['member']}' holds {array.dtype.name} values of shape "
+                f"{list(array.shape)}, but the manifest records for {where} {dtype} values "
+                f"of shape {list(shape)}"
+            )
+        values = np.array(array.transpose(order), order="C").transpose(np.argsort(order))
+        return self._restore(values, data, where)
+
+    _DECODERS = {
+        "float": _float,
+        "tuple": _tuple,
+        "dict": _dict,
+        "numpy_scalar": _numpy_scalar,
+        "masked_array": _masked_array,
+        "object_array": _object_array,
+        "str_array": _str_array,
+        "array": _array,
+        "tensor_map": _tensor_map,
+        "labels": _labels,
+        "numpy_dtype": _numpy_dtype,
+        "torch_dtype": _torch_dtype,
+        "torch_device": _torch_device,
+        "scorer": _scorer,
+        "record": _record,
+        "estimator": _estimator_value,
+    }

@@ -1,0 +1,584 @@
+"""The displays draw what independent computations on the stacked arrays give.
+
+Every test checks the artists drawn (their data, labels, legend texts, scales),
+never pixels, with matplotlib's Agg backend.
+"""
+
+import re
+import sys
+
+import matplotlib
+import numpy as np
+import pytest
+import sklearn.metrics
+from builders import make_pair, reorder_keys, stacked, to_torch, weight_map
+from metatensor import Labels, TensorBlock, TensorMap
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import make_pipeline
+
+from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV, metrics
+from skmetalstsq.display import CVCurveDisplay, ParityDisplay, SingularValuesDisplay
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+EPS = np.finfo(np.float64).eps
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def raises(error, *parts):
+    """pytest.raises matching every one of ``parts`` (literal text) in the message."""
+    pattern = "".join(f"(?=.*{re.escape(part)})" for part in parts)
+    return pytest.raises(error, match=re.compile(pattern, re.DOTALL))
+
+
+def legend_texts(ax):
+    return [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+def offsets(scatter):
+    """(x, y) of the points of a scatter."""
+    points = np.asarray(scatter.get_offsets())
+    return points[:, 0], points[:, 1]
+
+
+def band_contains(band, x, low, high):
+    """Whether the polygon of a fill_between has the points (x, low) and (x, high)."""
+    vertices = band.get_paths()[0].vertices
+    for point in zip(x, low):
+        assert np.isclose(vertices, point, rtol=1e-12, atol=0).all(1).any(), point
+    for point in zip(x, high):
+        assert np.isclose(vertices, point, rtol=1e-12, atol=0).all(1).any(), point
+    return True
+
+
+@pytest.fixture
+def data():
+    return make_pair(np.random.default_rng(0), n_systems=8, n_components=3, noise=0.3)
+
+
+@pytest.fixture
+def indexed():
+    X, y = make_pair(np.random.default_rng(1), n_systems=12, noise=0.3)
+    return IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+
+
+def hand_prediction(model, X, key, gradient=None):
+    """The prediction of one block by numpy: features @ weights.T (no intercept)."""
+    block = X.block(key)
+    if gradient is not None:
+        block = block.gradient(gradient)
+    return np.asarray(block.values) @ np.asarray(model.weights_.block(key).values).T
+
+
+def label(name, true, pred, weights=None):
+    rmse = sklearn.metrics.root_mean_squared_error(true, pred, sample_weight=weights)
+    mae = sklearn.metrics.mean_absolute_error(true, pred, sample_weight=weights)
+    return f"{name}: RMSE {rmse:.3g}, MAE {mae:.3g}"
+
+
+# ---------------------------------------------------------------------------------
+# ParityDisplay
+# ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gradient", [None, "positions"])
+def test_parity_per_block_from_estimator(data, gradient):
+    X, y = data
+    model = TensorMapLstsq().fit(X, y)
+    display = ParityDisplay.from_estimator(model, X, y, gradient=gradient)
+
+    assert len(display.scatter_) == 2
+    expected_labels, everything = [], []
+    for scatter, key in zip(display.scatter_, y.keys):
+        part = y.block(key) if gradient is None else y.block(key).gradient(gradient)
+        true = np.asarray(part.values).ravel()
+        pred = hand_prediction(model, X, key, gradient).ravel()
+        x_drawn, y_drawn = offsets(scatter)
+        np.testing.assert_allclose(x_drawn, true)
+        np.testing.assert_allclose(y_drawn, pred, rtol=1e-10, atol=1e-12)
+        name = f"center_type={key['center_type']}"
+        expected_labels.append(label(name, true, pred))
+        everything += [true, pred]
+    assert legend_texts(display.ax_) == expected_labels
+    everything = np.concatenate(everything)
+    np.testing.assert_allclose(display.line_.get_xdata(), [everything.min(), everything.max()])
+    np.testing.assert_allclose(display.line_.get_ydata(), [everything.min(), everything.max()])
+    what = "values" if gradient is None else "'positions' gradient"
+    assert display.ax_.get_xlabel() == f"True {what}"
+    assert display.ax_.get_ylabel() == f"Predicted {what}"
+    assert display.figure_ is display.ax_.figure
+    # components folded into rows, targets pooled: rows x 3 components x 2 targets
+    part = y.block(0) if gradient is None else y.block(0).gradient(gradient)
+    assert len(offsets(display.scatter_[0])[0]) == np.prod(part.values.shape[:-1]) * 2
+
+
+def test_parity_pairs_blocks_and_samples_by_labels(data):
+    X, y = data
+    model = TensorMapLstsq().fit(X, y)
+    prediction = model.predict(X)
+    # y_pred's keys and samples in another order: put back in y_true's order
+    order = np.random.default_rng(3).permutation(len(prediction.block(1).samples))
+    blocks = []
+    for key, block in prediction.items():
+        if key["center_type"] == 1:
+            samples = Labels(block.samples.names, np.asarray(block.samples.values)[order])
+            block = TensorBlock(
+                np.asarray(block.values)[order], samples, block.components, block.properties
+            )
+        else:
+            block = TensorBlock(block.values, block.samples, block.components, block.properties)
+        blocks.append(block)
+    shuffled = reorder_keys(TensorMap(prediction.keys, blocks), [1, 0])
+    display = ParityDisplay.from_predictions(y, shuffled)
+    for scatter, key in zip(display.scatter_, y.keys):
+        _, y_drawn = offsets(scatter)
+        np.testing.assert_allclose(y_drawn, hand_prediction(model, X, key).ravel(), rtol=1e-10)
+
+
+def test_parity_pooled(data):
+    X, y = data
+    model = TensorMapLstsq().fit(X, y)
+    display = ParityDisplay.from_estimator(model, X, y, gradient="positions", per_block=False)
+    assert len(display.scatter_) == 1
+    true = np.concatenate([np.asarray(b.gradient("positions").values).ravel() for b in y])
+    pred = np.concatenate([hand_prediction(model, X, key, "positions").ravel() for key in y.keys])
+    x_drawn, y_drawn = offsets(display.scatter_[0])
+    np.testing.assert_allclose(x_drawn, true)
+    np.testing.assert_allclose(y_drawn, pred, rtol=1e-10, atol=1e-12)
+    assert legend_texts(display.ax_) == [label("all blocks", true, pred)]
+
+
+def test_parity_entry_weights(indexed):
+    X, y = indexed
+    model = TensorMapLstsq().fit(X, y)
+    weights = np.random.default_rng(2).uniform(0.5, 2.0, size=len(X))
+    weights[[0, 5]] = 0.0
+    display = ParityDisplay.from_estimator(model, X, y, sample_weight=weights)
+    expected = []
+    for scatter, key in zip(display.scatter_, y.tensor.keys):
+        block = y.tensor.block(key)
+        systems = np.asarray(block.samples.column("system"))
+        row_weights = weights[np.searchsorted(X.entries, systems)]
+        kept = row_weights > 0
+        true = np.asarray(block.values)
+        pred = hand_prediction(model, X.tensor, key)
+        x_drawn, y_drawn = offsets(scatter)
+        np.testing.assert_allclose(x_drawn, true[kept].ravel())
+        np.testing.assert_allclose(y_drawn, pred[kept].ravel(), rtol=1e-10)
+        entry_weights = np.repeat(row_weights, true.shape[-1])
+        name = f"center_type={key['center_type']}"
+        expected.append(label(name, true.ravel(), pred.ravel(), entry_weights))
+    assert legend_texts(display.ax_) == expected
+
+
+def test_parity_weight_map_and_a_block_of_zero_weight(data):
+    X, y = data
+    model = TensorMapLstsq().fit(X, y)
+    rng = np.random.default_rng(4)
+    weights = weight_map(y, lambda shape: rng.uniform(0.1, 1.0, size=shape))
+    zero = weights.block(1)
+    zero.values[:] = 0.0
+    for _, gradient in zero.gradients():
+        gradient.values[:] = 0.0
+    display = ParityDisplay.from_estimator(model, X, y, gradient="positions", sample_weight=weights)
+    key = y.keys[0]
+    true = np.asarray(y.block(key).gradient("positions").values)
+    pred = hand_prediction(model, X, key, "positions")
+    row_weights = np.asarray(weights.block(key).gradient("positions").values)
+    entry_weights = np.broadcast_to(row_weights, true.shape).ravel()
+    assert legend_texts(display.ax_) == [
+        label("center_type=0", true.ravel(), pred.ravel(), entry_weights),
+        "center_type=1: RMSE nan, MAE nan",
+    ]
+    assert len(offsets(display.scatter_[1])[0]) == 0
+
+
+def test_parity_torch_arrays(data):
+    pytest.importorskip("torch")
+    X, y = data
+    model = TensorMapLstsq().fit(X, y)
+    display = ParityDisplay.from_estimator(model, to_torch(X), to_torch(y))
+    for scatter, key in zip(display.scatter_, y.keys):
+        x_drawn, y_drawn = offsets(scatter)
+        np.testing.assert_allclose(x_drawn, np.asarray(y.block(key).values).ravel())
+        np.testing.assert_allclose(y_drawn, hand_prediction(model, X, key).ravel(), rtol=1e-10)
+
+
+def test_parity_styles_and_given_axes(data):
+    X, y = data
+    model = TensorMapLstsq().fit(X, y)
+    _, ax = plt.subplots()
+    display = ParityDisplay.from_estimator(
+        model, X, y, ax=ax, scatter_kwargs={"c": "red"}, line_kwargs={"ls": ":"}
+    )
+    assert display.ax_ is ax
+    assert display.line_.get_linestyle() == ":"
+    for scatter in display.scatter_:
+        np.testing.assert_allclose(scatter.get_facecolor()[0][:3], [1.0, 0.0, 0.0])
+
+
+def test_parity_errors_name_the_caller(data):
+    X, y = data
+    model = TensorMapLstsq().fit(X, y)
+    with raises(TypeError, "ParityDisplay.from_predictions: per_block must be True or False"):
+        ParityDisplay.from_predictions(y, y, per_block="yes")
+    with raises(ValueError, "ParityDisplay.from_estimator: block (center_type=0)", "'cell'"):
+        ParityDisplay.from_estimator(model, X, y, gradient="cell")
+    with raises(TypeError, "ParityDisplay.from_predictions: gradient must be None"):
+        ParityDisplay.from_predictions(y, y, gradient=1)
+    one = TensorMap(Labels(["center_type"], np.array([[0]])), [y.block(0).copy()])
+    with raises(ValueError, "ParityDisplay.from_predictions"):
+        ParityDisplay.from_predictions(y, one)
+
+
+def test_plots_need_matplotlib(monkeypatch, data):
+    X, y = data
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with raises(ImportError, "ParityDisplay.from_predictions requires matplotlib"):
+        ParityDisplay.from_predictions(y, y)
+    with raises(ImportError, "CVCurveDisplay.plot requires matplotlib"):
+        CVCurveDisplay(
+            param_name="rcond", param_range=[1e-3], mean_test_score=[1], std_test_score=[0]
+        ).plot()
+    with raises(ImportError, "SingularValuesDisplay.plot requires matplotlib"):
+        SingularValuesDisplay(singular_values={"a=1": [1.0]}).plot()
+
+
+# ---------------------------------------------------------------------------------
+# CVCurveDisplay
+# ---------------------------------------------------------------------------------
+
+
+def split_scores(results, name="score"):
+    """(n_splits, n_candidates) test scores, from the split keys."""
+    keys = sorted(
+        (k for k in results if re.fullmatch(rf"split\d+_test_{re.escape(name)}", k)),
+        key=lambda k: int(k[5 : k.index("_")]),
+    )
+    return np.array([results[k] for k in keys])
+
+
+def test_cv_curve_from_tensor_map_lstsq_cv(indexed):
+    X, y = indexed
+    rconds = [1e-1, 1e-12, 1e-6, 1e-3]
+    model = TensorMapLstsqCV(rconds=rconds, cv=KFold(3)).fit(X, y)
+    display = CVCurveDisplay.from_estimator(model)
+
+    scores = split_scores(model.cv_results_)
+    order = np.argsort(rconds)
+    mean, std = scores.mean(0), scores.std(0)
+    assert len(display.lines_) == 1 and len(display.fill_between_) == 1
+    assert display.errorbar_ is None
+    line = display.lines_[0]
+    np.testing.assert_allclose(line.get_xdata(), np.sort(rconds))
+    np.testing.assert_allclose(line.get_ydata(), mean[order])
+    assert band_contains(
+        display.fill_between_[0], np.sort(rconds), (mean - std)[order], (mean + std)[order]
+    )
+    best = int(np.argmax(mean))
+    np.testing.assert_allclose(display.chosen_.get_xdata(), [rconds[best]])
+    np.testing.assert_allclose(display.chosen_.get_ydata(), [mean[best]])
+    assert display.chosen_.get_color() == line.get_color()
+    assert display.ax_.get_xscale() == "log"
+    assert display.ax_.get_xlabel() == "rcond"
+    assert display.ax_.get_ylabel() == "R2"
+    assert legend_texts(display.ax_) == ["mean test score", f"chosen rcond={rconds[best]:g}"]
+    assert display.notes_ == [] and display.note_ is None
+
+
+def test_cv_curve_grid_search_over_a_pipeline_with_alpha(indexed):
+    X, y = indexed
+    rconds, alphas = [1e-10, 1e-5, 1e-2], [0.0, 0.5, 5.0]
+    search = GridSearchCV(
+        make_pipeline(TensorMapLstsq()),
+        {"tensormaplstsq__rcond": rconds, "tensormaplstsq__alpha": alphas},
+        cv=KFold(3),
+        scoring=metrics.scorer("neg_rmse"),
+    ).fit(X, y)
+    display = CVCurveDisplay.from_estimator(search, negate_score=True)
+
+    results = search.cv_results_
+    scores = split_scores(results)
+    labels = [line.get_label() for line in display.lines_]
+    assert labels == ["alpha=0", "alpha=0.5", "alpha=5"]
+    for line, band, alpha in zip(display.lines_, display.fill_between_, alphas):
+        members = [
+            i for i, p in enumerate(results["params"]) if p["tensormaplstsq__alpha"] == alpha
+        ]
+        members.sort(key=lambda i: results["params"][i]["tensormaplstsq__rcond"])
+        np.testing.assert_allclose(line.get_xdata(), rconds)
+        np.testing.assert_allclose(line.get_ydata(), -scores.mean(0)[members])
+        mean, std = -scores.mean(0)[members], scores.std(0)[members]
+        assert band_contains(band, rconds, mean - std, mean + std)
+    best = results["params"][int(np.argmax(scores.mean(0)))]
+    curve = alphas.index(best["tensormaplstsq__alpha"])
+    assert display.chosen_.get_color() == display.lines_[curve].get_color()
+    np.testing.assert_allclose(display.chosen_.get_xdata(), [best["tensormaplstsq__rcond"]])
+    assert display.chosen_.get_label() == (
+        f"chosen rcond={best['tensormaplstsq__rcond']:g}, alpha={best['tensormaplstsq__alpha']:g}"
+    )
+    assert display.ax_.get_ylabel() == "Rmse"
+
+
+def test_cv_curve_against_alpha_one_curve_per_rcond_and_zero_left_out(indexed):
+    X, y = indexed
+    model = TensorMapLstsqCV(rconds=[None, 1e-6], alphas=[0.0, 1e-3, 1.0], cv=3).fit(X, y)
+    display = CVCurveDisplay.from_estimator(model, param="alpha")
+    assert [line.get_label() for line in display.lines_] == ["rcond=None", "rcond=1e-06"]
+    results = model.cv_results_
+    scores = split_scores(results)
+    for line, rcond in zip(display.lines_, [None, 1e-6]):
+        members = [
+            i for i, p in enumerate(results["params"]) if p["rcond"] == rcond and p["alpha"] > 0
+        ]
+        np.testing.assert_allclose(line.get_xdata(), [1e-3, 1.0])
+        np.testing.assert_allclose(line.get_ydata(), scores.mean(0)[members])
+    assert display.notes_[0] == "alpha=0 left out (not on a log axis)"
+    assert display.note_.get_text().startswith("alpha=0 left out")
+
+
+def test_cv_curve_leaves_rcond_none_out_with_a_note():
+    results = {
+        "param_rcond": np.ma.MaskedArray(np.array([None, 1e-8, 0.0, 1e-3], dtype=object)),
+        "mean_test_score": np.array([0.99, 0.5, 0.4, 0.7]),
+        "std_test_score": np.array([0.01, 0.1, 0.1, 0.05]),
+    }
+    display = CVCurveDisplay.from_cv_results(results, best_index=0)
+    np.testing.assert_allclose(display.lines_[0].get_xdata(), [1e-8, 1e-3])
+    np.testing.assert_allclose(display.lines_[0].get_ydata(), [0.5, 0.7])
+    assert display.chosen_ is None
+    assert display.notes_ == [
+        "rcond=None left out (its cut-off depends on the rows of each block and fold)",
+        "rcond=0 left out (not on a log axis)",
+        "the chosen candidate (rcond=None) is not drawn",
+    ]
+    assert display.note_.get_text() == "\n".join(display.notes_)
+
+
+def test_cv_curve_per_block_scores(indexed):
+    X, y = indexed
+    model = TensorMapLstsqCV(rconds=[1e-12, 1e-6, 1e-2], cv=3, per_block=True).fit(X, y)
+    _, ax = plt.subplots()
+    pooled = CVCurveDisplay.from_estimator(model, ax=ax, name="all blocks")
+    assert pooled.chosen_ is None
+    colours = {pooled.lines_[0].get_color()}
+    for name in model.block_names_.values():
+        display = CVCurveDisplay.from_estimator(model, score=name, ax=ax)
+        scores = split_scores(model.cv_results_, name)
+        np.testing.assert_allclose(display.lines_[0].get_ydata(), scores.mean(0))
+        best = int(np.argmax(scores.mean(0)))
+        np.testing.assert_allclose(display.chosen_.get_xdata(), [[1e-12, 1e-6, 1e-2][best]])
+        assert display.lines_[0].get_label() == name
+        assert display.fill_between_[0].get_facecolor()[0][:3] == pytest.approx(
+            matplotlib.colors.to_rgb(display.lines_[0].get_color())
+        )
+        colours.add(display.lines_[0].get_color())
+    assert len(colours) == 3
+    assert len(ax.get_lines()) == 3 + 2  # three curves, two chosen markers
+    assert legend_texts(ax)[0] == "all blocks"
+
+
+def test_cv_curve_multi_metric_search(indexed):
+    X, y = indexed
+    rconds = [1e-10, 1e-4, 1e-1]
+    scoring = {
+        "energies": metrics.scorer("neg_rmse"),
+        "forces": metrics.scorer("neg_rmse", gradient="positions"),
+    }
+    search = GridSearchCV(
+        TensorMapLstsq(), {"rcond": rconds}, cv=KFold(3), scoring=scoring, refit="forces"
+    ).fit(X, y)
+    display = CVCurveDisplay.from_estimator(search, negate_score=True)
+    scores = split_scores(search.cv_results_, "forces")
+    np.testing.assert_allclose(display.lines_[0].get_ydata(), -scores.mean(0))
+    assert display.lines_[0].get_label() == "forces"
+    assert display.ax_.get_ylabel() == "Rmse positions gradient"
+    energies = CVCurveDisplay.from_estimator(search, score="energies", ax=display.ax_)
+    # the candidate chosen by refit is marked on every score
+    np.testing.assert_allclose(
+        energies.chosen_.get_xdata(), [rconds[int(np.argmax(scores.mean(0)))]]
+    )
+    assert energies.chosen_.get_label().startswith("energies: chosen rcond=")
+
+    no_refit = GridSearchCV(
+        TensorMapLstsq(), {"rcond": rconds}, cv=KFold(3), scoring=scoring, refit=False
+    ).fit(X, y)
+    with raises(ValueError, "CVCurveDisplay.from_estimator", "name the one to draw with score="):
+        CVCurveDisplay.from_estimator(no_refit)
+    assert CVCurveDisplay.from_estimator(no_refit, score="forces").chosen_ is None
+
+
+@pytest.mark.parametrize("style", ["errorbar", None])
+def test_cv_curve_std_styles(style):
+    results = {
+        "param_rcond": np.ma.MaskedArray([1e-6, 1e-3]),
+        "mean_test_score": np.array([0.8, 0.9]),
+        "std_test_score": np.array([0.1, 0.2]),
+    }
+    display = CVCurveDisplay.from_cv_results(results, std_display_style=style)
+    assert display.fill_between_ is None
+    assert len(display.ax_.collections) == (0 if style is None else 1)
+    if style == "errorbar":
+        assert display.lines_ is None and len(display.errorbar_) == 1
+        np.testing.assert_allclose(display.errorbar_[0].lines[0].get_ydata(), [0.8, 0.9])
+    else:
+        assert display.errorbar_ is None and len(display.lines_) == 1
+
+
+def test_cv_curve_errors():
+    results = {
+        "param_step_a__rcond": np.ma.MaskedArray([1e-6, 1e-3]),
+        "param_step_b__rcond": np.ma.MaskedArray([1e-6, 1e-6]),
+        "mean_test_score": np.array([0.8, 0.9]),
+        "std_test_score": np.array([0.1, 0.2]),
+    }
+    caller = "CVCurveDisplay.from_cv_results"
+    with raises(ValueError, caller, "no single parameter 'rcond'", "several"):
+        CVCurveDisplay.from_cv_results(results)
+    with raises(ValueError, caller, "no single parameter 'alpha'", "none", "step_a__rcond"):
+        CVCurveDisplay.from_cv_results(results, param="alpha")
+    with raises(ValueError, caller, "no key 'mean_test_forces'", "['score']"):
+        CVCurveDisplay.from_cv_results(results, param="step_a__rcond", score="forces")
+    with raises(TypeError, caller, "cv_results must be a dict", "got list"):
+        CVCurveDisplay.from_cv_results([1, 2])
+    with raises(ValueError, caller, "best_index must be None or a position in 0..1, got 2"):
+        CVCurveDisplay.from_cv_results(results, param="step_a__rcond", best_index=2)
+    short = {**results, "mean_test_score": np.array([0.8])}
+    with raises(ValueError, caller, "2 candidates in 'param_step_a__rcond' but 1"):
+        CVCurveDisplay.from_cv_results(short, param="step_a__rcond")
+    words = {**results, "param_step_a__rcond": np.ma.MaskedArray(np.array(["a", "b"]))}
+    with raises(TypeError, "CVCurveDisplay.plot", "numbers or None", "'a' at position 0"):
+        CVCurveDisplay.from_cv_results(words, param="step_a__rcond")
+    nothing = {**results, "param_step_a__rcond": np.ma.MaskedArray([0.0, 0.0])}
+    with raises(ValueError, "CVCurveDisplay.plot: no candidate can be drawn on a log axis"):
+        CVCurveDisplay.from_cv_results(nothing, param="step_a__rcond")
+    with raises(ValueError, "CVCurveDisplay.plot: std_display_style must be", "'band'"):
+        CVCurveDisplay.from_cv_results(results, param="step_a__rcond", std_display_style="band")
+    display = CVCurveDisplay(
+        param_name="rcond", param_range=[1e-3, 1e-2], mean_test_score=[1], std_test_score=[0]
+    )
+    with raises(ValueError, "CVCurveDisplay.plot: param_range has 2 candidates"):
+        display.plot()
+    with raises(NotFittedError, "CVCurveDisplay.from_estimator: TensorMapLstsqCV has no cv_res"):
+        CVCurveDisplay.from_estimator(TensorMapLstsqCV())
+
+
+# ---------------------------------------------------------------------------------
+# SingularValuesDisplay
+# ---------------------------------------------------------------------------------
+
+
+def relative_singular_values(block):
+    singular = np.linalg.svd(stacked(block), compute_uv=False)
+    return singular / singular[0]
+
+
+def test_singular_values_with_a_shared_cutoff(data):
+    X, y = data
+    model = TensorMapLstsq(rcond=1e-2).fit(X, y)
+    display = SingularValuesDisplay.from_estimator(model)
+    assert [line.get_label() for line in display.lines_] == ["center_type=0", "center_type=1"]
+    for line, block in zip(display.lines_, X.blocks()):
+        expected = relative_singular_values(block)
+        np.testing.assert_allclose(line.get_xdata(), np.arange(1, len(expected) + 1))
+        np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-10)
+    assert len(display.cutoff_lines_) == 1
+    np.testing.assert_allclose(display.cutoff_lines_[0].get_ydata(), [1e-2, 1e-2])
+    assert display.cutoff_lines_[0].get_label() == "rcond=0.01"
+    assert display.ax_.get_yscale() == "log"
+    assert legend_texts(display.ax_) == ["center_type=0", "center_type=1", "rcond=0.01"]
+    assert display.notes_ == [] and display.note_ is None
+
+
+def test_singular_values_default_cutoff_needs_x(data):
+    X, y = data
+    model = TensorMapLstsq().fit(X, y)
+    without = SingularValuesDisplay.from_estimator(model)
+    assert without.cutoff_lines_ == []
+    assert without.notes_ == [
+        "center_type=0: no cut-off given (rcond=None), not drawn",
+        "center_type=1: no cut-off given (rcond=None), not drawn",
+    ]
+    with_x = SingularValuesDisplay.from_estimator(model, IndexedTensorMap(X, "system"))
+    # every block has the same numbers of rows and features: one shared line
+    rows, features = stacked(X.block(0)).shape
+    assert len(with_x.cutoff_lines_) == 1
+    np.testing.assert_allclose(with_x.cutoff_lines_[0].get_ydata()[0], EPS * max(rows, features))
+    assert with_x.notes_ == []
+
+
+def test_singular_values_per_block_cutoffs():
+    display = SingularValuesDisplay(
+        singular_values={"b=1": np.array([2.0, 1.0, 0.5]), "b=2": np.array([3.0, 3e-3])},
+        rcond={"b=1": 1e-1, "b=2": 1e-4},
+    ).plot()
+    labels = [line.get_label() for line in display.cutoff_lines_]
+    assert labels == ["rcond=0.1 (b=1)", "rcond=0.0001 (b=2)"]
+    for cutoff, line in zip(display.cutoff_lines_, display.lines_):
+        assert cutoff.get_color() == line.get_color()
+    np.testing.assert_allclose(display.lines_[1].get_ydata(), [1.0, 1e-3])
+
+
+def test_singular_values_of_tensor_map_lstsq_cv(indexed):
+    X, y = indexed
+    model = TensorMapLstsqCV(rconds=[1e-12, 1e-3, 0.3], cv=3, per_block=True).fit(X, y)
+    display = SingularValuesDisplay.from_estimator(model)
+    chosen = [model.rcond_[(0,)], model.rcond_[(1,)]]
+    drawn = [line.get_ydata()[0] for line in display.cutoff_lines_]
+    if chosen[0] == chosen[1]:
+        assert drawn == pytest.approx([chosen[0]])
+    else:
+        assert drawn == pytest.approx(chosen)
+    for line, block in zip(display.lines_, X.tensor.blocks()):
+        np.testing.assert_allclose(line.get_ydata(), relative_singular_values(block), rtol=1e-10)
+
+
+def test_singular_values_notes_and_torch(data):
+    torch = pytest.importorskip("torch")
+    X, y = data
+    model = TensorMapLstsq(rcond=0.0).fit(to_torch(X), to_torch(y))
+    assert isinstance(model.singular_values_[(0,)], torch.Tensor)
+    display = SingularValuesDisplay.from_estimator(model)
+    np.testing.assert_allclose(
+        display.lines_[0].get_ydata(), relative_singular_values(X.block(0)), rtol=1e-10
+    )
+    assert display.notes_ == [
+        "center_type=0: rcond=0 cuts nothing, not drawn",
+        "center_type=1: rcond=0 cuts nothing, not drawn",
+    ]
+    partial = SingularValuesDisplay(
+        singular_values={"a=1": [1.0, 0.1], "a=2": None, "a=3": []}, rcond=1e-3
+    ).plot()
+    assert len(partial.lines_) == 1
+    assert partial.notes_ == [
+        "a=2: no singular values (its driver does not compute them), not drawn",
+        "a=3: no nonzero singular value, not drawn",
+    ]
+    # the cut-off is not shared by blocks left out: it is the drawn block's
+    assert partial.cutoff_lines_[0].get_label() == "rcond=0.001"
+
+
+def test_singular_values_errors(data):
+    X, y = data
+    caller = "SingularValuesDisplay.from_estimator"
+    with raises(NotFittedError, caller, "TensorMapLstsq has no singular_values_"):
+        SingularValuesDisplay.from_estimator(TensorMapLstsq())
+    gels = TensorMapLstsq(driver="gels").fit(X, y)
+    with raises(ValueError, "SingularValuesDisplay.plot: no block has singular values", "gelsd"):
+        SingularValuesDisplay.from_estimator(gels)
+    model = TensorMapLstsq().fit(X, y)
+    one = TensorMap(Labels(["center_type"], np.array([[0]])), [X.block(0).copy()])
+    with raises(ValueError, caller, "X has no block (center_type=1)"):
+        SingularValuesDisplay.from_estimator(model, one)
+    fewer, _ = make_pair(np.random.default_rng(0), n_features=3)
+    with raises(ValueError, caller, "block (center_type=0) has 3 properties in X", "on 4"):
+        SingularValuesDisplay.from_estimator(model, fewer)
+    with raises(TypeError, caller, "X must be the TensorMap", "got ndarray"):
+        SingularValuesDisplay.from_estimator(model, np.zeros((3, 4)))
