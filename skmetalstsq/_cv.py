@@ -22,7 +22,6 @@ from sklearn.base import _fit_context
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import validate_data
-from threadpoolctl import threadpool_limits
 
 from ._backends import FACTOR_DTYPE, array_library, convert
 from ._blocks import (
@@ -49,7 +48,13 @@ from ._indexed import (
     holds_torch_maps,
     unwrap,
 )
-from ._parallel import SMALL_SOLVE_FLOPS, _balanced_groups, solve_cost, solve_systems
+from ._parallel import (
+    SMALL_SOLVE_FLOPS,
+    _balanced_groups,
+    single_threaded,
+    solve_cost,
+    solve_systems,
+)
 from ._solvers import SVDFactorization
 from ._torch_maps import is_torch_map, type_name
 from ._validation import check_array_like, check_fit_inputs, resolve_device
@@ -568,13 +573,13 @@ def _run_tasks(tasks, n_jobs):
         results = []
         for function, args, cost in tasks:
             if cost < SMALL_SOLVE_FLOPS:
-                with threadpool_limits(limits=1):
+                with single_threaded():
                     results.append(function(*args))
             else:
                 results.append(function(*args))
         return results
     groups = _balanced_groups([cost for _, _, cost in tasks], n_workers)
-    with threadpool_limits(limits=1):
+    with single_threaded():
         grouped = Parallel(n_jobs=n_jobs, prefer="threads")(
             delayed(_run_group)([tasks[i] for i in group]) for group in groups
         )

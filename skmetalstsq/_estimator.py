@@ -27,7 +27,7 @@ from ._factors import Factor, factorize
 from ._indexed import check_same_entries, holds_torch_maps, unwrap
 from ._parallel import single_threaded, solve_systems
 from ._solvers import DRIVERS, default_rcond, factor_solution
-from ._torch_maps import as_core, to_torch_map, type_name
+from ._torch_maps import as_core, is_torch_map, to_torch_map, type_name
 from ._validation import (
     check_array_like,
     check_fit_inputs,
@@ -439,14 +439,16 @@ class TensorMapLinearModel(RegressorMixin, BaseEstimator):
         for name in ("weights_", "intercept_"):
             value = as_core(state.get(name))
             if isinstance(value, TensorMap):
-                state[name] = tensor_to_state(value)
+                torch_map = is_torch_map(state[name])
+                state[name] = {**tensor_to_state(value), "torch_map": torch_map}
         return state
 
     def __setstate__(self, state):
         for name in ("weights_", "intercept_"):
             if isinstance(state.get(name), dict):
+                torch_map = state[name].get("torch_map", False)
                 state[name] = tensor_from_state(state[name])
-                if state.get("_torch_maps", False):
+                if torch_map:
                     state[name] = to_torch_map(state[name])
         super().__setstate__(state)
 
@@ -515,7 +517,10 @@ class TensorMapLstsq(TensorMapLinearModel):
         refused). Any joblib backend is honoured, a Dask cluster included;
         threads are preferred. Every LAPACK call runs with BLAS on one thread, so
         the weights are the same, bit for bit, for every ``n_jobs`` and thread
-        setting; one worker solves blocks (and row chunks of tall blocks) in as
+        setting, and from whichever thread the fit is started, several at once
+        included (the parallelism page says where this stops: other code changing
+        OpenBLAS's process-wide thread count during a fit, or another CPU or
+        library build); one worker solves blocks (and row chunks of tall blocks) in as
         many threads as BLAS may use (``threadpoolctl.threadpool_limits``).
     verbose : int, default=0
         Print one line per block solved when > 0 (its key, position, rows,

@@ -55,7 +55,13 @@ def _numpy(array):
 
 
 def _block_name(names, values):
-    """A block key written as ``name=value, name=value`` for legends and notes."""
+    """A block key written as ``name=value, name=value`` for legends and notes.
+
+    The key of ``Labels.single()`` (one dimension ``_``) is the empty string:
+    matplotlib leaves labels starting with ``_`` out of legends.
+    """
+    if list(names) == ["_"]:
+        return ""
     return ", ".join(f"{n}={int(v)}" for n, v in zip(names, values))
 
 
@@ -85,11 +91,11 @@ def _write_notes(ax, notes):
 
 
 def _format(value):
-    """A parameter value as legends write it: ``1e-06``, ``None``, ``True``."""
+    """A parameter value as legends write it: ``1e-06``, ``2.98e-09``, ``None``, ``True``."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, Real) and not isinstance(value, bool):
-        return f"{value:g}"
+        return f"{value:.3g}"
     return str(value)
 
 
@@ -189,7 +195,8 @@ class ParityDisplay:
 
         self.scatter_ = []
         for name, true in self.y_true.items():
-            label = f"{name}: RMSE {self.rmse[name]:.3g}, MAE {self.mae[name]:.3g}"
+            label = f"RMSE {self.rmse[name]:.3g}, MAE {self.mae[name]:.3g}"
+            label = f"{name}: {label}" if name else label
             self.scatter_.append(
                 ax.scatter(
                     np.asarray(true), np.asarray(self.y_pred[name]), label=label, **scatter_kwargs
@@ -371,7 +378,7 @@ def _parity_data(y_true, y_pred, gradient, per_block, sample_weight, caller):
         block_pred = _one_block(y_pred, key)
         block_weight = _one_block_weight(sample_weight, y_true, block_true, key)
         options = {"gradient": gradient, "sample_weight": block_weight}
-        data["rmse"][name] = rmse(y_true, y_pred, gradient=gradient)
+        data["rmse"][name] = rmse(block_true, block_pred, **options)
         data["mae"][name] = mae(block_true, block_pred, **options)
     return data
 
@@ -1065,14 +1072,15 @@ class SingularValuesDisplay:
             cutoffs = dict.fromkeys(self.singular_values, self.rcond)
         drawn, notes = {}, []
         for name, values in self.singular_values.items():
+            block = name or "the block"
             if values is None:
                 notes.append(
-                    f"{name}: no singular values (its driver does not compute them), not drawn"
+                    f"{block}: no singular values (its driver does not compute them), not drawn"
                 )
                 continue
             values = _numpy(values).astype(np.float64).reshape(-1)
             if values.size == 0 or not values.max() > 0:
-                notes.append(f"{name}: no nonzero singular value, not drawn")
+                notes.append(f"{block}: no nonzero singular value, not drawn")
                 continue
             drawn[name] = values / values.max()
         if not drawn:
@@ -1086,17 +1094,18 @@ class SingularValuesDisplay:
         self.lines_, colours = [], {}
         for name, relative in drawn.items():
             positions = np.arange(1, relative.size + 1)
-            (line,) = ax.plot(positions, relative, label=name, **line_kwargs)
+            label = name or "singular values"
+            (line,) = ax.plot(positions, relative, label=label, **line_kwargs)
             self.lines_.append(line)
             colours[name] = line.get_color()
 
         shown = {}
         for name in drawn:
-            cutoff = cutoffs[name]
+            cutoff, block = cutoffs[name], name or "the block"
             if cutoff is None:
-                notes.append(f"{name}: no cut-off given (rcond=None), not drawn")
+                notes.append(f"{block}: no cut-off given (rcond=None), not drawn")
             elif not cutoff > 0:
-                notes.append(f"{name}: rcond={_format(cutoff)} cuts nothing, not drawn")
+                notes.append(f"{block}: rcond={_format(cutoff)} cuts nothing, not drawn")
             else:
                 shown[name] = float(cutoff)
         self.cutoff_lines_ = []
@@ -1114,7 +1123,7 @@ class SingularValuesDisplay:
                     break
 
         ax.set_yscale("log")
-        ax.set(xlabel="Singular value (largest first)", ylabel="Singular value / largest")
+        ax.set(xlabel="Singular value index (largest first)", ylabel="Singular value / largest")
         ax.legend()
         self.notes_ = notes
         self.note_ = _write_notes(ax, notes)

@@ -13,10 +13,9 @@ imports without it.
 """
 
 import functools
-from typing import List
 
 import numpy as np
-from metatensor import Labels, TensorBlock, TensorMap
+from metatensor import TensorBlock, TensorMap
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
@@ -190,11 +189,9 @@ def _folded(key, weights, intercept, scalers, fitted):
         if scale.properties != features:
             raise ValueError(
                 f"{_CALLER}: block {key_text(key)} has {len(scale.properties)} properties "
-                f"in the Pipeline step '{name}' (TensorMapStandardScaler) but "
-                f"{len(features)} other ones in the last step"
-                if len(scale.properties) != len(features)
-                else f"{_CALLER}: block {key_text(key)} has other properties in the "
-                f"Pipeline step '{name}' (TensorMapStandardScaler) than in the last step"
+                f"named {list(scale.properties.names)} in the Pipeline step '{name}' "
+                f"(TensorMapStandardScaler) but {len(features)} named "
+                f"{list(features.names)} in the last step; they must be the same"
             )
         w = w / np.asarray(scale.values[0], dtype=np.float64)
         if scaler.with_mean:
@@ -219,17 +216,21 @@ def _torch_like(array, like):
 # ---------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module_class():
     """The :class:`TensorMapLinearModule` class (imports torch and metatensor-torch)."""
     try:
+        import metatensor.torch as mts
         import torch
-        from metatensor.torch import TensorBlock, TensorMap
         from metatensor.torch.learn.nn import Module
     except ImportError as error:
         raise ImportError(
             f"{_CALLER} needs metatensor-torch: pip install 'skmetalstsq[mtorch]'"
         ) from error
+
+    def _names(names: list[str]) -> str:
+        # as Python prints a list of str, in TorchScript too
+        return "['" + "', '".join(names) + "']"
 
     class TensorMapLinearModule(Module):
         """Per-block linear predictions on metatensor-torch TensorMaps.
@@ -246,7 +247,7 @@ def _module_class():
             (n_targets, 1).
         """
 
-        def __init__(self, weights: TensorMap, intercept: TensorMap):
+        def __init__(self, weights: mts.TensorMap, intercept: mts.TensorMap):
             super().__init__()
             if len(weights) > 0:
                 like = weights.block_by_id(0).values
@@ -255,18 +256,18 @@ def _module_class():
             self.register_buffer("weights", weights)
             self.register_buffer("intercept", intercept)
 
-        def forward(self, features: TensorMap) -> TensorMap:
+        def forward(self, features: mts.TensorMap) -> mts.TensorMap:
             """Predict every block of ``features`` (values and gradients)."""
             names = features.keys.names
             if names != self.weights.keys.names:
                 raise ValueError(
                     "TensorMapLinearModule.forward: keys are named "
-                    + str(names)
+                    + _names(names)
                     + " in features but "
-                    + str(self.weights.keys.names)
+                    + _names(self.weights.keys.names)
                     + " were seen in fit"
                 )
-            blocks: List[TensorBlock] = []
+            blocks: list[mts.TensorBlock] = []
             for i in range(len(features.keys)):
                 key = features.keys.entry(i)
                 position = self.weights.keys.position(key)
@@ -290,11 +291,11 @@ def _module_class():
                         + " has "
                         + str(len(properties))
                         + " properties named "
-                        + str(properties.names)
+                        + _names(properties.names)
                         + " in features but "
                         + str(len(fitted.properties))
                         + " named "
-                        + str(fitted.properties.names)
+                        + _names(fitted.properties.names)
                         + " were seen in fit (they must be the same, in the same order)"
                     )
                 values = block.values
@@ -302,7 +303,7 @@ def _module_class():
                 transposed = fitted.values.to(dtype=dtype, device=values.device).T
                 intercept = self.intercept.block_by_id(position).values[:, 0]
                 targets = fitted.samples.to(values.device)
-                predicted = TensorBlock(
+                predicted = mts.TensorBlock(
                     values.to(dtype) @ transposed + intercept.to(dtype=dtype, device=values.device),
                     block.samples,
                     block.components,
@@ -311,7 +312,7 @@ def _module_class():
                 for parameter, gradient in block.gradients():
                     predicted.add_gradient(
                         parameter,
-                        TensorBlock(
+                        mts.TensorBlock(
                             gradient.values.to(dtype) @ transposed,
                             gradient.samples,
                             gradient.components,
@@ -319,7 +320,7 @@ def _module_class():
                         ),
                     )
                 blocks.append(predicted)
-            return TensorMap(features.keys, blocks)
+            return mts.TensorMap(features.keys, blocks)
 
     TensorMapLinearModule.__module__ = __name__
     TensorMapLinearModule.__qualname__ = "TensorMapLinearModule"

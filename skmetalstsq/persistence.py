@@ -296,8 +296,9 @@ class _Writer:
                 continue
             if not storable_attribute(type(estimator), attribute):
                 raise TypeError(
-                    f"{_SAVE}: {label} has the attribute '{attribute}', which shadows a "
-                    "name of its class; delete it before saving"
+                    f"{_SAVE}: {label} has the attribute '{attribute}', which a model file "
+                    "cannot hold (a special name or a name of its class); delete it before "
+                    "saving"
                 )
             attributes[attribute] = self.value(value, f"{label} attribute '{attribute}'")
         return {"type": "estimator", "class": name, "params": encoded, "attributes": attributes}
@@ -337,6 +338,8 @@ class _Writer:
                 "dtype": value.dtype.name,
                 "value": self.value(value.item(), where),
             }
+        if isinstance(value, np.str_):
+            return {"type": "numpy_str", "value": str(value)}
         if isinstance(value, np.ma.MaskedArray):
             return {
                 "type": "masked_array",
@@ -526,8 +529,8 @@ def load(path, *, device=None):
 
     The file is refused, before anything is built, when it is not a zip archive, has
     no manifest or another format or a newer format version, lacks a member or has
-    one the manifest does not list, or a member's content differs from its SHA-256
-    digest in the manifest; and while building, when it names a class that is not
+    one the manifest does not list, or a member's size or content differs from the
+    size and SHA-256 digest in the manifest; and while building, when it names a class that is not
     one of the four a model file holds, or an array that differs from what the
     manifest records of it.
 
@@ -668,6 +671,13 @@ def _verified_members(archive, manifest, source):
         )
     members = {}
     for name, entry in listed.items():
+        size = archive.getinfo(name).file_size
+        if size != entry.get("size"):
+            # checked before reading, so that no member is inflated past its recorded size
+            raise ValueError(
+                f"{_LOAD}: {source}: member '{name}' has {size} bytes, but the manifest "
+                f"records {entry.get('size')!r}: the file was changed or damaged"
+            )
         data = archive.read(name)
         digest = hashlib.sha256(data).hexdigest()
         if digest != entry.get("sha256"):
@@ -769,6 +779,12 @@ class _Reader:
 
     def _numpy_scalar(self, data, where):
         return self._dtype(data["dtype"], where).type(self.value(data["value"], where))
+
+    def _numpy_str(self, data, where):
+        value = data["value"]
+        if type(value) is not str:
+            raise self.refuse(f"{where} has the numpy string {value!r}")
+        return np.str_(value)
 
     def _masked_array(self, data, where):
         return np.ma.MaskedArray(
@@ -968,6 +984,7 @@ class _Reader:
         "tuple": _tuple,
         "dict": _dict,
         "numpy_scalar": _numpy_scalar,
+        "numpy_str": _numpy_str,
         "masked_array": _masked_array,
         "object_array": _object_array,
         "str_array": _str_array,
