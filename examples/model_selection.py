@@ -8,9 +8,10 @@ by system, keeping each system's atoms and force rows together. This notebook
 
 - searches ``rcond`` of :class:`skmetalstsq.TensorMapLstsq` with ``GridSearchCV``,
   scoring energies and forces with :func:`skmetalstsq.metrics.scorer`,
-- draws the validation curve (cross-validated error against ``rcond``),
-- and draws a parity plot from out-of-fold predictions made by
-  :func:`skmetalstsq.model_selection.cross_val_predict`.
+- draws the validation curve (cross-validated error against ``rcond``) with
+  :class:`skmetalstsq.display.CVCurveDisplay`,
+- and draws a parity plot with :class:`skmetalstsq.display.ParityDisplay` from
+  out-of-fold predictions made by :func:`skmetalstsq.model_selection.cross_val_predict`.
 
 The data is synthetic: per-atom descriptors whose features span ten decades of scale,
 as raw descriptors often do, and per-system energies (with forces) that are a sum of
@@ -34,6 +35,7 @@ from skmetalstsq import (
     cross_val_predict,
     metrics,
 )
+from skmetalstsq.display import CVCurveDisplay, ParityDisplay
 
 rng = np.random.default_rng(0)
 N_SYSTEMS, N_FEATURES, N_INFORMATIVE = 20, 40, 8
@@ -126,18 +128,15 @@ print(f"cross-validated force RMSE: {-search.best_score_:.3f}")
 # --------------------
 #
 # Too small an ``rcond`` keeps directions that only fit noise; too large a one cuts
-# the small-scale features that carry signal.
+# the small-scale features that carry signal. Each score of the search is drawn
+# with its spread over the folds (negated back into an error), and the ``rcond``
+# chosen by ``refit="forces"`` is marked on both.
 
-results = search.cv_results_
 fig, ax = plt.subplots(figsize=(6, 4))
 for name in scoring:
-    mean, std = -results[f"mean_test_{name}"], results[f"std_test_{name}"]
-    (line,) = ax.loglog(rconds, mean, marker="o", markersize=3, label=name)
-    ax.fill_between(rconds, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-ax.axvline(best_rcond, color="gray", linestyle=":", label="chosen rcond")
-ax.set_xlabel("rcond")
+    CVCurveDisplay.from_estimator(search, score=name, negate_score=True, ax=ax)
+ax.set_yscale("log")
 ax.set_ylabel("cross-validated RMSE")
-ax.legend()
 fig.tight_layout()
 
 # %%
@@ -153,22 +152,10 @@ energy_rmse = metrics.rmse(yi, predicted)
 force_rmse = metrics.rmse(yi, predicted, gradient="positions")
 print(f"out-of-fold RMSE: energies {energy_rmse:.3f}, forces {force_rmse:.3f}")
 
-fig, axes = plt.subplots(1, 2, figsize=(8, 4))
-pairs = [
-    ("energies", yi.tensor.block().values, predicted.tensor.block().values),
-    (
-        "forces",
-        yi.tensor.block().gradient("positions").values,
-        predicted.tensor.block().gradient("positions").values,
-    ),
-]
-for ax, (name, true, pred) in zip(axes, pairs):
-    true, pred = true.ravel(), pred.ravel()
-    ax.scatter(true, pred, s=6, alpha=0.6)
-    limits = [min(true.min(), pred.min()), max(true.max(), pred.max())]
-    ax.plot(limits, limits, color="gray", linewidth=1)
-    ax.set_xlabel(f"reference {name}")
-    ax.set_ylabel(f"out-of-fold predicted {name}")
-    ax.set_aspect("equal")
+fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+ParityDisplay.from_predictions(yi, predicted, ax=axes[0])
+ParityDisplay.from_predictions(yi, predicted, gradient="positions", ax=axes[1])
+axes[0].set(xlabel="reference energies", ylabel="out-of-fold predicted energies")
+axes[1].set(xlabel="reference forces", ylabel="out-of-fold predicted forces")
 fig.tight_layout()
 plt.show()

@@ -22,6 +22,7 @@ from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.model_selection import KFold
 
 from skmetalstsq import IndexedTensorMap, TensorMapLstsqCV
+from skmetalstsq.display import CVCurveDisplay, SingularValuesDisplay
 
 rng = np.random.default_rng(0)
 N_SYSTEMS, N_ATOMS, N_FEATURES = 24, 1, 12
@@ -90,20 +91,30 @@ print(f"{model.best_score_:.4f} with one per block")
 #
 # ``cv_results_`` has GridSearchCV's keys; the per-block scores are under the
 # block's name (``model.block_names_``), e.g. ``mean_test_center_type=6``.
+# :class:`~skmetalstsq.display.CVCurveDisplay` draws the mean test score of every
+# candidate with a band of one standard deviation, and marks the chosen one; the
+# displays of each block's scores are drawn on the same axes.
 
-results = model.cv_results_
 fig, ax = plt.subplots(figsize=(6, 4))
-curves = [("all blocks (pooled)", "score", overall.rcond_)]
-curves += [(name, name, model.rcond_[key]) for key, name in model.block_names_.items()]
-for label, name, chosen in curves:
-    mean, std = results[f"mean_test_{name}"], results[f"std_test_{name}"]
-    (line,) = ax.semilogx(rconds, mean, marker="o", markersize=3, label=label)
-    ax.fill_between(rconds, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-    ax.axvline(chosen, color=line.get_color(), linestyle=":")
-ax.set_xlabel("rcond")
-ax.set_ylabel("cross-validated R$^2$")
+CVCurveDisplay.from_estimator(overall, name="all blocks (pooled)", ax=ax)
+for name in model.block_names_.values():
+    CVCurveDisplay.from_estimator(model, score=name, ax=ax)
 ax.set_ylim(max(ax.get_ylim()[0], -0.5), 1.0)
-ax.legend()
+ax.set_ylabel("cross-validated R$^2$")
+ax.legend(fontsize="small")
+fig.tight_layout()
+
+# %%
+# What the cut-offs cut
+# ---------------------
+#
+# :class:`~skmetalstsq.display.SingularValuesDisplay` draws the singular values of
+# each block of the refitted model, relative to the largest, with the cut-off each
+# block chose: the values under its line are cut. The descriptors' eleven decades of
+# scale show as eleven decades of singular values.
+
+fig, ax = plt.subplots(figsize=(6, 4))
+SingularValuesDisplay.from_estimator(model, ax=ax)
 fig.tight_layout()
 
 # %%

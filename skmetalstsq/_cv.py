@@ -14,6 +14,7 @@ other scorer is called on a fitted :class:`TensorMapLstsq` per (fold, candidate)
 """
 
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
@@ -522,36 +523,88 @@ def _fold_block(system, rows, scored, train, test, r_factors, candidates, statis
         return solutions
     part, part_weights = scored
     test_rows = test[rows[part]]
-    a_test = _as_float64(_take(system.a_parts[part], test_rows))
-    b_test = _as_float64(_take(system.b_parts[part], test_rows))
+    a_test = _take(system.a_parts[part], test_rows)
+    b_test = _take(system.b_parts[part], test_rows)
+    weights = None if part_weights is None else part_weights[test_rows]
+    sums = score_sums(a_test, b_test, weights, solutions, part == 0, statistic)
+    return sums.losses, float(sums.m2.sum()), sums.weight_sum * b_test.shape[1]
+
+
+@dataclass
+class ScoreSums:
+    """What a pooled score is made of, for one block's test rows and every candidate.
+
+    Attributes
+    ----------
+    losses : numpy array of shape (n_candidates,)
+        Weighted sums of squared (or absolute) residuals.
+    weight_sum : float
+        Sum of the weights of the test rows (their number, unweighted).
+    mean : numpy array of shape (n_targets,)
+        Weighted column means of the targets.
+    m2 : numpy array of shape (n_targets,)
+        Weighted sums of squared deviations from ``mean``.
+    """
+
+    losses: np.ndarray
+    weight_sum: float
+    mean: np.ndarray
+    m2: np.ndarray
+
+    def combine(self, other):
+        """The sums of the rows of both (Chan et al.'s pairwise update of mean and m2)."""
+        total = self.weight_sum + other.weight_sum
+        if other.weight_sum == 0:
+            return self
+        if self.weight_sum == 0:
+            return other
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.weight_sum / total)
+        m2 = self.m2 + other.m2 + delta**2 * (self.weight_sum * other.weight_sum / total)
+        return ScoreSums(self.losses + other.losses, total, mean, m2)
+
+
+def score_sums(a_test, b_test, weights, solutions, values, statistic):
+    """:class:`ScoreSums` of test rows ``a_test``, ``b_test`` for every candidate solution.
+
+    ``weights``: a 1-D numpy array of row weights or None; ``values``: whether
+    the rows are value rows (the intercept applies to them); ``statistic``:
+    ``"squared"`` or ``"absolute"``. Candidates sharing one solution are
+    computed once.
+    """
+    a_test, b_test = _as_float64(a_test), _as_float64(b_test)
     n_targets = b_test.shape[1]
-    if part_weights is None:
-        weights = None
+    if weights is None:
         weight_sum = float(b_test.shape[0])
+        w = None
     else:
-        weights = convert_like_rows(part_weights[test_rows], b_test)
-        weight_sum = float(part_weights[test_rows].sum())
-    count = weight_sum * n_targets
-    if count == 0:
-        return np.zeros(len(candidates)), 0.0, 0.0
-    by_solution = {}
-    losses = []
+        weight_sum = float(weights.sum())
+        w = convert_like_rows(weights, b_test)
+    if weight_sum == 0:
+        zeros = np.zeros(n_targets)
+        return ScoreSums(np.zeros(len(solutions)), 0.0, zeros, zeros)
+    by_solution, losses = {}, []
     for solution in solutions:
         if id(solution) not in by_solution:
             residual = b_test - a_test @ solution.weights.T
-            if solution.intercept is not None and part == 0:
+            if solution.intercept is not None and values:
                 residual = residual - solution.intercept
             residual = residual**2 if statistic == "squared" else abs(residual)
-            if weights is not None:
-                residual = residual * weights[:, None]
+            if w is not None:
+                residual = residual * w[:, None]
             by_solution[id(solution)] = float(residual.sum())
         losses.append(by_solution[id(solution)])
-    if weights is None:
-        total = float(((b_test - b_test.mean(0)) ** 2).sum())
+    if w is None:
+        mean = b_test.mean(0)
+        m2 = ((b_test - mean) ** 2).sum(0)
     else:
-        mean = (weights @ b_test) / weight_sum
-        total = float((weights[:, None] * (b_test - mean) ** 2).sum())
-    return np.array(losses), total, count
+        mean = (w @ b_test) / weight_sum
+        m2 = (w[:, None] * (b_test - mean) ** 2).sum(0)
+    return ScoreSums(np.array(losses), weight_sum, _to_numpy(mean), _to_numpy(m2))
+
+
+def _to_numpy(array):
+    return np.asarray(array) if isinstance(array, np.ndarray) else array.detach().cpu().numpy()
 
 
 def convert_like_rows(weights, like):

@@ -75,7 +75,12 @@ def _penalty(value, caller, where):
     valid = array.dtype.kind in "iuf" and np.isfinite(array).all() and (array >= 0).all()
     if isinstance(value, (bool, np.bool_)) or not valid:
         raise ValueError(f"{caller}: {where} must be a finite number >= 0, got {value!r}")
-    return float(array) if array.ndim == 0 else array.astype(np.float64)
+    if array.ndim == 0:
+        return float(array)
+    if array.size and (array == array.flat[0]).all():
+        # the same penalty on every feature is the scalar penalty
+        return float(array.flat[0])
+    return array.astype(np.float64)
 
 
 def resolve_alpha(alpha, X, caller):

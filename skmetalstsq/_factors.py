@@ -108,9 +108,14 @@ class Factor:
             if self.r.shape[0] and float(self.r[0, 0]) != 0.0:
                 r, head = self.r[1:, 1:], self.r[:1]
             else:
-                # no value row weighs anything: the ones column is zero and the
-                # intercept stays 0 (the first row of R is then a row of data)
-                r = self.r[:, 1:]
+                # no value row weighs anything: the ones column is zero, the
+                # intercept stays 0, and the other columns (not triangular once
+                # the first is dropped) are factorised again
+                rest = self.r[:, 1:]
+                backend = backend_of(rest)
+                copy = backend.empty(tuple(rest.shape), rest)
+                copy[:] = rest
+                r = backend.qr_r(copy)
         top = min(r.shape[0], self.n_features)
         return r[:top, : self.n_features], r[:top, self.n_features :], head
 

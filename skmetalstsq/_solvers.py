@@ -84,6 +84,11 @@ def _is_scalar(alpha):
     return np.ndim(alpha) == 0
 
 
+def _penalised(alpha):
+    """Whether ``alpha`` (a float or one per feature) penalises any feature."""
+    return bool(np.any(np.asarray(alpha) > 0))
+
+
 def _intercept(factor, head, weights):
     """The intercept from the first row ``head`` of R: ``(r13 - r12 w) / r11``."""
     if not factor.intercept:
@@ -148,7 +153,22 @@ def factor_solution(factor, rcond, alpha=0.0):
         u, singular, vt = backend.svd(r_a)
         rank = _cut(singular, rcond)
         weights = _svd_weights(backend, u, singular, vt, projected, rank, alpha, factor.r)
+    singular = _padded(backend, singular, min(factor.n_rows, n_features))
     return Solution(weights, rank, singular, _intercept(factor, head, weights))
+
+
+def _padded(backend, singular, size):
+    """Singular values with zeros appended up to ``size``.
+
+    The centred rows of a block with an intercept have one rank less than their
+    number, and its factor one row less: the missing values are zeros.
+    """
+    missing = size - singular.shape[0]
+    if missing <= 0:
+        return singular
+    padded = backend.zeros((size,), singular)
+    padded[: singular.shape[0]] = singular
+    return padded
 
 
 def _svd_weights(backend, u, singular, vt, projected, rank, alpha, like):
@@ -207,7 +227,10 @@ class SVDFactorization:
                 alpha,
             )
         intercept = _intercept(self.factor, self._head, weights)
-        return Solution(weights, rank, self.singular_values, intercept)
+        size = min(self.n_rows, self.n_features)
+        return Solution(
+            weights, rank, _padded(self._backend, self.singular_values, size), intercept
+        )
 
 
 def uses_factor(driver, device_type):
@@ -257,13 +280,16 @@ def solve(system, rcond, driver, map_chunks=None, workspace=None):
         solution = factor_solution(factor, rcond, system.alpha)
     else:
         solution = _driver_solution(system, rcond, driver)
-    if not all_finite(solution.weights):
+    with np.errstate(over="ignore"):
+        cast = solution.cast(system.dtype)
+    if not (all_finite(cast.weights) and (cast.intercept is None or all_finite(cast.intercept))):
         raise np.linalg.LinAlgError(
             f"TensorMapLstsq.fit: block {system.label} gives weights that are not finite "
-            f"with driver={driver!r} and rcond={rcond!r}; use rcond=None (or a larger "
-            "cut-off) to cut its smallest singular values"
+            f"with driver={driver!r} and rcond={rcond!r} (returned in {system.dtype}); use "
+            "rcond=None (or a larger cut-off) to cut its smallest singular values, or "
+            "float64 data"
         )
-    return solution.cast(system.dtype)
+    return cast
 
 
 def _one_gelsd_call(system):
@@ -329,7 +355,7 @@ def _driver_solution(system, rcond, driver):
     else:
         weights, rank, singular = backend.lstsq(a, b, rcond, driver)
         weights = weights.T
-        if not _is_scalar(system.alpha) or system.alpha > 0:
+        if _penalised(system.alpha):
             singular = None  # of the augmented matrix: not the block's
     intercept = None
     if system.intercept:
@@ -351,7 +377,7 @@ def _stacked(system):
     like = system.a_parts[0]
     backend = backend_of(like)
     n, t = system.n_features, system.n_targets
-    penalised = not _is_scalar(system.alpha) or system.alpha > 0
+    penalised = _penalised(system.alpha)
     n_rows = system.n_rows + (n if penalised else 0)
     a = backend.empty((n_rows, n), like)
     b = backend.empty((n_rows, t), like)
@@ -387,4 +413,6 @@ def _weighted_means(backend, a, b, scale):
     total = float(weights.sum())
     if total == 0.0:
         return backend.zeros((a.shape[1],), a), backend.zeros((b.shape[1],), a)
-    return (weights @ a) / total, (weights @ b) / total
+    # normalised first, so that one weighted row's mean is that row exactly
+    weights = weights / total
+    return weights @ a, weights @ b

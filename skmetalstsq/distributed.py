@@ -11,9 +11,26 @@ workers and the factors are merged in a tree on the cluster. Without one, the sh
 are loaded and folded one after the other in this process, holding one shard at a time.
 """
 
+import numpy as np
+from metatensor import Labels
 from sklearn.base import clone
+from sklearn.model_selection import check_cv
 
-from ._estimator import TensorMapLstsq, merge_partial_states
+from ._blocks import blocks_in_order, gradient_parameters, key_tuple, row_parts
+from ._cv import (
+    _STATISTICS,
+    TensorMapLstsqCV,
+    _check_alphas,
+    _check_rconds,
+    _resolve_scoring,
+    _scores,
+    _search_results,
+    score_sums,
+)
+from ._estimator import TensorMapLstsq, _is_array_batch, merge_partial_states
+from ._indexed import unwrap
+from ._solvers import SVDFactorization, default_rcond, factor_solution
+from ._weights import row_weights
 
 __all__ = ["fit_shards"]
 
@@ -62,14 +79,19 @@ def _default_client():
         return None
 
 
-def fit_shards(estimator, shards, client=None):
+def fit_shards(estimator, shards, client=None, groups=None):
     """Fit ``estimator`` on shards that are each loaded where they are factorised.
 
     Parameters
     ----------
-    estimator : TensorMapLstsq
-        With ``driver=None`` (the factors are solved directly). Its weights,
-        penalty, intercept and device apply as in :meth:`TensorMapLstsq.fit`.
+    estimator : TensorMapLstsq or TensorMapLstsqCV
+        A TensorMapLstsq with ``driver=None`` (the factors are solved directly):
+        its weights, penalty, intercept and device apply as in
+        :meth:`TensorMapLstsq.fit`. A TensorMapLstsqCV cross-validates over the
+        shards: its ``cv`` splits the list of shards (each shard is one entry, a
+        fold is a set of shards); each shard is factorised once, each split
+        solves every candidate from the merged factors of its training shards,
+        and each test shard is loaded again where it is to score them.
     shards : iterable
         Zero-argument callables or ``dask.delayed`` objects, each returning
         ``(X, y)`` or ``(X, y, sample_weight)`` of one shard (TensorMaps,
@@ -78,13 +100,17 @@ def fit_shards(estimator, shards, client=None):
     client : dask.distributed.Client or None, default=None
         Where to load and factorise the shards; None uses the default client
         when one exists, otherwise this process, one shard after the other.
+    groups : array-like of shape (n_shards,), default=None
+        Group of each shard, for group-wise splitters (TensorMapLstsqCV only).
 
     Returns
     -------
-    estimator : TensorMapLstsq
+    estimator : TensorMapLstsq or TensorMapLstsqCV
         The same object, fitted: its attributes equal those of ``fit`` on all
-        shards joined (to rounding), and ``factors_`` holds the merged factors,
-        so that ``partial_fit`` can add more rows.
+        shards joined (to rounding); for a TensorMapLstsq, ``factors_`` holds
+        the merged factors, so that ``partial_fit`` can add more rows. For a
+        TensorMapLstsqCV, ``cv_results_`` are the scores of ``GridSearchCV`` on
+        the joined data with the splits of the shards (a ``PredefinedSplit``).
 
     Raises
     ------
@@ -92,9 +118,10 @@ def fit_shards(estimator, shards, client=None):
         For shards whose layouts disagree (naming the shards and the block), or
         a shard that does not give ``(X, y[, sample_weight])``.
     """
-    if not isinstance(estimator, TensorMapLstsq) or type(estimator).fit is not TensorMapLstsq.fit:
+    if not isinstance(estimator, (TensorMapLstsq, TensorMapLstsqCV)):
         raise TypeError(
-            f"{_CALLER}: estimator must be a TensorMapLstsq, got {type(estimator).__name__}"
+            f"{_CALLER}: estimator must be a TensorMapLstsq or a TensorMapLstsqCV, got "
+            f"{type(estimator).__name__}"
         )
     estimator._validate_params()
     shards = list(shards)
@@ -107,6 +134,8 @@ def fit_shards(estimator, shards, client=None):
                 f"object, got {type(shard).__name__}"
             )
     client = client if client is not None else _default_client()
+    if isinstance(estimator, TensorMapLstsqCV):
+        return _cross_validate_shards(estimator, shards, client, groups)
     if client is None:
         result = None
         for index, shard in enumerate(shards):
@@ -148,3 +177,196 @@ def _reduce_on_cluster(client, estimator, shards):
 
 def _shard_state_indexed(estimator, index, data):
     return index, _shard_state(estimator, index, data)
+
+
+# ---------------------------------------------------------------------------------
+# cross-validation over shards
+# ---------------------------------------------------------------------------------
+
+
+def _factor_estimator(search):
+    """The TensorMapLstsq whose factors a TensorMapLstsqCV's shards are made of."""
+    return TensorMapLstsq(
+        fit_intercept=search.fit_intercept,
+        gradient_weights=search.gradient_weights,
+        device=search.device,
+    )
+
+
+def _split_solutions(merged, candidates):
+    """For each block of a merged ``(index, state)``, the Solution of every candidate."""
+    _, state = merged
+    solutions = {}
+    for key, record in state.records.items():
+        factorization = SVDFactorization(record.factor)
+        shared, block = {}, []
+        for rcond, alpha in candidates:
+            shared_key = (factorization.rank(rcond), alpha)
+            if shared_key not in shared:
+                shared[shared_key] = factorization.solve(rcond, alpha)
+            block.append(shared[shared_key])
+        solutions[key] = block
+    return solutions
+
+
+def _shard_score_sums(estimator, index, shard, solutions, gradient, statistic):
+    """Load a test shard again; the ScoreSums of each of its blocks, for every candidate."""
+    data = shard.compute() if _is_delayed(shard) else (shard() if callable(shard) else shard)
+    X, y, *weights = data
+    sample_weight = weights[0] if weights else None
+    caller = f"{_CALLER}: shard {index}"
+    if _is_array_batch(X, y):
+        raise TypeError(f"{caller}: cross-validation over shards needs TensorMaps, got arrays")
+    y_given = y
+    X, y = unwrap(X)[0], unwrap(y)[0]
+    row_weight = row_weights(sample_weight, y_given, caller)
+    sums = {}
+    for (key, x_block), y_block in zip(X.items(), blocks_in_order(y, X.keys)):
+        key = key_tuple(key)
+        if key not in solutions:
+            continue  # a block no training shard has: it is not scored
+        parameters = gradient_parameters(x_block)
+        part = 0 if gradient is None else 1 + parameters.index(gradient)
+        a_test = row_parts(x_block, parameters)[part]
+        b_test = row_parts(y_block, parameters)[part]
+        weights = None if row_weight is None else row_weight[key][part]
+        sums[key] = score_sums(a_test, b_test, weights, solutions[key], part == 0, statistic)
+    return sums
+
+
+def _cross_validate_shards(search, shards, client, groups):
+    caller = _CALLER
+    candidates = [
+        (rcond, alpha)
+        for alpha in _check_alphas(search.alphas, caller)
+        for rcond in _check_rconds(search.rconds, caller)
+    ]
+    metric, gradient, custom = _resolve_scoring(search.scoring)
+    if custom is not None:
+        raise ValueError(
+            f"{caller}: cross-validation over shards scores with the metrics of "
+            f"skmetalstsq.metrics (a name or metrics.scorer), got {search.scoring!r}"
+        )
+    statistic = _STATISTICS[metric]
+    splits = list(check_cv(search.cv).split(np.zeros((len(shards), 1)), None, groups))
+    factorer = _factor_estimator(search)
+    run = _LocalRun(factorer, shards) if client is None else _ClusterRun(client, factorer, shards)
+    everything = run.merged(range(len(shards)))
+    state = run.result(everything)[1]
+    keys = list(state.records)
+    split_sums = []
+    for train, test in splits:
+        solutions = run.solutions(run.merged(train), candidates)
+        split_sums.append(run.score(test, solutions, gradient, statistic))
+    losses = np.zeros((len(splits), len(keys), len(candidates)))
+    totals = np.zeros((len(splits), len(keys)))
+    counts = np.zeros((len(splits), len(keys)))
+    for s, per_shard in enumerate(split_sums):
+        for b, key in enumerate(keys):
+            combined = None
+            for sums in per_shard:
+                if key in sums:
+                    combined = sums[key] if combined is None else combined.combine(sums[key])
+            if combined is not None:
+                losses[s, b] = combined.losses
+                totals[s, b] = float(combined.m2.sum())
+                counts[s, b] = combined.weight_sum * len(combined.mean)
+    results = (losses, totals, counts)
+    search.block_names_ = {
+        key: ",".join(f"{n}={int(v)}" for n, v in zip(state.key_names, key)) for key in keys
+    }
+    pooled = _scores(metric, losses.sum(1), totals.sum(1)[:, None], counts.sum(1)[:, None])
+    search.cv_results_ = _search_results(candidates, {"score": pooled})
+    search.n_splits_ = len(splits)
+    choice = search._choose(candidates, keys, metric, results)
+    solutions = []
+    for key, index in zip(keys, choice):
+        record = state.records[key]
+        rcond, alpha = candidates[index]
+        if rcond is None:
+            rcond = default_rcond(record.factor.n_rows, record.factor.n_features)
+        solutions.append(factor_solution(record.factor, rcond, alpha).cast(record.dtype))
+    for stale in ("coef_", "n_features_in_", "feature_names_in_"):
+        search.__dict__.pop(stale, None)
+    labels = Labels(state.key_names, np.array(keys, dtype=np.int32).reshape(len(keys), -1))
+    layouts = [(state.records[k].layout.targets, state.records[k].layout.features) for k in keys]
+    search._set_blocks(labels, layouts, solutions, state.y_ndim)
+    return search
+
+
+class _LocalRun:
+    """Cross-validation over shards in this process: factors kept, shards loaded twice."""
+
+    def __init__(self, estimator, shards):
+        self.estimator, self.shards = estimator, shards
+        self.states = []
+        for index, shard in enumerate(shards):
+            data = shard.compute() if _is_delayed(shard) else shard()
+            self.states.append((index, _shard_state(estimator, index, data)))
+
+    def merged(self, indices):
+        result = None
+        for i in indices:
+            result = self.states[i] if result is None else _merge(result, self.states[i])
+        return result
+
+    def result(self, merged):
+        return merged
+
+    def solutions(self, merged, candidates):
+        return _split_solutions(merged, candidates)
+
+    def score(self, test, solutions, gradient, statistic):
+        return [
+            _shard_score_sums(self.estimator, i, self.shards[i], solutions, gradient, statistic)
+            for i in test
+        ]
+
+
+class _ClusterRun:
+    """Cross-validation over shards on a Dask cluster: factors stay on the workers."""
+
+    def __init__(self, client, estimator, shards):
+        self.client, self.estimator, self.shards = client, estimator, shards
+        self.states = []
+        for index, shard in enumerate(shards):
+            if _is_delayed(shard):
+                data = client.compute(shard)
+                future = client.submit(_shard_state_indexed, estimator, index, data, pure=False)
+            else:
+                future = client.submit(_load_and_factor, estimator, index, shard, pure=False)
+            self.states.append(future)
+
+    def merged(self, indices):
+        futures = [self.states[i] for i in indices]
+        while len(futures) > 1:
+            merged = [
+                self.client.submit(_merge, futures[i], futures[i + 1], pure=False)
+                for i in range(0, len(futures) - 1, 2)
+            ]
+            if len(futures) % 2:
+                merged.append(futures[-1])
+            futures = merged
+        return futures[0]
+
+    def result(self, merged):
+        return merged.result()
+
+    def solutions(self, merged, candidates):
+        return self.client.submit(_split_solutions, merged, candidates, pure=False)
+
+    def score(self, test, solutions, gradient, statistic):
+        futures = [
+            self.client.submit(
+                _shard_score_sums,
+                self.estimator,
+                i,
+                self.shards[i],
+                solutions,
+                gradient,
+                statistic,
+                pure=False,
+            )
+            for i in test
+        ]
+        return self.client.gather(futures)

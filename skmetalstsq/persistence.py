@@ -7,7 +7,7 @@ uncompressed:
     The format's name (:data:`FORMAT`) and version (:data:`FORMAT_VERSION`), the
     versions of the libraries that wrote it (for information only), the estimator as
     a tree of JSON values (its class, hyperparameters and fitted attributes), and the
-    SHA-256 digest of every other member.
+    size and SHA-256 digest of every other member.
 ``tensors/<n>.mts``
     One per TensorMap of the estimator (``weights_``, ``intercept_``, a scaler's
     ``mean_``, ``var_`` and ``scale_``, a TensorMap ``alpha``), written by
@@ -20,8 +20,9 @@ uncompressed:
 For every array the manifest records its dtype, shape and memory order (the order of
 its axes in memory), its library (numpy or torch) and, for torch, its device: torch
 tensors are stored as numpy arrays and turned back into tensors of the same dtype, on
-the same device, with the same strides, so that a loaded estimator predicts bit for
-bit as the saved one.
+the same device. Arrays come back with the same strides (a view into a larger array
+comes back dense, its axes in the same order in memory), so that a loaded estimator
+predicts bit for bit as the saved one.
 
 Loading only builds the classes of :data:`CLASSES` (with their constructors, which
 only store their arguments), the dataclasses of a partial fit's state, Labels,
@@ -134,8 +135,8 @@ def save(path, estimator):
         For another class (subclasses and TensorMapFunctionTransformer included),
         a hyperparameter or attribute that cannot be stored without storing code
         (a callable ``scoring``, a ``cv`` splitter object, ...), or an attribute
-        that is neither fitted state (ending in ``_``) nor known. The message
-        names the estimator, the step of a Pipeline and the parameter.
+        named like a method or property of its class. The message names the
+        estimator, the step of a Pipeline and the parameter or attribute.
 
     See Also
     --------
@@ -530,9 +531,9 @@ def load(path, *, device=None):
     The file is refused, before anything is built, when it is not a zip archive, has
     no manifest or another format or a newer format version, lacks a member or has
     one the manifest does not list, or a member's size or content differs from the
-    size and SHA-256 digest in the manifest; and while building, when it names a class that is not
-    one of the four a model file holds, or an array that differs from what the
-    manifest records of it.
+    size and SHA-256 digest in the manifest; and while building, when it names a
+    class that is not one of the four a model file holds, or an array that differs
+    from what the manifest records of it.
 
     Parameters
     ----------
@@ -550,7 +551,7 @@ def load(path, *, device=None):
     estimator : TensorMapLstsq, TensorMapLstsqCV, TensorMapStandardScaler or Pipeline
         With the saved hyperparameters (``get_params()`` equal to the saved
         estimator's) and fitted attributes (arrays bit for bit equal, of the same
-        library, dtype and strides).
+        library, dtype and memory layout).
 
     Raises
     ------

@@ -289,7 +289,7 @@ def test_cv_curve_from_tensor_map_lstsq_cv(indexed):
     assert display.ax_.get_xscale() == "log"
     assert display.ax_.get_xlabel() == "rcond"
     assert display.ax_.get_ylabel() == "R2"
-    assert legend_texts(display.ax_) == ["mean test score", f"chosen rcond={rconds[best]:g}"]
+    assert legend_texts(display.ax_) == ["mean test score", f"chosen rcond={rconds[best]:.3g}"]
     assert display.notes_ == [] and display.note_ is None
 
 
@@ -321,9 +321,8 @@ def test_cv_curve_grid_search_over_a_pipeline_with_alpha(indexed):
     curve = alphas.index(best["tensormaplstsq__alpha"])
     assert display.chosen_.get_color() == display.lines_[curve].get_color()
     np.testing.assert_allclose(display.chosen_.get_xdata(), [best["tensormaplstsq__rcond"]])
-    assert display.chosen_.get_label() == (
-        f"chosen rcond={best['tensormaplstsq__rcond']:g}, alpha={best['tensormaplstsq__alpha']:g}"
-    )
+    rcond, alpha = best["tensormaplstsq__rcond"], best["tensormaplstsq__alpha"]
+    assert display.chosen_.get_label() == f"chosen rcond={rcond:.3g}, alpha={alpha:.3g}"
     assert display.ax_.get_ylabel() == "Rmse"
 
 
@@ -582,3 +581,19 @@ def test_singular_values_errors(data):
         SingularValuesDisplay.from_estimator(model, fewer)
     with raises(TypeError, caller, "X must be the TensorMap", "got ndarray"):
         SingularValuesDisplay.from_estimator(model, np.zeros((3, 4)))
+
+
+def test_a_single_block_map_is_labelled_without_its_key():
+    rng = np.random.default_rng(5)
+    samples = Labels.range("system", 10)
+    x = TensorBlock(rng.normal(size=(10, 3)), samples, [], Labels.range("feature", 3))
+    energy = x.values @ [[1.0], [0.5], [-1.0]] + 0.1 * rng.normal(size=(10, 1))
+    y = TensorBlock(energy, samples, [], Labels.range("energy", 1))
+    X, Y = TensorMap(Labels.single(), [x]), TensorMap(Labels.single(), [y])
+    model = TensorMapLstsq(driver="gelsd").fit(X, Y)
+    parity = ParityDisplay.from_estimator(model, X, Y)
+    pred = np.asarray(X.block().values) @ np.asarray(model.weights_.block().values).T
+    assert legend_texts(parity.ax_) == [label("", energy.ravel(), pred.ravel()).lstrip(": ")]
+    singular = SingularValuesDisplay.from_estimator(model)
+    assert legend_texts(singular.ax_) == ["singular values"]
+    assert singular.notes_ == ["the block: no cut-off given (rcond=None), not drawn"]

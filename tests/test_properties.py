@@ -53,8 +53,9 @@ def weighted_system(a_parts, b_parts, weights, fit_intercept):
     if fit_intercept:
         total = weights[0].sum()
         if total > 0:
-            x_mean = weights[0] @ a_parts[0] / total
-            y_mean = weights[0] @ b_parts[0] / total
+            # normalised first: the mean of one row (of weight > 0) is that row
+            x_mean = (weights[0] / total) @ a_parts[0]
+            y_mean = (weights[0] / total) @ b_parts[0]
         else:
             x_mean = np.zeros(a_parts[0].shape[1])
             y_mean = np.zeros(b_parts[0].shape[1])
@@ -85,6 +86,16 @@ def reference(a, b, alpha, rcond, driver):
     if driver in ("gelsy", "gelsd", "gelss") and (penalised or driver == "gelsy"):
         rank = lapack_rank
     return weights.T, rank, singular
+
+
+def fragile(fit_intercept, weighted, weights, alpha):
+    """Whether the centred rows are exactly zero but the weighted means of the LAPACK
+    drivers leave rounding noise in them, which no penalty damps: one value row of
+    weight > 0 and no other (test_one_weighted_value_row_with_an_intercept_gives_
+    zero_weights in tests/test_solvers.py)."""
+    weighing = [int((w > 0).sum()) for w in weights]
+    unpenalised = bool(np.all(np.asarray(alpha) == 0))
+    return fit_intercept and weighted and unpenalised and weighing[0] == 1 and not any(weighing[1:])
 
 
 @st.composite
@@ -243,6 +254,8 @@ def test_tensor_maps_against_scipy_on_stacked_arrays(problem):
         assert block.properties == x_block.properties
         assert numpy(block.values).shape == expected.shape
         assert block.values.dtype == fit_X.block(key).values.dtype
+        if fragile(problem["fit_intercept"], sample_weight is not None, weights, alpha):
+            continue
         scale = max(1.0, np.abs(expected).max(), np.abs(intercept).max())
         np.testing.assert_allclose(
             numpy(block.values), expected, rtol=tolerance["rtol"], atol=tolerance["atol"] * scale
@@ -321,6 +334,10 @@ def test_plain_arrays_against_scipy(
     stacked_a, stacked_b, x_mean, y_mean = weighted_system(
         [a.astype(np.float64)], [b2], [weights], fit_intercept
     )
+    if fragile(fit_intercept, weighted, [weights], alpha):
+        # whatever the weights, the one row is fitted exactly
+        np.testing.assert_allclose(model.predict(a), b, rtol=1e-5, atol=1e-5)
+        return
     expected, _, _ = reference(stacked_a, stacked_b, alpha, 1e-10, driver)
     intercept = np.zeros(b2.shape[1]) if x_mean is None else y_mean - expected @ x_mean
     tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-7, atol=1e-9)

@@ -45,9 +45,9 @@ def test_cv_estimator_on_arrays_equals_grid_search():
     )
     assert model.cv_results_["params"] == search.cv_results_["params"]
     assert model.best_index_ == search.best_index_
-    reference = TensorMapLstsq(
-        rcond=model.rcond_, alpha=model.alpha_, fit_intercept=True
-    ).fit(A, b, sample_weight=w)
+    reference = TensorMapLstsq(rcond=model.rcond_, alpha=model.alpha_, fit_intercept=True).fit(
+        A, b, sample_weight=w
+    )
     np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-10)
     np.testing.assert_allclose(model.intercept_, reference.intercept_, rtol=1e-10)
     np.testing.assert_allclose(model.predict(A), reference.predict(A), rtol=1e-10)

@@ -944,14 +944,22 @@ def test_intercept_of_a_block_without_rows_is_zero(backend, driver):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("driver", ALL_DRIVERS)
-@pytest.mark.parametrize("weights", [[0.37], [[0.37, 0.0]]])
+@pytest.mark.parametrize(
+    "driver, weights",
+    [pytest.param(driver, [0.1], id=f"{driver}-one-row") for driver in ALL_DRIVERS]
+    # gels refuses the second: its centred rows are of rank 0
+    + [
+        pytest.param(driver, [0.1, 0.0], id=f"{driver}-one-of-two-rows")
+        for driver in ALL_DRIVERS
+        if driver != "gels"
+    ],
+)
 def test_one_weighted_value_row_with_an_intercept_gives_zero_weights(backend, driver, weights):
     # the centred value rows are exactly zero: the weights are 0 and the
     # intercept is the value row's y, for every driver
-    a = np.array([[0.3, -1.1, 2.0, 0.7], [5.0, 1.0, -3.0, 2.0]])[: len(np.ravel(weights))]
-    b = np.array([[1.5, -0.2], [3.0, 1.0]])[: len(a)]
-    row_weights = [np.asarray(weights, dtype=float).ravel()]
+    a = np.array([[0.3, -1.1, 2.0, 0.7], [5.0, 1.0, -3.0, 2.0]])[: len(weights)]
+    b = np.array([[1.5, -0.2], [3.0, 1.0]])[: len(weights)]
+    row_weights = [np.array(weights)]
     system = backend_system(backend, [a], [b], row_weights=row_weights, intercept=True)
     solution = solve(system, RCOND, driver)
     np.testing.assert_allclose(as_numpy(solution.weights), np.zeros((2, 4)), atol=1e-12)

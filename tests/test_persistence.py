@@ -1,0 +1,1091 @@
+"""skmetalstsq.save / skmetalstsq.load: bit-identical round trips, and files refused.
+
+A loaded estimator is compared with the one that was saved: every hyperparameter and
+fitted attribute (type, dtype, strides, device and every bit), and predictions with
+``np.array_equal`` / ``torch.equal``. Tampered and foreign files are built by
+rewriting the members of a saved file.
+"""
+
+import dataclasses
+import io
+import json
+import math
+import pickle
+import sys
+import zipfile
+
+import metatensor
+import numpy as np
+import pytest
+from builders import example_pair, to_torch
+from metatensor import Labels, TensorBlock, TensorMap
+from sklearn.linear_model import LinearRegression
+from sklearn.model_selection import KFold
+from sklearn.pipeline import Pipeline, make_pipeline
+
+import skmetalstsq
+from skmetalstsq import (
+    IndexedTensorMap,
+    TensorMapFunctionTransformer,
+    TensorMapLstsq,
+    TensorMapLstsqCV,
+    TensorMapStandardScaler,
+    metrics,
+)
+
+# ---------------------------------------------------------------------------------
+# comparisons
+# ---------------------------------------------------------------------------------
+
+
+def _torch():
+    return sys.modules.get("torch")
+
+
+def _is_torch_map(value):
+    torch = _torch()
+    return torch is not None and isinstance(value, torch.ScriptObject)
+
+
+def assert_same(loaded, saved, where="estimator"):
+    """``loaded`` is ``saved``, to the bit, with the same types, dtypes and layouts."""
+    torch = _torch()
+    if _is_torch_map(saved):
+        assert _is_torch_map(loaded), where
+        assert loaded._type().qualified_name() == saved._type().qualified_name(), where
+        assert_same(_core(loaded), _core(saved), where)
+        return
+    assert type(loaded) is type(saved), f"{where}: {type(loaded)} != {type(saved)}"
+    if isinstance(saved, np.ma.MaskedArray):
+        assert_same(np.ma.getdata(loaded), np.ma.getdata(saved), f"{where} data")
+        assert_same(np.ma.getmaskarray(loaded), np.ma.getmaskarray(saved), f"{where} mask")
+        assert_same(loaded.fill_value, saved.fill_value, f"{where} fill value")
+    elif isinstance(saved, np.ndarray):
+        assert loaded.dtype == saved.dtype, where
+        assert loaded.shape == saved.shape, where
+        _assert_layout(loaded, saved, where)
+        if saved.dtype == object:
+            for i, (a, b) in enumerate(zip(loaded.reshape(-1), saved.reshape(-1))):
+                assert_same(a, b, f"{where}[{i}]")
+        else:
+            assert np.array_equal(loaded, saved, equal_nan=saved.dtype.kind == "f"), where
+    elif torch is not None and isinstance(saved, torch.Tensor):
+        assert loaded.dtype == saved.dtype, where
+        assert loaded.device == saved.device, where
+        _assert_layout(loaded, saved, where)
+        assert torch.equal(loaded, saved), where
+    elif isinstance(saved, TensorMap):
+        assert loaded.keys == saved.keys, where
+        for position, (a, b) in enumerate(zip(loaded.blocks(), saved.blocks())):
+            _assert_same_block(a, b, f"{where} block {position}")
+    elif isinstance(saved, Labels):
+        assert loaded.names == saved.names and loaded == saved, where
+    elif isinstance(saved, (list, tuple)):
+        assert len(loaded) == len(saved), where
+        for i, (a, b) in enumerate(zip(loaded, saved)):
+            assert_same(a, b, f"{where}[{i}]")
+    elif isinstance(saved, dict):
+        assert list(loaded) == list(saved), where
+        for key in saved:
+            assert_same(key, next(k for k in loaded if k == key), f"{where} key {key!r}")
+            assert_same(loaded[key], saved[key], f"{where}[{key!r}]")
+    elif isinstance(saved, float):
+        assert loaded == saved or (math.isnan(loaded) and math.isnan(saved)), where
+    elif dataclasses.is_dataclass(saved):
+        for field in dataclasses.fields(saved):
+            name = field.name
+            assert_same(getattr(loaded, name), getattr(saved, name), f"{where}.{name}")
+    elif isinstance(saved, metrics.TensorMapScorer):
+        assert (loaded.name, loaded.gradient) == (saved.name, saved.gradient), where
+    elif hasattr(saved, "get_params"):
+        assert_same(vars(loaded), vars(saved), f"{where} ({type(saved).__name__})")
+    else:
+        assert loaded == saved, f"{where}: {loaded!r} != {saved!r}"
+
+
+def _assert_layout(loaded, saved, where):
+    """The same order of axes in memory, and the same strides when ``saved`` is dense
+    (C- or Fortran-ordered, or with permuted axes; a view of a larger buffer comes
+    back dense)."""
+
+    def strides(array):
+        if isinstance(array, np.ndarray):
+            return [s // array.itemsize for s in array.strides]
+        return list(array.stride())
+
+    def order(array):
+        return sorted(
+            (axis for axis, n in enumerate(array.shape) if n > 1),
+            key=lambda axis: -abs(strides(array)[axis]),
+        )
+
+    assert order(loaded) == order(saved), where
+    dense, step = {}, 1
+    for axis in reversed(order(saved)):
+        dense[axis], step = step, step * saved.shape[axis]
+    if all(strides(saved)[axis] == dense[axis] for axis in dense):
+        assert all(strides(loaded)[axis] == dense[axis] for axis in dense), where
+
+
+def _assert_same_block(loaded, saved, where):
+    assert loaded.samples == saved.samples, where
+    assert len(loaded.components) == len(saved.components), where
+    for a, b in zip(loaded.components, saved.components):
+        assert a == b, where
+    assert loaded.properties == saved.properties, where
+    assert_same(loaded.values, saved.values, f"{where} values")
+    assert loaded.gradients_list() == saved.gradients_list(), where
+    for parameter in saved.gradients_list():
+        _assert_same_block(
+            loaded.gradient(parameter), saved.gradient(parameter), f"{where} {parameter}"
+        )
+
+
+def _core(torch_map):
+    """A metatensor-torch TensorMap as a metatensor TensorMap, built here."""
+
+    def labels(torch_labels):
+        values = torch_labels.values.cpu().numpy().astype(np.int32)
+        return Labels(list(torch_labels.names), values.reshape(len(values), -1))
+
+    def block(torch_block):
+        core = TensorBlock(
+            torch_block.values,
+            labels(torch_block.samples),
+            [labels(c) for c in torch_block.components],
+            labels(torch_block.properties),
+        )
+        for parameter, gradient in torch_block.gradients():
+            core.add_gradient(parameter, block(gradient))
+        return core
+
+    return TensorMap(labels(torch_map.keys), [block(b) for b in torch_map.blocks()])
+
+
+def assert_same_prediction(loaded, saved):
+    """Predictions (TensorMaps, arrays or metatensor-torch maps) equal to the bit."""
+    if isinstance(saved, IndexedTensorMap):
+        assert np.array_equal(loaded.entries, saved.entries)
+        loaded, saved = loaded.tensor, saved.tensor
+    assert_same(loaded, saved, "prediction")
+
+
+def roundtrip(estimator, tmp_path, **load_options):
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, estimator)
+    return skmetalstsq.load(path, **load_options)
+
+
+# ---------------------------------------------------------------------------------
+# round trips
+# ---------------------------------------------------------------------------------
+
+
+def _data():
+    return example_pair(0)
+
+
+def _indexed():
+    X, y = _data()
+    return IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+
+
+def _alpha_map(X):
+    """A TensorMap alpha: one penalty per property of each block of X."""
+    blocks = [
+        TensorBlock(
+            np.linspace(0.0, 0.5, len(block.properties))[None, :],
+            Labels.range("_", 1),
+            [],
+            block.properties,
+        )
+        for block in X.blocks()
+    ]
+    return TensorMap(X.keys, blocks)
+
+
+def _lstsq():
+    X, y = _data()
+    model = TensorMapLstsq(
+        fit_intercept=True,
+        alpha={(0,): 0.1, (1,): 0.0, (3,): np.array([0.0, 0.1, 0.2, 0.3, 0.4])},
+        gradient_weights={"positions": 0.5, "cell": 2.0},
+    )
+    return model.fit(X, y), X
+
+
+def _gelsy():
+    X, y = _data()
+    return TensorMapLstsq(driver="gelsy", rcond=1e-8).fit(X, y), X
+
+
+def _alpha_tensor_map():
+    X, y = _data()
+    return TensorMapLstsq(alpha=_alpha_map(X)).fit(X, y), X
+
+
+def _arrays(n_targets):
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(30, 4))
+    b = A @ rng.normal(size=(4, n_targets or 1)) + 0.1 * rng.normal(size=(30, n_targets or 1))
+    b = b[:, 0] if n_targets is None else b
+    return TensorMapLstsq(fit_intercept=True).fit(A, b), rng.normal(size=(7, 4))
+
+
+def _dataframe():
+    pandas = pytest.importorskip("pandas")
+    rng = np.random.default_rng(2)
+    A = pandas.DataFrame(rng.normal(size=(20, 3)), columns=["a", "b", "c"])
+    model = TensorMapLstsq().fit(A, rng.normal(size=20))
+    return model, A
+
+
+def _batches():
+    X, y = _data()
+    first = [
+        metatensor.slice(t, "samples", Labels(["system"], np.array([[0], [1]]))) for t in (X, y)
+    ]
+    rest = [
+        metatensor.slice(t, "samples", Labels(["system"], np.array([[2], [3], [4]])))
+        for t in (X, y)
+    ]
+    return first, rest
+
+
+def _partial_fit():
+    (x1, y1), (x2, y2) = _batches()
+    model = TensorMapLstsq(fit_intercept=True, alpha=0.01).partial_fit(x1, y1)
+    return model.partial_fit(x2, y2), x1
+
+
+def _cv():
+    X, y = _indexed()
+    model = TensorMapLstsqCV(
+        rconds=[1e-12, None, 1e-3], alphas=(0.0, 1e-2), cv=3, fit_intercept=True
+    )
+    return model.fit(X, y), X
+
+
+def _cv_per_block():
+    X, y = _indexed()
+    scorer = metrics.scorer("neg_rmse", gradient="positions")
+    model = TensorMapLstsqCV(rconds=(1e-12, 1e-6, 1e-2), cv=3, per_block=True, scoring=scorer)
+    return model.fit(X, y), X
+
+
+def _scaler():
+    X, _ = _data()
+    return TensorMapStandardScaler().fit(X), X
+
+
+def _pipeline():
+    X, y = _data()
+    model = make_pipeline(TensorMapStandardScaler(with_mean=False), TensorMapLstsq(alpha=0.1))
+    return model.fit(X, y), X
+
+
+def _pipeline_cv():
+    X, y = _indexed()
+    model = Pipeline(
+        [
+            ("scale", TensorMapStandardScaler()),
+            ("skip", "passthrough"),
+            ("fit", TensorMapLstsqCV(rconds=[1e-10, 1e-4], cv=2, fit_intercept=True)),
+        ]
+    )
+    return model.fit(X, y), X
+
+
+CASES = {
+    "lstsq": _lstsq,
+    "gelsy": _gelsy,
+    "alpha_tensor_map": _alpha_tensor_map,
+    "arrays_1d": lambda: _arrays(None),
+    "arrays_2d": lambda: _arrays(3),
+    "dataframe": _dataframe,
+    "partial_fit": _partial_fit,
+    "cv": _cv,
+    "cv_per_block": _cv_per_block,
+    "scaler": _scaler,
+    "pipeline": _pipeline,
+    "pipeline_cv": _pipeline_cv,
+}
+
+
+def _predict(model, X):
+    if isinstance(model, TensorMapStandardScaler):
+        return model.transform(X)
+    return model.predict(X)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_round_trip_predicts_bit_identically(case, tmp_path):
+    model, X = CASES[case]()
+    loaded = roundtrip(model, tmp_path)
+    assert type(loaded) is type(model)
+    assert_same(loaded, model)
+    assert_same(loaded.get_params(), model.get_params(), "get_params()")
+    assert_same_prediction(_predict(loaded, X), _predict(model, X))
+
+
+def test_partial_fit_continues_bit_identically_after_loading(tmp_path):
+    (x1, y1), (x2, y2) = _batches()
+    model = TensorMapLstsq(fit_intercept=True).partial_fit(x1, y1)
+    loaded = roundtrip(model, tmp_path)
+    model.partial_fit(x2, y2)
+    loaded.partial_fit(x2, y2)
+    assert_same(loaded, model)
+    assert_same_prediction(loaded.predict(x2), model.predict(x2))
+
+
+def test_arrays_keep_their_memory_layout(tmp_path):
+    model, _ = _lstsq()
+    rng = np.random.default_rng(3)
+    model.fortran_ = np.asfortranarray(rng.normal(size=(4, 3)))
+    model.transposed_ = rng.normal(size=(2, 3, 4)).transpose(2, 0, 1)
+    model.view_ = rng.normal(size=(6, 8))[::2, 1:5]
+    model.empty_ = np.zeros((0, 3), dtype=np.float32)
+    model.scalar_ = np.array(2.5)
+    loaded = roundtrip(model, tmp_path)
+    assert loaded.fortran_.strides == model.fortran_.strides
+    assert loaded.transposed_.strides == model.transposed_.strides
+    assert loaded.view_.strides == (32, 8)  # a view comes back dense, in its order
+    assert loaded.empty_.shape == (0, 3) and loaded.empty_.dtype == np.float32
+    assert loaded.scalar_.shape == () and loaded.scalar_ == 2.5
+    assert_same(loaded, model)
+
+
+def test_unfitted_estimator_keeps_its_parameters(tmp_path):
+    model = TensorMapLstsqCV(rconds=np.logspace(-10, -2, 5), alphas=[0.0, 0.5], cv=4)
+    loaded = roundtrip(model, tmp_path)
+    assert_same(loaded, model)
+    assert not hasattr(loaded, "weights_")
+    X, y = _indexed()
+    assert_same_prediction(loaded.fit(X, y).predict(X), model.fit(X, y).predict(X))
+
+
+def test_non_finite_floats_and_numpy_scalars_round_trip(tmp_path):
+    model, _ = _lstsq()
+    model.score_history_ = [float("nan"), float("inf"), -float("inf"), np.float32(1.5)]
+    model.best_ = {"count": np.int64(3), "flag": np.bool_(True), "name": "x"}
+    loaded = roundtrip(model, tmp_path)
+    assert_same(loaded.score_history_, model.score_history_)
+    assert_same(loaded.best_, model.best_)
+
+
+def test_file_objects_and_deterministic_bytes(tmp_path):
+    model, X = _cv()
+    first, second = io.BytesIO(), io.BytesIO()
+    skmetalstsq.save(first, model)
+    skmetalstsq.save(second, model)
+    assert first.getvalue() == second.getvalue()
+    loaded = skmetalstsq.load(io.BytesIO(first.getvalue()))
+    assert_same(loaded, model)
+
+
+def test_file_is_a_zip_of_a_manifest_and_mts_members(tmp_path):
+    model, _ = _lstsq()
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        manifest = json.loads(archive.read("manifest.json"))
+        weights = metatensor.io.load_buffer(archive.read("tensors/0.mts"))
+    assert names[0] == "manifest.json"
+    assert set(names[1:]) == set(manifest["members"])
+    assert all(name.endswith(".mts") for name in names[1:])
+    assert manifest["format"] == "skmetalstsq-model" and manifest["format_version"] == 1
+    node = manifest["estimator"]
+    assert node["class"] == "skmetalstsq.TensorMapLstsq"
+    assert node["params"]["fit_intercept"] is True
+    # a member is a plain metatensor file: the weights read back by metatensor alone
+    assert weights.keys == model.weights_.keys
+    for ours, theirs in zip(weights.blocks(), model.weights_.blocks()):
+        assert np.array_equal(ours.values, theirs.values)
+
+
+def test_save_changes_nothing_and_checks_before_writing(tmp_path):
+    model, _ = _lstsq()
+    before = pickle.dumps(model)
+    roundtrip(model, tmp_path)
+    assert pickle.dumps(model) == before
+    bad = TensorMapLstsqCV(cv=KFold(3))
+    path = tmp_path / "refused.zip"
+    with pytest.raises(TypeError):
+        skmetalstsq.save(path, bad)
+    assert not path.exists()
+
+
+# ---------------------------------------------------------------------------------
+# torch
+# ---------------------------------------------------------------------------------
+
+
+def _torch_cases():
+    torch = pytest.importorskip("torch")
+    X, y = _data()
+    return {
+        "float32": lambda: TensorMapLstsq(fit_intercept=True).fit(
+            to_torch(X, torch.float32), to_torch(y, torch.float32)
+        ),
+        "float64": lambda: TensorMapLstsq(alpha=0.1).fit(to_torch(X), to_torch(y)),
+        "device_cpu": lambda: TensorMapLstsq(device="cpu").fit(X, y),
+        "torch_device_param": lambda: TensorMapLstsq(device=torch.device("cpu")).fit(X, y),
+        "partial_fit": lambda: TensorMapLstsq().partial_fit(
+            to_torch(X, torch.float32), to_torch(y, torch.float32)
+        ),
+        "arrays_device_cpu": lambda: TensorMapLstsq(device="cpu").fit(
+            np.asarray(X.block(0).values[:, 0]), np.asarray(y.block(0).values[:, 0])
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["float32", "float64", "device_cpu", "torch_device_param", "partial_fit", "arrays_device_cpu"],
+)
+def test_torch_round_trip(case, tmp_path):
+    torch = pytest.importorskip("torch")
+    model = _torch_cases()[case]()
+    loaded = roundtrip(model, tmp_path)
+    assert_same(loaded, model)
+    if hasattr(model, "coef_"):
+        X = np.asarray(_data()[0].block(0).values[:, 0])
+        assert np.array_equal(loaded.predict(X), model.predict(X))
+        return
+    assert isinstance(loaded.weights_.block(0).values, torch.Tensor)
+    X, _ = _data()
+    for inputs in (X, to_torch(X, loaded.weights_.block(0).values.dtype)):
+        assert_same_prediction(loaded.predict(inputs), model.predict(inputs))
+
+
+def test_metatensor_torch_maps_round_trip(tmp_path):
+    pytest.importorskip("metatensor.torch")
+    from skmetalstsq._torch_maps import to_torch_map
+
+    X, y = _data()
+    tX, ty = to_torch_map(to_torch(X)), to_torch_map(to_torch(y))
+    model = TensorMapLstsq(fit_intercept=True).fit(tX, ty)
+    if not _is_torch_map(model.weights_):
+        pytest.skip("this version fits metatensor-torch maps into metatensor TensorMaps")
+    loaded = roundtrip(model, tmp_path)
+    assert_same(loaded, model)
+    assert_same_prediction(loaded.predict(tX), model.predict(tX))
+
+
+def _on_device(path, device):
+    """Rewrite every torch device recorded in the manifest at ``path``."""
+
+    def change(node):
+        if isinstance(node, dict):
+            if "device" in node and node.get("library") == "torch":
+                node["device"] = device
+            for value in node.values():
+                change(value)
+        elif isinstance(node, list):
+            for value in node:
+                change(value)
+
+    edit_manifest(path, change)
+
+
+def test_cuda_tensors_without_cuda_are_refused_unless_a_device_is_given(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    X, y = _data()
+    model = TensorMapLstsq().fit(to_torch(X), to_torch(y))
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    _on_device(path, "cuda:0")
+    with pytest.raises(ValueError, match=r"saved on cuda:0, but 0 CUDA device\(s\) are available"):
+        skmetalstsq.load(path)
+    with pytest.raises(ValueError, match=r"asked for cuda, but 0 CUDA device\(s\)"):
+        skmetalstsq.load(path, device="cuda")
+    loaded = skmetalstsq.load(path, device="cpu")
+    assert_same(loaded, model)
+
+
+def test_load_device_must_be_a_torch_device(tmp_path):
+    pytest.importorskip("torch")
+    model, _ = _lstsq()
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    with pytest.raises(ValueError, match=r"device='banana' is not a torch device"):
+        skmetalstsq.load(path, device="banana")
+    with pytest.raises(TypeError, match=r"device must be None, a str or a torch.device, got int"):
+        skmetalstsq.load(path, device=3)
+    # numpy arrays stay numpy arrays whatever the device
+    assert_same(skmetalstsq.load(path, device="cpu"), model)
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        ({"type": "torch_dtype", "name": "complex64"}, r"attribute 'x_' has the torch dtype"),
+        (
+            {"type": "torch_device", "value": "banana"},
+            r"attribute 'x_' has the device 'banana', which torch does not know",
+        ),
+    ],
+    ids=["torch_dtype", "torch_device"],
+)
+def test_load_refuses_unknown_torch_values(saved, value, match):
+    pytest.importorskip("torch")
+    edit_manifest(saved, lambda m: _attribute(m, value))
+    with pytest.raises(ValueError, match=match):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_tensors_of_an_unknown_device(tmp_path):
+    torch = pytest.importorskip("torch")
+    X, y = _data()
+    model = TensorMapLstsq().fit(to_torch(X, torch.float32), to_torch(y, torch.float32))
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    _on_device(path, "banana")
+    with pytest.raises(ValueError, match=r"has the device 'banana', which torch does not know"):
+        skmetalstsq.load(path)
+
+
+def test_torch_tensors_need_torch(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    X, y = _data()
+    model = TensorMapLstsq().fit(to_torch(X, torch.float32), to_torch(y, torch.float32))
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r"holds torch tensors, which needs torch: pip install"):
+        skmetalstsq.load(path)
+    with pytest.raises(
+        ImportError, match=r"was asked to load onto device='cpu', which needs torch"
+    ):
+        skmetalstsq.load(path, device="cpu")
+
+
+def test_cuda_round_trip(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    X, y = _data()
+    model = TensorMapLstsq(fit_intercept=True).fit(
+        to_torch(X, torch.float32, "cuda"), to_torch(y, torch.float32, "cuda")
+    )
+    loaded = roundtrip(model, tmp_path)
+    assert loaded.weights_.block(0).values.device.type == "cuda"
+    assert_same(loaded, model)
+    inputs = to_torch(X, torch.float32, "cuda")
+    assert_same_prediction(loaded.predict(inputs), model.predict(inputs))
+    on_cpu = roundtrip(model, tmp_path, device="cpu")
+    assert on_cpu.weights_.block(0).values.device.type == "cpu"
+    cpu_inputs = to_torch(X, torch.float32)
+    assert_same_prediction(on_cpu.predict(cpu_inputs), model.predict(cpu_inputs))
+
+
+# ---------------------------------------------------------------------------------
+# what save refuses
+# ---------------------------------------------------------------------------------
+
+
+def my_scorer(estimator, X, y):
+    return 0.0
+
+
+class MyLstsq(TensorMapLstsq):
+    pass
+
+
+@pytest.mark.parametrize(
+    "estimator, match",
+    [
+        (
+            TensorMapLstsqCV(scoring=my_scorer),
+            r"TensorMapLstsqCV parameter 'scoring' is a builtins.function \(my_scorer\), "
+            r"which a model file cannot hold",
+        ),
+        (
+            TensorMapLstsqCV(cv=KFold(3)),
+            r"TensorMapLstsqCV parameter 'cv' is a sklearn.model_selection._split.KFold, "
+            r"which a model file cannot hold.*set_params",
+        ),
+        (
+            make_pipeline(TensorMapFunctionTransformer(), TensorMapLstsq()),
+            r"Pipeline step 'tensormapfunctiontransformer': cannot save a "
+            r"TensorMapFunctionTransformer \(its func would have to be imported",
+        ),
+        (
+            Pipeline([("fit", TensorMapLstsqCV(cv=KFold(2)))]),
+            r"Pipeline step 'fit': TensorMapLstsqCV parameter 'cv' is a ",
+        ),
+        (MyLstsq(), r"cannot save a MyLstsq \(a subclass"),
+        (LinearRegression(), r"cannot save a LinearRegression; a model file holds only"),
+        (
+            TensorMapLstsq(alpha=np.array([1j])),
+            r"TensorMapLstsq parameter 'alpha' is an array of dtype complex128",
+        ),
+        (
+            TensorMapLstsq(gradient_weights={"positions": object()}),
+            r"TensorMapLstsq parameter 'gradient_weights'\['positions'\] is a builtins.object",
+        ),
+    ],
+    ids=[
+        "callable_scoring",
+        "cv_splitter",
+        "function_transformer",
+        "pipeline_step_parameter",
+        "subclass",
+        "foreign_estimator",
+        "complex_array",
+        "object_in_dict",
+    ],
+)
+def test_save_refuses_what_cannot_be_stored_safely(estimator, match, tmp_path):
+    with pytest.raises(TypeError, match=match):
+        skmetalstsq.save(tmp_path / "model.zip", estimator)
+
+
+def test_save_refuses_arrays_of_other_dtypes(tmp_path):
+    X, y = _data()
+    complex_alpha = TensorMap(
+        X.keys,
+        [
+            TensorBlock(np.zeros((1, 5), dtype=complex), Labels.range("_", 1), [], b.properties)
+            for b in X.blocks()
+        ],
+    )
+    with pytest.raises(
+        TypeError, match=r"TensorMapLstsq parameter 'alpha' holds arrays of dtype complex128"
+    ):
+        skmetalstsq.save(tmp_path / "model.zip", TensorMapLstsq(alpha=complex_alpha))
+    torch = pytest.importorskip("torch")
+    model = TensorMapLstsq().fit(X, y)
+    model.extra_ = torch.zeros(2, dtype=torch.bfloat16)
+    with pytest.raises(
+        TypeError,
+        match=r"attribute 'extra_' is a torch tensor of dtype torch.bfloat16, which numpy cannot",
+    ):
+        skmetalstsq.save(tmp_path / "model.zip", model)
+
+
+def test_save_refuses_unstorable_and_shadowing_attributes(tmp_path):
+    model, _ = _lstsq()
+    model.cache_ = object()
+    with pytest.raises(TypeError, match=r"TensorMapLstsq attribute 'cache_' is a builtins.object"):
+        skmetalstsq.save(tmp_path / "model.zip", model)
+    del model.cache_
+    model.predict = None
+    with pytest.raises(TypeError, match=r"has the attribute 'predict', which a model file"):
+        skmetalstsq.save(tmp_path / "model.zip", model)
+
+
+def test_save_refuses_a_path_of_another_type():
+    with pytest.raises(TypeError, match=r"skmetalstsq.save: path must be a str, a path-like"):
+        skmetalstsq.save(3, TensorMapLstsq())
+    with pytest.raises(TypeError, match=r"skmetalstsq.load: path must be a str, a path-like"):
+        skmetalstsq.load(3)
+
+
+# ---------------------------------------------------------------------------------
+# what load refuses
+# ---------------------------------------------------------------------------------
+
+
+calls = []
+
+
+def _mark():
+    calls.append("unpickled")
+    return "unpickled"
+
+
+class _Payload:
+    """Unpickling this calls :func:`_mark`."""
+
+    def __reduce__(self):
+        return (_mark, ())
+
+
+def read_members(path):
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def write_members(path, members):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def edit_manifest(path, change):
+    """Rewrite the manifest at ``path`` with ``change(manifest)`` (in place)."""
+    members = read_members(path)
+    manifest = json.loads(members["manifest.json"])
+    change(manifest)
+    members["manifest.json"] = json.dumps(manifest)
+    write_members(path, members)
+
+
+def replace_member(path, name, data, update_digest=True):
+    import hashlib
+
+    members = read_members(path)
+    members[name] = data
+    manifest = json.loads(members["manifest.json"])
+    manifest["members"][name]["size"] = len(data)
+    if update_digest:
+        manifest["members"][name]["sha256"] = hashlib.sha256(data).hexdigest()
+    members["manifest.json"] = json.dumps(manifest)
+    write_members(path, members)
+
+
+def _mts(tensor):
+    buffer = io.BytesIO()
+    metatensor.save(buffer, tensor)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A saved fitted TensorMapLstsq (TensorMaps, arrays, dicts) and its path."""
+    model, _ = _lstsq()
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    return path
+
+
+def _attribute(manifest, value):
+    """Give the estimator of the manifest the attribute ``x_`` = ``value``."""
+    manifest["estimator"]["attributes"]["x_"] = value
+
+
+def _weights(manifest):
+    return manifest["estimator"]["attributes"]["weights_"]
+
+
+def _array_reference(manifest):
+    """The first array reference of the manifest (a singular values array)."""
+    items = manifest["estimator"]["attributes"]["singular_values_"]["items"]
+    return items[0][1]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not a model", pickle.dumps(_Payload())],
+    ids=["garbage", "pickle"],
+)
+def test_load_refuses_what_is_not_a_zip(content, tmp_path):
+    path = tmp_path / "model.zip"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"model.zip' is not a zip archive, so not a file written"):
+        skmetalstsq.load(path)
+    assert calls == []
+
+
+def test_load_refuses_a_foreign_zip(tmp_path):
+    X, _ = _data()
+    path = tmp_path / "features.mts"
+    metatensor.save(path, X)
+    with pytest.raises(ValueError, match=r"it has no member 'manifest.json' \(its members: "):
+        skmetalstsq.load(path)
+
+
+def test_load_refuses_a_manifest_that_is_not_json(saved):
+    members = read_members(saved)
+    members["manifest.json"] = b"{not json"
+    write_members(saved, members)
+    with pytest.raises(ValueError, match=r"'manifest.json' is not valid JSON"):
+        skmetalstsq.load(saved)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            lambda m: m.update(format="numpy-archive"),
+            r"its manifest gives the format 'numpy-archive', not 'skmetalstsq-model'",
+        ),
+        (lambda m: m.pop("format"), r"its manifest gives the format None"),
+        (
+            lambda m: m.update(format_version=2),
+            r"has format version 2, written by a newer skmetalstsq; this one reads format "
+            r"versions up to 1",
+        ),
+        (lambda m: m.update(format_version="1"), r"has an invalid format version '1'"),
+    ],
+    ids=["magic", "no_magic", "newer_version", "invalid_version"],
+)
+def test_load_refuses_another_format_or_version(saved, change, match):
+    edit_manifest(saved, change)
+    with pytest.raises(ValueError, match=match):
+        skmetalstsq.load(saved)
+
+
+@pytest.mark.parametrize("name", ["builtins.eval", "os.system", "sklearn.linear_model.Ridge"])
+def test_load_refuses_an_unknown_class(saved, name):
+    edit_manifest(saved, lambda m: m["estimator"].update({"class": name}))
+    with pytest.raises(ValueError, match=rf"the class '{name}' is not one a model file may hold"):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_an_unknown_class_in_a_pipeline(tmp_path):
+    model, _ = _pipeline()
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+
+    def change(manifest):
+        step = manifest["estimator"]["params"]["steps"][1]["items"][1]
+        step["class"] = "subprocess.Popen"
+
+    edit_manifest(path, change)
+    with pytest.raises(
+        ValueError, match=r"Pipeline step 'tensormaplstsq': the class 'subprocess.Popen' is not"
+    ):
+        skmetalstsq.load(path)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            lambda m: m["estimator"]["attributes"].update(rank_={"type": "pickle", "data": "x"}),
+            r"attribute 'rank_' has a value of unknown type 'pickle'",
+        ),
+        (
+            lambda m: m["estimator"]["params"].update(banana=1),
+            r"TensorMapLstsq has no parameter\(s\) \['banana'\]",
+        ),
+        (
+            lambda m: m["estimator"]["attributes"].update(predict=1),
+            r"TensorMapLstsq cannot hold the attribute 'predict'",
+        ),
+        (
+            lambda m: m["estimator"]["attributes"].update(__class__=1),
+            r"TensorMapLstsq cannot hold the attribute '__class__'",
+        ),
+        (
+            lambda m: _array_reference(m).update(dtype="object"),
+            r"has the dtype 'object'; arrays are of",
+        ),
+        (
+            lambda m: m["estimator"]["attributes"].update(
+                x_={"type": "record", "class": "PartialState", "fields": {}}
+            ),
+            r"attribute 'x_' names the record class 'PartialState'",
+        ),
+        (
+            lambda m: m["estimator"].update(params=[]),
+            r"TensorMapLstsq: params and attributes must be JSON objects",
+        ),
+        (
+            lambda m: m["estimator"]["attributes"].update(x_={"type": "dict", "items": [1]}),
+            r"has a malformed manifest \(TypeError",
+        ),
+        (
+            lambda m: m.update(estimator=[]),
+            r"the manifest holds no estimator",
+        ),
+        (
+            lambda m: m.update(members=[]),
+            r"the manifest's 'members' is malformed",
+        ),
+        (
+            lambda m: _attribute(m, {"type": "float", "value": "1.0"}),
+            r"attribute 'x_' has the float '1.0'",
+        ),
+        (
+            lambda m: _attribute(m, {"type": "object_array", "shape": [3], "items": [1]}),
+            r"attribute 'x_': 1 items for an array of shape \(3,\)",
+        ),
+        (
+            lambda m: _attribute(
+                m, {"type": "str_array", "length": -1, "shape": [1], "items": ["a"]}
+            ),
+            r"attribute 'x_': a malformed array of strings",
+        ),
+        (
+            lambda m: _attribute(m, {"type": "labels", "names": [1], "values": []}),
+            r"attribute 'x_': Labels names must be a list of str",
+        ),
+        (
+            lambda m: _attribute(m, {"type": "numpy_str", "value": 1}),
+            r"attribute 'x_' has the numpy string 1",
+        ),
+        (
+            lambda m: _attribute(m, {"type": "record", "class": "Factor", "fields": {"r": None}}),
+            r"a Factor must have the fields \['r', 'n_features', 'n_rows', 'intercept'\]",
+        ),
+        (
+            lambda m: _array_reference(m).update(shape=[-1]),
+            r"has the shape \[-1\]",
+        ),
+        (
+            lambda m: _array_reference(m).update(library="jax"),
+            r"has arrays of the library 'jax'",
+        ),
+        (
+            lambda m: _weights(m).update({"class": "metatensor.torch.TensorMap"}),
+            r"attribute 'weights_': a metatensor.torch.TensorMap of numpy arrays",
+        ),
+        (
+            lambda m: _weights(m).update({"class": "mypackage.Map"}),
+            r"attribute 'weights_' is a TensorMap of the class 'mypackage.Map'",
+        ),
+    ],
+    ids=[
+        "unknown_type",
+        "unknown_parameter",
+        "method_name",
+        "special_name",
+        "object_dtype",
+        "unknown_record",
+        "params_not_object",
+        "malformed",
+        "no_estimator",
+        "members_not_object",
+        "finite_float_tagged",
+        "object_array_items",
+        "str_array",
+        "labels_names",
+        "numpy_str",
+        "record_fields",
+        "negative_shape",
+        "unknown_library",
+        "torch_map_of_numpy",
+        "unknown_tensor_map_class",
+    ],
+)
+def test_load_refuses_unknown_or_malformed_values(saved, change, match):
+    edit_manifest(saved, change)
+    with pytest.raises(ValueError, match=match):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_missing_member(saved):
+    members = read_members(saved)
+    del members["arrays/float64.mts"]
+    write_members(saved, members)
+    with pytest.raises(
+        ValueError, match=r"lacks the member\(s\) \['arrays/float64.mts'\] that its manifest lists"
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_member_the_manifest_does_not_list(saved):
+    members = read_members(saved)
+    members["payload.pkl"] = pickle.dumps(TensorMapLstsq())
+    write_members(saved, members)
+    with pytest.raises(
+        ValueError, match=r"has member\(s\) \['payload.pkl'\] that its manifest does not list"
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_changed_member(saved):
+    X, _ = _data()
+    replace_member(saved, "tensors/0.mts", _mts(X), update_digest=False)
+    with pytest.raises(
+        ValueError, match=r"member 'tensors/0.mts' has SHA-256 [0-9a-f]{64}, but the manifest"
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_member_of_another_size(saved):
+    edit_manifest(saved, lambda m: m["members"]["tensors/1.mts"].update(size=10))
+    with pytest.raises(
+        ValueError, match=r"member 'tensors/1.mts' has \d+ bytes, but the manifest records 10"
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_reference_to_a_member_it_lacks(saved):
+    def change(manifest):
+        manifest["estimator"]["attributes"]["weights_"]["member"] = "../../etc/passwd"
+
+    edit_manifest(saved, change)
+    with pytest.raises(
+        ValueError, match=r"refers to the member '../../etc/passwd', which the file"
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_member_that_is_no_tensor_map(saved):
+    replace_member(saved, "tensors/0.mts", b"not a TensorMap")
+    with pytest.raises(ValueError, match=r"member 'tensors/0.mts' is not a metatensor TensorMap"):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_tensor_map_other_than_the_manifest_records(saved):
+    # a valid TensorMap with other blocks, its digest updated to match
+    X, _ = _data()
+    replace_member(saved, "tensors/0.mts", _mts(X))
+    with pytest.raises(
+        ValueError,
+        match=r"member 'tensors/0.mts' holds 9 arrays, but the manifest records 3 for "
+        r"TensorMapLstsq attribute 'weights_'",
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_tensor_map_array_of_another_shape(saved):
+    def change(manifest):
+        manifest["estimator"]["attributes"]["weights_"]["arrays"][1]["shape"] = [3, 4]
+
+    edit_manifest(saved, change)
+    with pytest.raises(
+        ValueError,
+        match=r"member 'tensors/0.mts' holds float64 values of shape \[3, 5\], but the manifest "
+        r"records for TensorMapLstsq attribute 'weights_' float64 values of shape \[3, 4\]",
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_an_array_of_another_shape(saved):
+    edit_manifest(saved, lambda m: _array_reference(m).update(shape=[6]))
+    with pytest.raises(
+        ValueError,
+        match=r"block \d+ of member 'arrays/float64.mts' holds float64 values of shape \(5, 1\), "
+        r"but the manifest records for .* an array of shape \[6\] \(float64\)",
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_an_array_block_it_lacks(saved):
+    edit_manifest(saved, lambda m: _array_reference(m).update(index=99))
+    with pytest.raises(ValueError, match=r"refers to block 99 of member 'arrays/float64.mts'"):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_an_invalid_memory_order(saved):
+    edit_manifest(saved, lambda m: _array_reference(m).update(order=[1]))
+    with pytest.raises(ValueError, match=r"has the memory order \[1\] for shape \[5\]"):
+        skmetalstsq.load(saved)
+
+
+def test_load_never_unpickles_an_array_member(saved):
+    # a member whose .npy array is a pickled object, with a matching digest
+    members = read_members(saved)
+    with zipfile.ZipFile(io.BytesIO(members["arrays/float64.mts"])) as inner:
+        content = {name: inner.read(name) for name in inner.namelist()}
+    payload = np.empty(1, dtype=object)
+    payload[0] = _Payload()
+    buffer = io.BytesIO()
+    np.save(buffer, payload, allow_pickle=True)
+    name = next(name for name in content if name.endswith("/values.npy"))
+    content[name] = buffer.getvalue()
+    rebuilt = io.BytesIO()
+    with zipfile.ZipFile(rebuilt, "w") as inner:
+        for member, data in content.items():
+            inner.writestr(member, data)
+    replace_member(saved, "arrays/float64.mts", rebuilt.getvalue())
+    with pytest.raises(ValueError, match=r"member 'arrays/float64.mts' is not a metatensor"):
+        skmetalstsq.load(saved)
+    assert calls == []
+
+
+def test_array_member_keys_must_be_array(saved):
+    X, _ = _data()
+    replace_member(saved, "arrays/float64.mts", _mts(X))
+    with pytest.raises(
+        ValueError, match=r"member 'arrays/float64.mts' has keys \['center_type'\], not \['array'\]"
+    ):
+        skmetalstsq.load(saved)
