@@ -1,16 +1,18 @@
-"""TensorMapLstsqCV: rcond chosen by cross-validation from one SVD per block per fold.
+"""TensorMapLstsqCV: rcond and alpha chosen by cross-validation from one SVD per block per fold.
 
-Every rcond candidate is a truncation of the same singular value decomposition, so
-one :class:`~skmetalstsq._solvers.SVDFactorization` of a block's training rows gives
-the weights for all of them at the cost of one small matrix product each (the idea
-behind scikit-learn's ``RidgeCV``, applied to the rcond cut-off). Candidates that
-keep the same number of singular values have the same weights and are scored once.
+Every (rcond, alpha) candidate is a filter of the same singular value decomposition
+(the cut-off drops singular values, the ridge penalty shrinks the others by
+``s / (s^2 + alpha)``), so one :class:`~skmetalstsq._solvers.SVDFactorization` of a
+block's training factor gives the weights for all of them at the cost of one small
+matrix product each (the idea behind scikit-learn's ``RidgeCV``, applied to the
+cut-off too). Candidates that keep the same singular values with the same penalty
+have the same weights and are scored once.
 
 For the scorers of :mod:`skmetalstsq.metrics`, each (fold, block) only returns the
-sums the pooled metric is made of (sum of squared or absolute residuals, sum of
-squared deviations from the column means, number of entries), so pooled and
+sums the pooled metric is made of (weighted sums of squared or absolute residuals,
+of squared deviations from the column means, and of the weights), so pooled and
 per-block scores of every candidate follow without building any TensorMap. Any
-other scorer is called on a fitted :class:`TensorMapLstsq` per (fold, candidate).
+other scorer is called on a fitted model per (fold, candidate).
 """
 
 import numbers
@@ -78,39 +80,53 @@ _STATISTICS = {
 
 
 class TensorMapLstsqCV(TensorMapLinearModel):
-    """TensorMapLstsq with rcond chosen by cross-validation over the entries.
+    """Weighted least squares with rcond and alpha chosen by cross-validation.
 
     The entries of an :class:`~skmetalstsq.IndexedTensorMap` (e.g. systems) are
     split into folds; a system's samples and gradient rows stay together in every
-    block. For each fold, each block's training rows (values and gradients, as
+    block. Plain 2-D arrays are split by rows, as ``RidgeCV`` splits them. For each
+    fold, each block's training rows (values and gradients, weighted, as
     :class:`TensorMapLstsq` stacks them) are decomposed once, and every candidate
-    rcond is a cut-off of that decomposition. The per-split scores are those of
-    ``GridSearchCV(TensorMapLstsq(driver="gelsd"), {"rcond": rconds}, cv=cv)``
-    with the same splits and scoring. After the choice, the weights are refitted
-    on all the data, and the estimator predicts and scores like TensorMapLstsq.
+    ``(rcond, alpha)`` is a filter of that decomposition. The per-split scores are
+    those of ``GridSearchCV(TensorMapLstsq(fit_intercept=..., gradient_weights=...),
+    {"rcond": rconds, "alpha": alphas}, cv=cv)`` with the same splits and scoring
+    (with ``sample_weight``: the scores of that search with metadata routing and
+    ``set_score_request(sample_weight=True)``). After the choice, the weights are
+    refitted on all the data (``driver=None``), and the estimator predicts and
+    scores like TensorMapLstsq. :func:`skmetalstsq.distributed.fit_shards`
+    cross-validates over shards of data too large for one process.
 
     Parameters
     ----------
-    rconds : array-like of float >= 0 or None, default=(1e-12, 1e-11, ..., 1e-1)
+    rconds : array-like of float in [0, 1) or None, default=(1e-12, 1e-11, ..., 1e-1)
         The candidate cut-offs, with :class:`TensorMapLstsq`'s meaning of
-        ``rcond`` (None: machine epsilon times the larger dimension of the
+        ``rcond`` (None: float64 epsilon times the larger dimension of the
         stacked training block).
+    alphas : array-like of float >= 0, default=(0.0,)
+        The candidate ridge penalties, with :class:`TensorMapLstsq`'s meaning of
+        a float ``alpha``; every (rcond, alpha) pair is a candidate, in the order
+        of ``ParameterGrid({"alpha": alphas, "rcond": rconds})``.
     cv : int, cross-validation splitter, iterable of splits or None, default=5
         An int is ``sklearn.model_selection.KFold(cv)`` over the entries (None
         is 5 folds); any splitter is called as ``cv.split(X, y, groups)``.
-    scoring : {None, "r2", "neg_rmse", "neg_mae"} or callable, default=None
+    scoring : str of :data:`skmetalstsq.metrics.SCORERS`, callable or None, default=None
         None and ``"r2"`` are the estimator's :meth:`score` (R^2 of the values
-        pooled over blocks); ``"neg_rmse"`` and ``"neg_mae"`` the negated errors
-        of :mod:`skmetalstsq.metrics` on the values. A callable
+        pooled over blocks); ``"neg_rmse"``, ``"neg_mae"``, ``"neg_mse"`` (or
+        scikit-learn's names of them, e.g. ``"neg_root_mean_squared_error"``)
+        the negated errors of :mod:`skmetalstsq.metrics` on the values. A callable
         ``(estimator, X, y) -> float``: a scorer of
         :func:`skmetalstsq.metrics.scorer` (on the values or a gradient) is
         computed from sums without building predictions; any other callable is
         called with a fitted :class:`TensorMapLstsq` for each fold and candidate.
     per_block : bool, default=False
-        False chooses one rcond for all blocks by the pooled score. True chooses
-        one rcond per block by that block's own score: the same metric (of
+        False chooses one candidate for all blocks by the pooled score. True
+        chooses one per block by that block's own score: the same metric (of
         the same values or gradient) computed over that block alone. Only the
         scorers of :mod:`skmetalstsq.metrics` can be restricted to a block.
+    fit_intercept : bool, default=False
+        As in :class:`TensorMapLstsq`.
+    gradient_weights : dict or None, default=None
+        As in :class:`TensorMapLstsq`: they weigh the fits, not the scores.
     n_jobs : int or None, default=None
         (fold, block) decompositions run concurrently, with joblib's meaning;
         threads are preferred, each with BLAS on one thread.
@@ -118,19 +134,22 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         As in :class:`TensorMapLstsq`: None works where the data is; otherwise
         the blocks are converted to torch tensors on that device. Scores are
         computed with the data's array library, on its device.
+    verbose : int, default=0
+        Print one line per block of the final refit when > 0.
 
     Attributes
     ----------
-    rcond_ : float, None or dict
-        The chosen candidate, or with ``per_block=True`` a dict from each key
+    rcond_, alpha_ : float, None or dict
+        The chosen candidate, or with ``per_block=True`` dicts from each key
         (a tuple of its values) to the candidate chosen for that block.
     best_index_ : int or dict
-        Position of ``rcond_`` in ``rconds`` (a dict by key with ``per_block``).
+        Position of the choice in ``cv_results_["params"]`` (a dict by key with
+        ``per_block``).
     best_score_ : float
-        Mean over the splits of the pooled score of the chosen rcond, or with
+        Mean over the splits of the pooled score of the choice, or with
         ``per_block=True`` of the pooled score with each block at its own choice.
     cv_results_ : dict of numpy arrays
-        Keys as in ``GridSearchCV``: ``params``, ``param_rcond``,
+        Keys as in ``GridSearchCV``: ``params``, ``param_alpha``, ``param_rcond``,
         ``split{k}_test_score``, ``mean_test_score``, ``std_test_score`` and
         ``rank_test_score`` (pooled over blocks, every block at that candidate).
         With ``per_block=True``, the same four score keys for each block with
@@ -142,19 +161,21 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         ``"name=value,name=value"``.
     n_splits_ : int
         The number of splits.
-    weights_, rank_, singular_values_ :
+    weights_, intercept_, rank_, singular_values_ :
         As in :class:`TensorMapLstsq`, refitted on all the data with ``rcond_``
-        (``driver=None``).
+        and ``alpha_`` (``driver=None``).
+    coef_, n_features_in_ :
+        Only after a fit on plain arrays, as in :class:`TensorMapLstsq`.
 
     See Also
     --------
-    TensorMapLstsq : the estimator refitted with the chosen rcond.
+    TensorMapLstsq : the estimator refitted with the chosen candidate.
     sklearn.linear_model.RidgeCV : the same idea for the ridge penalty.
 
     Notes
     -----
-    X and y must be :class:`~skmetalstsq.IndexedTensorMap` to be split; a plain
-    TensorMap is refused with a message that says how to wrap it. Ties go to the
+    X and y must be :class:`~skmetalstsq.IndexedTensorMap` (or plain arrays) to be
+    split; a plain TensorMap is refused with a message that says how to wrap it. Ties go to the
     first candidate, as in ``GridSearchCV``. After the fit, :meth:`predict` and
     :meth:`score` accept TensorMaps and IndexedTensorMaps alike.
 
@@ -263,7 +284,7 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         if self.per_block and custom is not None:
             raise ValueError(
                 f"{caller}: per_block=True needs a score per block, which only the "
-                "scoring names 'r2', 'neg_rmse', 'neg_mae' or a skmetalstsq.metrics.scorer "
+                "scoring names of skmetalstsq.metrics.SCORERS or a skmetalstsq.metrics.scorer "
                 f"give; got {self.scoring!r}"
             )
         score_parts = _score_parts(tensor_x, gradient, caller)

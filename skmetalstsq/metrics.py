@@ -467,6 +467,10 @@ class TensorMapScorer(_MetadataRequester):
         self._metadata_request.score.add_request(param="sample_weight", alias=sample_weight)
         return self
 
+    def _accept_sample_weight(self):
+        # read by scikit-learn's multi-metric scoring without metadata routing
+        return True
+
     def _get_metadata_request(self):
         if hasattr(self, "_metadata_request"):
             return get_routing_for_object(self._metadata_request)

@@ -72,6 +72,8 @@ def test_estimator_methods_and_parameters_are_rendered(docs):
 
 
 def test_user_guide_pages_are_built(docs):
-    for page in ("data_model", "rcond_drivers", "model_selection", "devices", "errors"):
+    pages = ("data_model", "rcond_drivers", "weights", "model_selection", "devices", "torch")
+    for page in (*pages, "persistence", "errors"):
         assert (docs.html / "user_guide" / f"{page}.html").is_file(), page
     assert (docs.html / "parallelism.html").is_file()
+    assert (docs.html / "larger_than_memory.html").is_file()

@@ -985,3 +985,23 @@ def test_other_array_conversions_are_type_errors(indexed_pair):
     with raises(TypeError, "IndexedTensorMap cannot be converted to a numpy array"):
         sklearn.metrics.make_scorer(own_metric)(model, X, y)
     assert not issubclass(metrics.UnsupportedScoringError, Exception)
+
+
+def test_a_dict_of_scorers_takes_the_fit_weights_of_a_search():
+    # without metadata routing, GridSearchCV gives the fit's sample_weight to every
+    # scorer that accepts it; a dict of scorers asks each of them
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    X, y = make_pair(np.random.default_rng(7), keys=((0,),), n_systems=9)
+    X, y = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    weights = np.random.default_rng(8).uniform(0.5, 2.0, len(X))
+    scoring = {"energy": metrics.scorer("neg_rmse"), "forces": metrics.scorer("neg_mae")}
+    search = GridSearchCV(
+        TensorMapLstsq(), {"alpha": [0.0, 1.0]}, cv=KFold(3), scoring=scoring, refit="energy"
+    ).fit(X, y, sample_weight=weights)
+    single = GridSearchCV(
+        TensorMapLstsq(), {"alpha": [0.0, 1.0]}, cv=KFold(3), scoring=scoring["energy"]
+    ).fit(X, y, sample_weight=weights)
+    np.testing.assert_allclose(
+        search.cv_results_["mean_test_energy"], single.cv_results_["mean_test_score"], rtol=1e-12
+    )

@@ -1,0 +1,128 @@
+"""TensorMapLstsqCV over shards against GridSearchCV on the joined data."""
+
+from functools import partial
+
+import metatensor
+import numpy as np
+import pytest
+from builders import make_pair
+from sklearn.model_selection import GridSearchCV, GroupKFold, KFold
+
+from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV, metrics
+from skmetalstsq.distributed import fit_shards
+
+N_SHARDS = 6
+RCONDS = [1e-12, 1e-4, 1e-2]
+ALPHAS = [0.0, 0.5]
+
+
+def shard(seed, weighted=False):
+    X, y = make_pair(np.random.default_rng(seed), keys=((0,), (1,)), n_systems=5, n_components=2)
+    if weighted:
+        return X, y, None
+    return X, y
+
+
+def joined():
+    """Every shard joined, indexed by shard: one entry per shard."""
+    Xs, ys = zip(*[shard(s) for s in range(N_SHARDS)])
+    X = metatensor.join(list(Xs), axis="samples", different_keys="union", add_dimension="shard")
+    y = metatensor.join(list(ys), axis="samples", different_keys="union", add_dimension="shard")
+    return IndexedTensorMap(X, "shard"), IndexedTensorMap(y, "shard")
+
+
+SCORINGS = [None, "neg_rmse", metrics.scorer("neg_mae", gradient="positions")]
+
+
+@pytest.mark.parametrize("scoring", SCORINGS)
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_scores_equal_grid_search_on_the_joined_data(scoring, fit_intercept):
+    shards = [partial(shard, s) for s in range(N_SHARDS)]
+    cv = KFold(3)
+    search = TensorMapLstsqCV(
+        rconds=RCONDS, alphas=ALPHAS, cv=cv, scoring=scoring, fit_intercept=fit_intercept
+    )
+    assert fit_shards(search, shards) is search
+    X, y = joined()
+    sk_scoring = metrics.scorer(scoring) if isinstance(scoring, str) else scoring
+    reference = GridSearchCV(
+        TensorMapLstsq(fit_intercept=fit_intercept),
+        {"rcond": RCONDS, "alpha": ALPHAS},
+        cv=cv,
+        scoring=sk_scoring,
+    ).fit(X, y)
+    for s in range(3):
+        np.testing.assert_allclose(
+            search.cv_results_[f"split{s}_test_score"],
+            reference.cv_results_[f"split{s}_test_score"],
+            rtol=1e-8,
+        )
+    assert search.cv_results_["params"] == reference.cv_results_["params"]
+    assert search.best_index_ == reference.best_index_
+    for key, block in reference.best_estimator_.weights_.items():
+        np.testing.assert_allclose(search.weights_.block(key).values, block.values, rtol=1e-9)
+        np.testing.assert_allclose(
+            search.intercept_.block(key).values,
+            reference.best_estimator_.intercept_.block(key).values,
+            atol=1e-12,
+        )
+    # the fitted model predicts like the refitted search
+    prediction = search.predict(X)
+    expected = reference.predict(X)
+    for key, block in expected.tensor.items():
+        np.testing.assert_allclose(prediction.tensor.block(key).values, block.values, atol=1e-10)
+
+
+def test_groups_split_the_shards():
+    shards = [partial(shard, s) for s in range(N_SHARDS)]
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    search = fit_shards(TensorMapLstsqCV(rconds=RCONDS, cv=GroupKFold(3)), shards, groups=groups)
+    X, y = joined()
+    reference = GridSearchCV(
+        TensorMapLstsq(), {"rcond": RCONDS, "alpha": [0.0]}, cv=GroupKFold(3)
+    ).fit(X, y, groups=groups)
+    np.testing.assert_allclose(
+        search.cv_results_["mean_test_score"], reference.cv_results_["mean_test_score"], rtol=1e-8
+    )
+
+
+def test_per_block_choice_over_shards():
+    shards = [partial(shard, s) for s in range(N_SHARDS)]
+    search = fit_shards(
+        TensorMapLstsqCV(rconds=RCONDS, alphas=ALPHAS, cv=3, per_block=True), shards
+    )
+    X, y = joined()
+    model = TensorMapLstsqCV(rconds=RCONDS, alphas=ALPHAS, cv=KFold(3), per_block=True).fit(X, y)
+    assert search.rcond_ == model.rcond_ and search.alpha_ == model.alpha_
+    for name in model.cv_results_:
+        if name.startswith("mean_test"):
+            np.testing.assert_allclose(search.cv_results_[name], model.cv_results_[name], rtol=1e-8)
+
+
+def test_a_custom_scorer_is_refused():
+    shards = [partial(shard, s) for s in range(3)]
+    with pytest.raises(ValueError, match="fit_shards: cross-validation over shards scores with"):
+        fit_shards(TensorMapLstsqCV(cv=3, scoring=lambda est, X, y: 0.0), shards)
+
+
+def test_on_a_local_cluster():
+    distributed = pytest.importorskip("distributed")
+    cloudpickle = pytest.importorskip("cloudpickle")
+    import builders
+
+    cloudpickle.register_pickle_by_value(builders)
+    shards = [partial(shard, s) for s in range(N_SHARDS)]
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        search = fit_shards(TensorMapLstsqCV(rconds=RCONDS, alphas=ALPHAS, cv=3), shards, client)
+    local = fit_shards(TensorMapLstsqCV(rconds=RCONDS, alphas=ALPHAS, cv=3), shards)
+    np.testing.assert_allclose(
+        search.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"], rtol=1e-12
+    )
