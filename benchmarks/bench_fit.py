@@ -38,7 +38,8 @@ of the previous call go idle:
   strictly on one thread (``metatensor.lstsq`` keeps BLAS's default threads);
 - ``normal eq.``, on the full-rank blocks with at least twice as many rows as
   columns (W1, W2, W3, W6): the normal equations on the stacked copies (outside
-  the timer), with BLAS's default threads, block after block:
+  the timer), block after block, timed with BLAS's default threads and on one
+  thread, the faster of the two kept (as for the floor):
   ``scipy.linalg.blas.dsyrk`` for ``A^T A`` (no copy of ``A``), ``A^T b``, then
   ``scipy.linalg.cho_factor`` and ``cho_solve``. Its weights lose
   ``condition^2 x eps`` (see the accuracy rows): it is the speed anchor of tall
@@ -63,7 +64,7 @@ bidiagonalises a near-square block directly (``4 m n^2 - 4/3 n^3``, 28% fewer
 flops on W4), and the normal equations perform ``m n^2 + n^3 / 3``, about half.
 The machine's limit is measured in the same run, at the start and at the end: a
 3000 x 3000 by 3000 x 3000 ``numpy.matmul`` (``2 x 3000^3`` flops), minimum of 3, on 1
-and on 2 BLAS threads; ``/ peak`` divides by the best of those rates.
+and on 2 BLAS threads; ``/ peak`` divides by the best of those rates at the start.
 
 Accuracy (``--no-accuracy`` skips it), on one block of W6's shape (200000 x 200,
 rows scaled by ``--scale``):
@@ -374,6 +375,9 @@ class NormalEquations:
     def __init__(self, X, y):
         self.pairs = stacked_arrays(X, y)
 
+    def prepare(self):
+        """Nothing to prepare: the stacked arrays are only read."""
+
     def __call__(self):
         for a, b in self.pairs:
             normal_equations(a, b)
@@ -397,22 +401,30 @@ def _statistics(times):
     }
 
 
+#: methods timed with BLAS's default threads and on one thread, the faster kept
+ANCHORS = ("floor", NORMAL)
+
+
+def anchor_labels(method):
+    return f"{method} (BLAS default)", f"{method} (BLAS 1 thread)"
+
+
 def time_workload(name, scale, repeats, methods):
     """Minimum and median seconds of each method on one workload, timed round-robin."""
     from threadpoolctl import threadpool_limits
 
     X, y = build(name, scale)
-    runners = {}
-    floor = None
+    runners, anchors = {}, {}
     for method in methods:
         if method == "floor":
-            floor = Floor(X, y)
+            anchors[method] = Floor(X, y)
+        elif method == NORMAL:
+            anchors[method] = NormalEquations(X, y)
         else:
             runners[method] = make_runner(method, X, y)
     times = {method: [] for method in runners}
-    if floor is not None:
-        times["floor (BLAS default)"] = []
-        times["floor (BLAS 1 thread)"] = []
+    for method in anchors:
+        times.update({label: [] for label in anchor_labels(method)})
     for repeat in range(repeats + 1):  # the first round is a warm-up
         for method, runner in runners.items():
             settle()
@@ -421,21 +433,20 @@ def time_workload(name, scale, repeats, methods):
             elapsed = time.perf_counter() - start
             if repeat:
                 times[method].append(elapsed)
-        if floor is not None:
-            for label in ("floor (BLAS default)", "floor (BLAS 1 thread)"):
-                floor.prepare()
+        for method, anchor in anchors.items():
+            for label, limit in zip(anchor_labels(method), (None, 1)):
+                anchor.prepare()
                 settle()
-                limit = 1 if "1 thread" in label else None
                 with threadpool_limits(limits=limit):
                     start = time.perf_counter()
-                    floor()
+                    anchor()
                     elapsed = time.perf_counter() - start
                 if repeat:
                     times[label].append(elapsed)
     result = _statistics(times)
-    if floor is not None:
+    for method in anchors:
         for values in result.values():
-            values["floor"] = min(values["floor (BLAS default)"], values["floor (BLAS 1 thread)"])
+            values[method] = min(values[label] for label in anchor_labels(method))
     result["input_bytes"] = input_bytes(X, y)
     return result
 
@@ -593,14 +604,14 @@ def print_accuracy(result):
     )
     print("  y = A w exactly, A = U diag(s) V^T: relative error |w_fit - w| / |w|")
     print(
-        f"  {'condition':<11}{'TensorMapLstsq()':>18}{'scipy gelsd':>13}{'normal eq.':>13}"
+        f"  {'condition':<11}{'TensorMapLstsq()':>18}{'scipy gelsd':>13}{'normal eq.':>16}"
         f"{'cond x eps':>12}{'cond^2 x eps':>14}"
     )
     for row in result["conditioned"]:
         condition = row["condition"]
         normal = "Cholesky fails" if row["normal"] is None else f"{row['normal']:.1e}"
         print(
-            f"  {condition:<11.0e}{row['skm']:>18.1e}{row['gelsd']:>13.1e}{normal:>13}"
+            f"  {condition:<11.0e}{row['skm']:>18.1e}{row['gelsd']:>13.1e}{normal:>16}"
             f"{condition * EPS:>12.1e}{condition**2 * EPS:>14.1e}"
         )
     deficient = result["deficient"]
@@ -709,27 +720,30 @@ def print_workload(name, timing, memory, flops, peak):
     normal = NORMAL in minimum
     print(f"  input {size_mib:.1f} MiB, {flops / 1e9:.2f} GFLOP (nominal)")
     print(
-        f"  {'method':<22}{'min s':>9}{'median s':>10}{'/ metatensor':>14}{'/ floor':>9}"
+        f"  {'method':<26}{'min s':>9}{'median s':>10}{'/ metatensor':>14}{'/ floor':>9}"
         + (f"{'/ normal eq.':>14}" if normal else "")
         + f"{'GFLOP/s':>9}{'/ peak':>8}"
         + ("" if not memory else f"{'peak +MiB':>11}{'+ / input':>11}{'/ mts +':>9}")
     )
-    shown = ["floor (BLAS default)", "floor (BLAS 1 thread)", *METHODS[1:]]
-    for method in shown + ([NORMAL] if normal else []):
+    shown = [*anchor_labels("floor"), *METHODS[1:]]
+    if normal:
+        shown += anchor_labels(NORMAL)
+    for method in shown:
         seconds = minimum[method]
         line = (
-            f"  {method:<22}{seconds:>9.4f}{median[method]:>10.4f}"
+            f"  {method:<26}{seconds:>9.4f}{median[method]:>10.4f}"
             f"{seconds / minimum['metatensor']:>14.2f}{seconds / minimum['floor']:>9.2f}"
         )
         if normal:
             line += f"{seconds / minimum[NORMAL]:>14.2f}"
         rate = flops / seconds / 1e9
         line += f"{rate:>9.2f}{rate / peak:>8.2f}"
-        key = "floor" if method.startswith("floor") else method
-        if memory and method != "floor (BLAS 1 thread)":
+        key = method.split(" (BLAS")[0]  # an anchor's memory is of its default threads
+        if memory and not method.endswith("(BLAS 1 thread)"):
             extra = memory[key]["extra_kib"] / 1024
             reference = memory["metatensor"]["extra_kib"] / 1024
-            line += f"{extra:>11.1f}{extra / size_mib:>11.3f}{extra / reference:>9.2f}"
+            relative = f"{extra / reference:.2f}" if reference > 0 else "-"
+            line += f"{extra:>11.1f}{extra / size_mib:>11.3f}{relative:>9}"
         print(line)
     if memory:
         print(f"  peak memory measured by {memory['metatensor']['method']}")
@@ -771,7 +785,7 @@ def main():
             reference = times["numpy (skm n_jobs=1)"]
             for method, seconds in times.items():
                 print(
-                    f"  {method:<22}{seconds:>9.4f}{seconds / reference:>14.2f} (/ numpy)"
+                    f"  {method:<26}{seconds:>9.4f}{seconds / reference:>14.2f} (/ numpy)"
                     f"{flops / seconds / 1e9:>9.2f} GFLOP/s"
                 )
     if not cuda:
@@ -781,8 +795,7 @@ def main():
     end_rates = run_child("matmul")
     print()
     print_rates(end_rates, "end")
-    peak = max(*rates.values(), *end_rates.values())
-    print_summary(summary, peak)
+    print_summary(summary, max(rates.values()))
     print_goals(summary)
     print(f"\nload average at the end: {load_average()}")
 
@@ -804,7 +817,7 @@ def print_summary(summary, peak):
     methods = ("skm n_jobs=1", "skm n_jobs=2", "skm 1 thread")
     print(
         "\nsummary: minimum time / metatensor.lstsq (/ LAPACK floor); n_jobs=1 / normal eq.; "
-        f"GFLOP/s of n_jobs=1 (/ best matmul rate of the run, {peak:.1f}); "
+        f"GFLOP/s of n_jobs=1 (/ best matmul rate at the start, {peak:.1f}); "
         "peak memory added / input"
     )
     print(

@@ -172,6 +172,8 @@ def local_cluster(n_workers):
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            # not the default port 8787, which another cluster may hold
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         )
 
 

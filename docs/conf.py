@@ -8,6 +8,8 @@ executed by sphinx-gallery; nothing is fetched from the network.
 import os
 from pathlib import Path
 
+from sphinx_gallery.sorting import ExplicitOrder
+
 import skmetalstsq
 
 # every figure of the gallery is drawn off-screen
@@ -49,6 +51,20 @@ sphinx_gallery_conf = {
     # execute every example, not only those named plot_*
     "filename_pattern": r".*\.py$",
     "ignore_pattern": r"__init__\.py",
+    # the quick start first, then the examples on synthetic data before the one on
+    # real descriptors; an example not listed here comes after these
+    "within_subsection_order": ExplicitOrder(
+        [
+            "quickstart.py",
+            "rcond_cross_validation.py",
+            "model_selection.py",
+            "soap_energies_forces.py",
+            "*",
+        ]
+    ),
+    # a cell ending in a plotting call shows no "Text(...)" or "<... object at 0x...>"
+    # line (the representations of other objects, estimators included, stay)
+    "ignore_repr_types": r"matplotlib\.|skmetalstsq\.display\.",
     "abort_on_example_error": True,
     "image_scrapers": ("matplotlib",),
     "matplotlib_animations": False,
@@ -64,5 +80,12 @@ html_static_path = []
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
+    # the API reference is one page without subpages: its sections go in the left
+    # sidebar, which would otherwise be empty, instead of the right one
+    "secondary_sidebar_items": {
+        "**": ["page-toc", "edit-this-page", "sourcelink"],
+        "api": [],
+    },
 }
+html_sidebars = {"api": ["page-toc"]}
 html_show_sourcelink = False

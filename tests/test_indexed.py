@@ -214,7 +214,10 @@ def test_missing_sample_dimension(uneven):
 
 
 def test_bad_arguments(uneven):
-    with pytest.raises(TypeError, match="tensor must be a metatensor.TensorMap, got ndarray"):
+    with pytest.raises(
+        TypeError,
+        match="tensor must be a metatensor.TensorMap or a metatensor.torch.TensorMap, got ndarray",
+    ):
         IndexedTensorMap(np.zeros((3, 2)))
     with pytest.raises(TypeError, match="sample must be the name of a sample dimension"):
         IndexedTensorMap(uneven, ["system"])

@@ -693,3 +693,22 @@ def test_per_key_alpha_may_name_keys_seen_in_later_batches():
     for batch in (slice(0, 8), slice(8, 12)):
         model.partial_fit(drop_empty(Xi[batch].tensor), drop_empty(yi[batch].tensor))
     assert_matches(model, reference(X, y, alpha=alpha), check_rank=False)
+
+
+def test_weights_do_not_depend_on_the_blas_threads():
+    # fit's weights are the same, bit for bit, for every BLAS thread setting; so
+    # must those of the same rows given in batches
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(14)
+    A, b = rng.normal(size=(6000, 400)), rng.normal(size=(6000, 3))
+
+    def batches():
+        model = TensorMapLstsq(rcond=1e-12)
+        for rows in np.array_split(np.arange(6000), 4):
+            model.partial_fit(A[rows], b[rows])
+        return model.coef_
+
+    with threadpoolctl.threadpool_limits(limits=1):
+        on_one_thread = batches()
+    np.testing.assert_allclose(on_one_thread, scipy.linalg.lstsq(A, b)[0].T, rtol=1e-9)
+    np.testing.assert_array_equal(batches(), on_one_thread)

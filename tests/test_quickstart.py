@@ -1,18 +1,214 @@
-"""The quick-start example runs and its figures agree with metatensor.lstsq."""
+"""The quick-start example: what it prints and draws, against numpy on stacked arrays."""
 
+import ast
+import contextlib
+import io
 import re
 import runpy
 from pathlib import Path
 
+import matplotlib
+import numpy as np
+import pytest
+from sklearn.model_selection import KFold, train_test_split
+
 EXAMPLE = Path(__file__).parents[1] / "examples" / "quickstart.py"
 
 
-def test_quickstart_runs_and_matches_metatensor(capsys):
-    runpy.run_path(str(EXAMPLE), run_name="__main__")
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def quickstart():
+    """The example's namespace, what it printed, and its figures' Axes."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    printed = io.StringIO()
+    shown = []
+
+    def show():
+        # every figure cell ends with plt.show(): keep what it would show
+        shown.extend(plt.figure(number).axes for number in plt.get_fignums())
+        plt.close("all")
+
+    real_show = plt.show
+    plt.show = show
+    try:
+        with contextlib.redirect_stdout(printed):
+            namespace = runpy.run_path(str(EXAMPLE), run_name="__main__")
+    finally:
+        plt.show = real_show
+        plt.close("all")
+    return namespace, printed.getvalue(), shown
+
+
+def _stacked(tensor, block):
+    """(rows, systems of the rows) of one block, components folded into rows."""
+    block = tensor.block(block)
+    values = np.asarray(block.values)
+    systems = np.repeat(block.samples.column("system"), values.shape[1])
+    return values.reshape(-1, values.shape[-1]), np.asarray(systems)
+
+
+def _fit(x, y, rcond):
+    """Least squares with an intercept: numpy on the centred rows."""
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    w = np.linalg.lstsq(x - x_mean, y - y_mean, rcond=rcond)[0]
+    return w, y_mean - x_mean @ w
+
+
+def _pooled_rmse(namespace, train_systems, test_systems, rcond):
+    """RMSE over every test row of both blocks of a fit on the training rows."""
+    squared, count = 0.0, 0
+    for block in range(2):
+        x, systems = _stacked(namespace["X"], block)
+        y, _ = _stacked(namespace["y"], block)
+        train, test = np.isin(systems, train_systems), np.isin(systems, test_systems)
+        w, c = _fit(x[train], y[train], rcond)
+        residuals = x[test] @ w + c - y[test]
+        squared += np.sum(residuals**2)
+        count += residuals.size
+    return np.sqrt(squared / count)
+
+
+def _split():
+    """The training and test systems of train_test_split on 40 systems."""
+    return train_test_split(np.arange(40), test_size=0.25, random_state=0)
+
+
+def _cv_scores(namespace, train_systems):
+    """The mean over 5 shuffled folds of the test RMSE of every candidate rcond."""
+    folds = KFold(5, shuffle=True, random_state=0).split(train_systems)
+    folds = [(train_systems[train], train_systems[test]) for train, test in folds]
+    return np.array(
+        [
+            np.mean([_pooled_rmse(namespace, tr, te, rcond) for tr, te in folds])
+            for rcond in namespace["rconds"]
+        ]
+    )
+
+
+def _numbers(pattern, out):
+    match = re.search(pattern, out)
+    assert match, f"no line matching {pattern!r} in:\n{out}"
+    return [float(group) for group in match.groups()]
+
+
+def test_the_data_is_what_the_text_says(quickstart):
+    namespace, _, _ = quickstart
+    X, y = namespace["X"], namespace["y"]
+    assert [int(key["o3_lambda"]) for key in X.keys] == [0, 1]
+    for block, n_components in ((0, 1), (1, 3)):
+        assert X.block(block).values.shape == (80, n_components, 40)
+        assert X.block(block).components[0].names == ["o3_mu"]
+        # features over ten decades of scale
+        x, _ = _stacked(X, block)
+        scales = np.sqrt(np.mean(x**2, axis=0))
+        assert scales[0] / scales[-1] == pytest.approx(1e10, rel=0.5)
+    # the targets are the 8 largest features plus noise of 0.05 and an offset
+    assert namespace["NOISE"] == 0.05 and namespace["N_INFORMATIVE"] == 8
+    y0, _ = _stacked(y, 0)
+    assert np.mean(y0) == pytest.approx(-2.5, abs=0.5)
+
+
+def test_first_fit_and_its_intercepts(quickstart):
+    namespace, out, _ = quickstart
+    train_systems, test_systems = _split()
+    for block, offset in ((0, -2.5), (1, 0.0)):
+        x, systems = _stacked(namespace["X"], block)
+        y, _ = _stacked(namespace["y"], block)
+        train = np.isin(systems, train_systems)
+        w, c = _fit(x[train], y[train], 1e-6)
+        model = namespace["model"]
+        np.testing.assert_allclose(model.weights_.block(block).values, w.T, atol=1e-8)
+        np.testing.assert_allclose(model.intercept_.block(block).values, [c], atol=1e-10)
+        (printed,) = _numbers(rf"o3_lambda={block}: weights \(1, 40\), intercept (-?[0-9.]+)", out)
+        assert printed == pytest.approx(c[0], abs=6e-4)
+        # the offset is found, to the noise
+        assert c[0] == pytest.approx(offset, abs=0.05)
+
+    train_rmse, test_rmse = _numbers(r"RMSE: training ([0-9.]+), test ([0-9.]+), noise 0.05", out)
+    assert train_rmse == pytest.approx(
+        _pooled_rmse(namespace, train_systems, train_systems, 1e-6), abs=6e-5
+    )
+    assert test_rmse == pytest.approx(
+        _pooled_rmse(namespace, train_systems, test_systems, 1e-6), abs=6e-5
+    )
+    # the training RMSE is below the noise: some noise was fitted
+    assert train_rmse < 0.05 < test_rmse
+
+
+def test_plain_weights_are_those_of_numpy_lstsq(quickstart):
+    namespace, out, _ = quickstart
     assert "same weights as metatensor.lstsq: True" in out
-    r2 = float(re.search(r"pooled R\^2 of the values: ([0-9.]+)", out).group(1))
-    assert 0.99 < r2 <= 1.0
-    folds = re.search(r"test R\^2 per fold: \[([^\]]+)\]", out).group(1).split()
-    assert len(folds) == 5
-    assert re.search(r"best rcond: [0-9.e+-]+, gradient RMSE [0-9.]+", out)
+    for block in range(2):
+        x, _ = _stacked(namespace["X"], block)
+        y, _ = _stacked(namespace["y"], block)
+        w = np.linalg.lstsq(x, y, rcond=1e-6)[0]
+        np.testing.assert_allclose(namespace["plain"].weights_.block(block).values, w.T)
+
+
+def test_cross_validated_scores_and_choice(quickstart):
+    namespace, out, _ = quickstart
+    train_systems, test_systems = _split()
+    expected = _cv_scores(namespace, train_systems)
+    search = namespace["search"]
+    np.testing.assert_allclose(-search.cv_results_["mean_test_score"], expected, rtol=1e-7)
+
+    # every candidate's score is printed, then the choice
+    table = re.findall(r"^\s*([0-9]e[+-][0-9]+)\s+([0-9.]+)$", out, flags=re.MULTILINE)
+    assert [float(rcond) for rcond, _ in table] == pytest.approx(namespace["rconds"])
+    np.testing.assert_allclose([float(s) for _, s in table], expected, atol=6e-5)
+    best = namespace["rconds"][np.argmin(expected)]
+    assert f"best rcond: {best:.0e} (noise 0.05)" in out
+
+    # rcond matters: too small fits the noise, too large cuts signal
+    assert 0.05 < expected.min() < 0.06
+    assert expected[0] > 1.3 * expected.min()
+    assert expected[-1] > 10 * expected.min()
+    assert 1e-11 < best < 1e-1
+
+    (test_rmse,) = _numbers(r"test RMSE: ([0-9.]+) \(noise 0.05\)", out)
+    held_out = _pooled_rmse(namespace, train_systems, test_systems, best)
+    assert test_rmse == pytest.approx(held_out, abs=6e-5)
+    assert 0.045 < held_out < 0.06
+
+
+def test_figures(quickstart):
+    namespace, _, shown = quickstart
+    assert len(shown) == 2 and all(len(axes) == 1 for axes in shown)
+    (curve,), (parity,) = shown
+    assert curve.get_xscale() == curve.get_yscale() == "log"
+    expected = _cv_scores(namespace, _split()[0])
+    drawn = curve.get_lines()[0]
+    np.testing.assert_allclose(drawn.get_xdata(), namespace["rconds"])
+    np.testing.assert_allclose(drawn.get_ydata(), expected, rtol=1e-7)
+    noise = [line for line in curve.get_lines() if line.get_label() == "noise (0.05)"]
+    assert noise and set(noise[0].get_ydata()) == {0.05}
+    labels = [text.get_text() for text in curve.get_legend().get_texts()]
+    assert f"chosen rcond={namespace['search'].best_params_['rcond']:.3g}" in labels
+
+    # one scatter per block, the true test values on the x axis
+    scatters = parity.collections
+    assert len(scatters) == 2
+    _, test_systems = _split()
+    for block, scatter in enumerate(scatters):
+        y, systems = _stacked(namespace["y"], block)
+        true = scatter.get_offsets()[:, 0]
+        np.testing.assert_allclose(np.sort(true), np.sort(y[np.isin(systems, test_systems)], None))
+
+
+def test_no_cell_ends_with_a_value_to_show():
+    """A cell's last statement is not an expression whose value a notebook shows."""
+    source = EXAMPLE.read_text()
+    cells = source.split("\n# %%\n")[1:]
+    assert len(cells) >= 6
+    for cell in cells:
+        statements = ast.parse(cell).body
+        if not statements:
+            continue
+        last = statements[-1]
+        if isinstance(last, ast.Expr) and isinstance(last.value, ast.Call):
+            called = ast.unparse(last.value.func)
+            assert called in ("print", "plt.show"), ast.unparse(last)
+        else:
+            assert not isinstance(last, ast.Expr), ast.unparse(last)
