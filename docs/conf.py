@@ -51,7 +51,7 @@ sphinx_gallery_conf = {
     # execute every example, not only those named plot_*
     "filename_pattern": r".*\.py$",
     "ignore_pattern": r"__init__\.py",
-    # the quick start first, then the examples on synthetic data before the one on
+    # the quick start first, then the examples on synthetic data before those on
     # real descriptors; an example not listed here comes after these
     "within_subsection_order": ExplicitOrder(
         [
@@ -59,6 +59,7 @@ sphinx_gallery_conf = {
             "rcond_cross_validation.py",
             "model_selection.py",
             "soap_energies_forces.py",
+            "linear_potential_md.py",
             "*",
         ]
     ),

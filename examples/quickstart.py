@@ -83,7 +83,7 @@ print(f"{len(X_train)} training and {len(X_test)} test systems")
 # TensorMaps with one block per key, and ``predict`` returns a TensorMap laid out
 # like ``y``. ``rcond=1e-6`` is a guess; the next section chooses it.
 
-model = TensorMapLstsq(rcond=1e-8, fit_intercept=True).fit(X_train, y_train)
+model = TensorMapLstsq(rcond=1e-6, fit_intercept=True).fit(X_train, y_train)
 for key, weights in model.weights_.items():
     intercept = model.intercept_.block(key).values[0, 0]
     o3_lambda, shape = key["o3_lambda"], weights.values.shape
@@ -124,7 +124,8 @@ search.fit(X_train, y_train)
 print("  rcond   cross-validated RMSE")
 for rcond, score in zip(rconds, search.cv_results_["mean_test_score"]):
     print(f"{rcond:7.0e}   {-score:.4f}")
-print(f"best rcond: {search.best_params_['rcond']:.0e} (noise {NOISE})")
+best_rcond, best_rmse = search.best_params_["rcond"], -search.best_score_
+print(f"best rcond: {best_rcond:.0e}, RMSE {best_rmse:.4f} (noise {NOISE})")
 
 # %%
 # The validation curve: the cross-validated RMSE of every candidate, with its

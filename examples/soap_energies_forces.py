@@ -241,7 +241,7 @@ axes[2].axhline(model.rcond_, color="k", linestyle=":", label=f"chosen rcond {mo
 axes[2].set_xlabel("index")
 axes[2].set_ylabel("singular value / largest")
 axes[2].legend()
-fig.suptitle("5-fold cross-validation over the training structures")
+_ = fig.suptitle("5-fold cross-validation over the training structures")
 
 # %%
 # Errors on held-out structures
@@ -282,7 +282,7 @@ for ax, true, predicted, label in [
     ax.set_xlabel(f"EMT {label}")
     ax.set_ylabel(f"predicted {label}")
     ax.set_aspect("equal")
-fig.suptitle(f"{len(X_test)} held-out structures")
+_ = fig.suptitle(f"{len(X_test)} held-out structures")
 
 # %%
 # Weighing forces against energies, and a ridge penalty

@@ -159,7 +159,7 @@ def test_cross_validated_scores_and_choice(quickstart):
     assert [float(rcond) for rcond, _ in table] == pytest.approx(namespace["rconds"])
     np.testing.assert_allclose([float(s) for _, s in table], expected, atol=6e-5)
     best = namespace["rconds"][np.argmin(expected)]
-    assert f"best rcond: {best:.0e} (noise 0.05)" in out
+    assert f"best rcond: {best:.0e}, RMSE {expected.min():.4f} (noise 0.05)" in out
 
     # rcond matters: too small fits the noise, too large cuts signal
     assert 0.05 < expected.min() < 0.06
@@ -212,3 +212,56 @@ def test_no_cell_ends_with_a_value_to_show():
             assert called in ("print", "plt.show"), ast.unparse(last)
         else:
             assert not isinstance(last, ast.Expr), ast.unparse(last)
+
+
+# ---------------------------------------------------------------------------------
+# the quick start in the documentation site (one build, shared with test_docs.py)
+# ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def docs():
+    pytest.importorskip("sphinx", reason="the docs extra is not installed")
+    from docs_build import build_docs
+
+    build = build_docs()
+    assert build.returncode == 0, build.output[-6000:]
+    return build
+
+
+def test_quickstart_is_first_in_the_gallery_with_its_figure_as_thumbnail(docs, tmp_path):
+    from matplotlib.image import imread
+    from sphinx_gallery.utils import scale_image
+
+    index = (docs.source / "auto_examples" / "index.rst").read_text()
+    thumbnails = re.findall(r"images/thumb/sphx_glr_(\w+)_thumb\.png", index)
+    assert thumbnails[0] == "quickstart"
+    assert sorted(thumbnails) == sorted(path.stem for path in EXAMPLE.parent.glob("*.py"))
+
+    images = docs.source / "auto_examples" / "images"
+    thumbnail = imread(images / "thumb" / "sphx_glr_quickstart_thumb.png")
+    # the validation curve (not sphinx-gallery's placeholder), scaled as it scales
+    # thumbnails
+    scale_image(images / "sphx_glr_quickstart_001.png", tmp_path / "curve.png", 400, 280)
+    np.testing.assert_array_equal(thumbnail, imread(tmp_path / "curve.png"))
+
+
+def test_no_example_output_shows_a_plotting_object(docs):
+    from docs_build import script_output
+
+    shown = re.compile(r"^\s*(\[?Text\(|<matplotlib\.|<skmetalstsq\.display\.)", re.MULTILINE)
+    for example in sorted(EXAMPLE.parent.glob("*.py")):
+        output = script_output(docs, example.stem)
+        assert not shown.search(output), f"{example.name}: {shown.search(output).group()}"
+    assert "best rcond: " in script_output(docs, "quickstart")
+
+
+def test_api_sections_are_in_the_left_sidebar(docs):
+    page = (docs.html / "api.html").read_text()
+    sidebar = page[page.index("bd-sidebar-primary") : page.index("<main")]
+    titles = re.findall(r"<h2>(.+?)<a class=\"headerlink\"", page)
+    assert len(titles) >= 8
+    for title in titles:
+        assert f">{title}<" in sidebar, title
+    # the page's table of contents once, on the left
+    assert page.count('id="pst-page-toc-nav"') == 1
