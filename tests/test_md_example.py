@@ -16,7 +16,7 @@ from docs_build import ROOT
 
 EXAMPLE = ROOT / "examples" / "linear_potential_md.py"
 
-#: the example takes well under a minute on two cores
+#: the example takes about half a minute on two idle cores
 TIMEOUT_S = 300
 
 #: runs the example as ``__main__`` (the exported classes are then ``__main__.*``,
@@ -36,7 +36,10 @@ _WARNINGS = ["-W", "error", "-W", "ignore:`torch.jit.:DeprecationWarning"]
 def output():
     """What the example printed."""
     for module in ("ase", "matplotlib", "featomic.torch", "metatomic.torch", "metatomic_ase"):
-        pytest.importorskip(module, reason="the examples extra is not installed")
+        # ImportError too: a compiled extension built for another torch raises it
+        pytest.importorskip(
+            module, reason="the examples extra is not installed", exc_type=ImportError
+        )
     env = dict(os.environ, MPLBACKEND="Agg")
     completed = subprocess.run(
         [sys.executable, *_WARNINGS, "-c", _RUNNER],
@@ -70,11 +73,14 @@ def test_features_have_one_row_per_structure_and_one_gradient_row_per_atom(outpu
     assert (gradient_rows, xyz, gradient_features) == (n_atoms, 3, n_features)
 
 
-def test_fit_is_sensible(output):
+def test_cross_validated_force_error_is_small_against_the_spread_of_the_forces(output):
+    (spread,) = _number(rf"standard deviation of the force components: {NUMBER} meV/Å", output)
     (rcond,) = _number(rf"rcond {NUMBER},", output)
-    assert 0 < rcond < 1e-2
     (cv_force_rmse,) = _number(rf"cross-validated force RMSE {NUMBER} meV/Å", output)
-    assert cv_force_rmse > 0
+    assert 0 < rcond < 1
+    # a linear model on summed SOAP fits EMT forces well; misaligned gradient rows or
+    # the wrong sign of the forces would not
+    assert 0 < cv_force_rmse < 0.1 * spread
 
 
 def test_loaded_model_gives_the_fitted_energies_and_forces(output):
