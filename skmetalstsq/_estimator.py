@@ -83,12 +83,13 @@ def _penalty(value, caller, where):
     return array.astype(np.float64)
 
 
-def resolve_alpha(alpha, X, caller):
+def resolve_alpha(alpha, X, caller, allow_unseen=False):
     """The ridge penalty of every block of X: key tuple -> float or 1-D array.
 
     ``alpha`` is a float (every block), a dict ``{key tuple: float}`` naming every
     block, or a TensorMap with X's keys, one sample and X's properties (one
-    penalty per property).
+    penalty per property). ``allow_unseen`` accepts penalties for keys X does not
+    have (partial fits, whose later batches may bring them).
     """
     keys = [key_tuple(key) for key in X.keys]
     if isinstance(alpha, numbers.Real) and not isinstance(alpha, (bool, np.bool_)):
@@ -96,7 +97,7 @@ def resolve_alpha(alpha, X, caller):
         return dict.fromkeys(keys, value)
     if isinstance(alpha, dict):
         named = {tuple(k) if isinstance(k, tuple) else (k,): v for k, v in alpha.items()}
-        unknown = [k for k in named if k not in keys]
+        unknown = [] if allow_unseen else [k for k in named if k not in keys]
         missing = [k for k in keys if k not in named]
         if unknown or missing:
             raise ValueError(
@@ -256,7 +257,21 @@ def merge_partial_states(state, other, caller, names=("earlier batches", "this b
                 f"{caller}: block {block} has other {what} in {now} than in {before}: "
                 f"{theirs} in {now}, {mine} in {before}"
             )
-        records[key] = PartialBlock(seen.factor.merge(record.factor), seen.layout, seen.dtype)
+        factor = record.factor
+        if type(factor.r) is not type(seen.factor.r) or getattr(
+            factor.r, "device", None
+        ) != getattr(seen.factor.r, "device", None):
+            # batches of numpy and torch data (or of two devices) merge where the
+            # first batch's factor is
+            factor = Factor(
+                convert_like(factor.r, seen.factor.r),
+                factor.n_features,
+                factor.n_rows,
+                factor.intercept,
+            )
+        with single_threaded():  # the same bits for every BLAS thread setting
+            merged = seen.factor.merge(factor)
+        records[key] = PartialBlock(merged, seen.layout, seen.dtype)
     return PartialState(records, state.key_names, state.y_ndim)
 
 
@@ -771,14 +786,16 @@ class TensorMapLstsq(TensorMapLinearModel):
         records, key_names = state.records, state.key_names
         keys = Labels(key_names, np.array(list(records), dtype=np.int32).reshape(len(records), -1))
         blocks = [_empty_block(record.layout) for record in records.values()]
-        alphas = resolve_alpha(self.alpha, TensorMap(keys, blocks), caller)
+        # a penalty may name keys that later batches bring
+        alphas = resolve_alpha(self.alpha, TensorMap(keys, blocks), caller, allow_unseen=True)
         solutions = []
-        for key, record in records.items():
-            rcond = self.rcond
-            if rcond is None:
-                rcond = default_rcond(record.factor.n_rows, record.factor.n_features)
-            solution = factor_solution(record.factor, rcond, alphas[key])
-            solutions.append(solution.cast(record.dtype))
+        with single_threaded():  # the same bits for every BLAS thread setting
+            for key, record in records.items():
+                rcond = self.rcond
+                if rcond is None:
+                    rcond = default_rcond(record.factor.n_rows, record.factor.n_features)
+                solution = factor_solution(record.factor, rcond, alphas[key])
+                solutions.append(solution.cast(record.dtype))
         self.factors_ = records
         self._key_names, self._y_ndim = list(key_names), state.y_ndim
         layouts = [(record.layout.targets, record.layout.features) for record in records.values()]
