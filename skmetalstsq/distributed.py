@@ -53,15 +53,28 @@ def _shard_state(estimator, index, data):
 
 
 def _load_and_factor(estimator, index, shard):
-    data = shard() if callable(shard) else shard
-    return index, _shard_state(estimator, index, data)
+    """Load one shard and factorise it; only its factors outlive the call.
+
+    Returns ``([index], state)``: the shards a state is made of, and the state.
+    """
+    data = shard.compute() if _is_delayed(shard) else (shard() if callable(shard) else shard)
+    return [index], _shard_state(estimator, index, data)
+
+
+def _shard_names(indices):
+    if len(indices) == 1:
+        return f"shard {indices[0]}"
+    if list(indices) == list(range(indices[0], indices[-1] + 1)):
+        return f"shards {indices[0]} to {indices[-1]}"
+    shown = ", ".join(str(i) for i in indices[:8])
+    return f"shards {shown}" + (", ..." if len(indices) > 8 else "")
 
 
 def _merge(left, right):
-    """Merge two ``(first shard index, state)`` results; messages name the shards."""
-    (i, left_state), (j, right_state) = left, right
-    names = (f"shard {i}" if i == j else f"shards up to {i}", f"shard {j}")
-    return i, merge_partial_states(left_state, right_state, _CALLER, names=names)
+    """Merge two ``(shard indices, state)`` results; messages name the shards."""
+    (first, left_state), (second, right_state) = left, right
+    names = (_shard_names(first), _shard_names(second))
+    return first + second, merge_partial_states(left_state, right_state, _CALLER, names=names)
 
 
 def _is_delayed(shard):
@@ -124,6 +137,11 @@ def fit_shards(estimator, shards, client=None, groups=None):
             f"{type(estimator).__name__}"
         )
     estimator._validate_params()
+    if isinstance(estimator, TensorMapLstsq) and estimator.driver is not None:
+        raise ValueError(
+            f"{_CALLER}: the shards' factors are solved directly, which needs driver=None, "
+            f"got driver={estimator.driver!r}"
+        )
     shards = list(shards)
     if not shards:
         raise ValueError(f"{_CALLER}: shards is empty; give at least one shard")
@@ -139,8 +157,7 @@ def fit_shards(estimator, shards, client=None, groups=None):
     if client is None:
         result = None
         for index, shard in enumerate(shards):
-            data = shard.compute() if _is_delayed(shard) else shard()
-            current = (index, _shard_state(estimator, index, data))
+            current = _load_and_factor(estimator, index, shard)  # one shard held at a time
             result = current if result is None else _merge(result, current)
     else:
         result = _reduce_on_cluster(client, estimator, shards)
@@ -176,7 +193,7 @@ def _reduce_on_cluster(client, estimator, shards):
 
 
 def _shard_state_indexed(estimator, index, data):
-    return index, _shard_state(estimator, index, data)
+    return [index], _shard_state(estimator, index, data)
 
 
 # ---------------------------------------------------------------------------------
@@ -301,8 +318,7 @@ class _LocalRun:
         self.estimator, self.shards = estimator, shards
         self.states = []
         for index, shard in enumerate(shards):
-            data = shard.compute() if _is_delayed(shard) else shard()
-            self.states.append((index, _shard_state(estimator, index, data)))
+            self.states.append(_load_and_factor(estimator, index, shard))
 
     def merged(self, indices):
         result = None
