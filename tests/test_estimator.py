@@ -20,7 +20,7 @@ from builders import (
     stacked,
     to_torch,
 )
-from metatensor import Labels, TensorMap
+from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.base import clone
 from sklearn.metrics import r2_score
 
@@ -513,3 +513,37 @@ def test_block_without_rows_gets_zero_weights(driver, device):
             as_numpy(model.weights_.block(key).values), block.values, rtol=1e-9, atol=1e-11
         )
     assert model.predict(X).block({"center_type": 1}).values.shape == (0, 3, 3)
+
+
+def test_gradients_are_stacked_in_sorted_order_whatever_their_order_in_the_block():
+    # metatensor-core gives gradients_list() of a loaded map in an order that
+    # differs between processes: the weights must not depend on it, bit for bit
+    rng = np.random.default_rng(31)
+    X, y = make_pair(rng, keys=((0,),), n_systems=6, gradients=("strain", "positions"))
+
+    def reversed_gradients(tensor):
+        blocks = []
+        for block in tensor.blocks():
+            new = TensorBlock(block.values, block.samples, block.components, block.properties)
+            for parameter in reversed(block.gradients_list()):
+                gradient = block.gradient(parameter)
+                new.add_gradient(
+                    parameter,
+                    TensorBlock(
+                        gradient.values, gradient.samples, gradient.components, new.properties
+                    ),
+                )
+            blocks.append(new)
+        return TensorMap(tensor.keys, blocks)
+
+    X_other, y_other = reversed_gradients(X), reversed_gradients(y)
+    assert X_other.block(0).gradients_list() != X.block(0).gradients_list()
+    for driver in (None, "gelsd", "gelsy"):
+        first = TensorMapLstsq(driver=driver).fit(X, y).weights_.block(0).values
+        second = TensorMapLstsq(driver=driver).fit(X_other, y_other).weights_.block(0).values
+        np.testing.assert_array_equal(first, second)
+        # and both are the solution of the rows stacked in sorted order
+        block, target = X.block(0), y.block(0)
+        a = stacked(block, sorted(block.gradients_list()))
+        b = stacked(target, sorted(block.gradients_list()))
+        np.testing.assert_allclose(first, np.linalg.lstsq(a, b, rcond=None)[0].T, rtol=1e-10)

@@ -11,7 +11,15 @@ for a penalty.
 import numpy as np
 import pytest
 import scipy.linalg
-from builders import as_dtype, make_pair, make_rank_deficient, map_arrays, reorder_keys, to_torch
+from builders import (
+    as_dtype,
+    make_pair,
+    make_rank_deficient,
+    map_arrays,
+    reorder_keys,
+    single_block_map,
+    to_torch,
+)
 from builders import weight_map as make_weight_map
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -363,3 +371,33 @@ def test_plain_arrays_against_scipy(
         rtol=tolerance["rtol"],
         atol=tolerance["atol"] * scale * 4 * n_features,
     )
+
+
+@given(
+    n_rows=st.integers(1, 40),
+    n_features=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+    dtype=st.sampled_from(["float16", "bfloat16"]),
+    driver=st.sampled_from([None, "gelsd", "gels"]),
+)
+@SETTINGS
+def test_torch_half_precision_against_scipy_in_float64(n_rows, n_features, seed, dtype, driver):
+    # half-precision data is factorised in float64: the weights are scipy's on the
+    # same (rounded) numbers, returned in the data's dtype
+    torch = pytest.importorskip("torch")
+    half = getattr(torch, dtype)
+    rng = np.random.default_rng(seed)
+    if driver == "gels" and n_rows < n_features:
+        n_rows = n_features
+    a = torch.tensor(rng.normal(size=(n_rows, n_features)), dtype=half)
+    b = torch.tensor(rng.normal(size=(n_rows, 2)), dtype=half)
+    a64, b64 = a.double().numpy(), b.double().numpy()
+    if driver == "gels" and np.linalg.matrix_rank(a64) < n_features:
+        return
+    model = TensorMapLstsq(driver=driver).fit(*single_block_map(a, b))
+    expected = scipy.linalg.lstsq(a64, b64, lapack_driver="gelsd")[0].T
+    assert model.weights_.block(0).values.dtype == half
+    got = model.weights_.block(0).values.double().numpy()
+    # the only difference is the final rounding to the half-precision dtype
+    rounded = torch.tensor(expected).to(half).double().numpy()
+    np.testing.assert_allclose(got, rounded, rtol=1e-2, atol=1e-2 * np.abs(expected).max())
