@@ -14,7 +14,9 @@ weights. Measured in the same run:
   workspace is not included) of ``fit_shards`` without a client over 2, 8 and 32
   shards, as a multiple of one shard's size (its X and y arrays), against a fit on
   the joined rows (the joined arrays written in place, then ``fit``): the first
-  must stay flat, the second grows with the number of shards, its input alone;
+  must stay flat, the second grows with the number of shards, its input alone
+  (the slow growth of the first, about 4 bytes per row and shard, is the samples'
+  arrays of every TensorMap made, which metatensor keeps after the map is gone);
 - **time** of ``fit_shards`` on the largest number of shards without a client, and
   on a ``LocalCluster`` of 1 and of 2 single-threaded worker processes (on
   127.0.0.1; shards loaded on the workers), median of ``--repeats``, after one

@@ -52,3 +52,45 @@ def test_cv_estimator_on_arrays_equals_grid_search():
     np.testing.assert_allclose(model.intercept_, reference.intercept_, rtol=1e-10)
     np.testing.assert_allclose(model.predict(A), reference.predict(A), rtol=1e-10)
     assert model.n_features_in_ == 5
+
+
+#: scikit-learn's checks that do not feed the estimator arrays: they apply to the
+#: TensorMap-only transformers, and must pass
+API_CHECKS = {
+    "check_no_attributes_set_in_init",
+    "check_parameters_default_constructible",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_estimator_repr",
+    "check_estimator_cloneable",
+    "check_estimator_tags_renamed",
+    "check_valid_tag_types",
+    "check_mixin_order",
+    "check_do_not_raise_errors_in_init_or_set_params",
+}
+
+
+@pytest.mark.parametrize("transformer", ["TensorMapStandardScaler", "TensorMapFunctionTransformer"])
+def test_transformers_pass_the_checks_that_apply(transformer):
+    # the transformers take TensorMaps only: every check that fits them on numpy
+    # (or sparse) arrays gets their clear TypeError, as the API reference says;
+    # every other check passes
+    import warnings
+
+    from sklearn.utils.estimator_checks import check_estimator
+
+    import skmetalstsq
+
+    estimator = getattr(skmetalstsq, transformer)()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(estimator, on_fail=None)
+    passed = {r["check_name"] for r in results if r["status"] == "passed"}
+    assert API_CHECKS <= passed
+    for result in results:
+        if result["status"] != "failed":
+            continue
+        message = str(result["exception"])
+        if result["exception"].__cause__ is not None:
+            message += str(result["exception"].__cause__)
+        assert "must be a metatensor.TensorMap" in message, (result["check_name"], message)
