@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/bench_scale.py            # shards of 40000 x 100, 3 repeats
-    python benchmarks/bench_scale.py --quick    # shards of 10000 x 50, 1 repeat
+    python benchmarks/bench_scale.py --quick    # shards of 20000 x 40, 1 repeat
 
 Every shard is one block (``center_type=0``) of ``rows x features`` float64 values
 and one target, generated from its index by its loader, written in place (the
@@ -281,11 +281,12 @@ def header(args, n_rows, n_features):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shards of 10000 x 50, 1 repeat")
+    parser.add_argument("--quick", action="store_true", help="shards of 20000 x 40, 1 repeat")
     parser.add_argument("-r", "--repeats", type=int, default=None, help="timing repeats")
     parser.add_argument("--no-dask", action="store_true", help="memory only")
     args = parser.parse_args()
-    n_rows, n_features = (10_000, 50) if args.quick else (40_000, 100)
+    # shards taller than one 10000-row chunk, whose buffer would otherwise dominate
+    n_rows, n_features = (20_000, 40) if args.quick else (40_000, 100)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
     header(args, n_rows, n_features)
