@@ -70,7 +70,11 @@ class IndexedTensorMap:
       joblib can memory-map large numpy arrays for worker processes and torch
       tensors keep their dtype and device.
     - ``numpy.asarray`` of an IndexedTensorMap raises TypeError rather than
-      making an object array; use ``.tensor``.
+      making an object array; use ``.tensor``. When one of scikit-learn's string
+      scorers (``scoring="neg_root_mean_squared_error"``, ...) reads it, it raises
+      :class:`skmetalstsq.metrics.UnsupportedScoringError` instead, which
+      scikit-learn's searches do not turn into a nan score, naming the
+      :func:`skmetalstsq.metrics.scorer` to use.
     - A metatensor.torch.TensorMap is held as a metatensor.TensorMap of the
       same torch tensors (no copy), which is what indexing slices; ``.tensor``
       converts it back (the same tensors again) when read. Pickling keeps the
