@@ -36,6 +36,7 @@ from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.model_selection import GridSearchCV, KFold, train_test_split
 
 from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV, metrics
+from skmetalstsq.display import ParityDisplay, SingularValuesDisplay
 
 # %%
 # A small dataset: Cu-Ni cells with EMT energies and forces
@@ -235,12 +236,7 @@ for ax in axes[:2]:
     ax.set_yscale("log")
     ax.set_xlabel("rcond")
     ax.legend()
-singular_values = model.singular_values_[(0,)]
-axes[2].semilogy(singular_values / singular_values[0], ".")
-axes[2].axhline(model.rcond_, color="k", linestyle=":", label=f"chosen rcond {model.rcond_:.0e}")
-axes[2].set_xlabel("index")
-axes[2].set_ylabel("singular value / largest")
-axes[2].legend()
+SingularValuesDisplay.from_estimator(model, X_train, ax=axes[2])
 _ = fig.suptitle("5-fold cross-validation over the training structures")
 
 # %%
@@ -268,20 +264,17 @@ print(f"standard deviation of the test force components: {1000 * force_spread:.1
 # %%
 # Parity plots of the held-out energies (per atom) and force components.
 
-true_forces = -true_block.gradient("positions").values.ravel()
-predicted_forces = -predicted_block.gradient("positions").values.ravel()
-
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), layout="constrained")
-for ax, true, predicted, label in [
-    (axes[0], true_energy, predicted_energy, "energy (eV/atom)"),
-    (axes[1], true_forces, predicted_forces, "force components (eV/Å)"),
-]:
-    ax.plot(true, predicted, ".", alpha=0.6)
-    limits = [min(true.min(), predicted.min()), max(true.max(), predicted.max())]
-    ax.plot(limits, limits, "k--", linewidth=1)
-    ax.set_xlabel(f"EMT {label}")
-    ax.set_ylabel(f"predicted {label}")
-    ax.set_aspect("equal")
+axes[0].plot(true_energy, predicted_energy, ".", alpha=0.6)
+limits = [
+    min(true_energy.min(), predicted_energy.min()),
+    max(true_energy.max(), predicted_energy.max()),
+]
+axes[0].plot(limits, limits, "k--", linewidth=1)
+axes[0].set_xlabel("EMT energy (eV/atom)")
+axes[0].set_ylabel("predicted energy (eV/atom)")
+# the positions gradient is minus the forces: its parity plot is the forces'
+ParityDisplay.from_predictions(y_test, prediction, gradient="positions", ax=axes[1])
 _ = fig.suptitle(f"{len(X_test)} held-out structures")
 
 # %%
