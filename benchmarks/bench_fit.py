@@ -73,8 +73,8 @@ rows scaled by ``--scale``):
   and ``s`` logspaced from 1 to 1/condition, ``y = A w`` for a random ``w``; the
   relative error ``|w_fit - w| / |w|`` of ``TensorMapLstsq()`` (its defaults, rcond
   ``eps x max(m, n)``), of scipy's ``gelsd`` with the same cut-off, and of the
-  normal equations, next to ``condition x eps`` (what a backward-stable solver
-  reaches, ``y`` being rounded) and ``condition^2 x eps``;
+  normal equations, next to ``condition x eps`` (the bound of a backward-stable
+  solver, ``y`` being rounded) and ``condition^2 x eps`` (that of the normal equations);
 - rank-deficient, rank 150 (``X = F G``, random factors), ``y = X w + noise``: the
   rank and relative difference of ``TensorMapLstsq()``'s weights to scipy
   ``gelsd``'s rcond-cut minimum-norm solution (same cut-off), and the norm of both.
@@ -156,6 +156,8 @@ RCOND = 1e-12
 SETTLE_S = 0.25
 #: side of the square matrices of the matrix-multiply rate
 MATMUL_SIDE = 3000
+#: rows of the random factor drawn at a time for a low-rank X (temporaries of 16 x rank)
+FACTOR_CHUNK = 16
 EPS = float(np.finfo(np.float64).eps)
 
 
@@ -196,20 +198,28 @@ def methods_of(name, scale):
     return (*METHODS, NORMAL) if rank is None and tall else METHODS
 
 
-def _fill_rows(rng, rows, basis):
-    """Write random rows in place: independent entries, or combinations of ``basis``."""
-    if basis is None:
-        rng.standard_normal(out=rows)
-    else:
-        np.matmul(rng.standard_normal((rows.shape[0], basis.shape[0])), basis, out=rows)
+def _low_rank_rows(rng, n_rows, n_properties, rank):
+    """``n_rows`` rows ``F G`` of rank ``rank`` (random ``F`` and ``G``), written in place.
+
+    ``G`` is kept after these rows in the same allocation and ``F`` is drawn
+    ``FACTOR_CHUNK`` rows at a time, so that building frees no large temporary
+    that a measured method could reuse.
+    """
+    buffer = np.empty((n_rows + rank, n_properties))
+    rows, basis = buffer[:n_rows], buffer[n_rows:]
+    rng.standard_normal(out=basis)
+    basis /= np.sqrt(rank)
+    for start in range(0, n_rows, FACTOR_CHUNK):
+        part = rows[start : start + FACTOR_CHUNK]
+        np.matmul(rng.standard_normal((part.shape[0], rank)), basis, out=part)
+    return rows
 
 
 def build(name, scale, seed=0):
     """(X, y) TensorMaps of a workload, every array written in place.
 
-    With a rank, the values and gradient rows of a block are random combinations
-    of the same ``rank`` random rows: the stacked X is a product of random
-    factors of inner size ``rank``.
+    With a rank, the stacked X of a block (values and gradient rows, views of one
+    array) is a product of random factors of inner size ``rank``.
     """
     from metatensor import Labels, TensorBlock, TensorMap
 
@@ -228,17 +238,21 @@ def build(name, scale, seed=0):
     x_blocks, y_blocks = [], []
     for _ in range(n_blocks):
         weights = rng.standard_normal((n_properties, 1))
-        basis = None
-        if rank is not None:
-            basis = rng.standard_normal((rank, n_properties)) / np.sqrt(rank)
-        values = np.empty((n_samples, n_properties))
-        _fill_rows(rng, values, basis)
+        if rank is None:
+            values = np.empty((n_samples, n_properties))
+            rng.standard_normal(out=values)
+        else:  # values and gradient rows are views of one stacked low-rank X
+            stacked = _low_rank_rows(rng, n_samples + 3 * n_gradient_rows, n_properties, rank)
+            values = stacked[:n_samples]
         x = TensorBlock(values, samples, [], properties)
         y = TensorBlock(values @ weights, samples, [], targets)
         y.values[:] += 0.1 * rng.standard_normal(y.values.shape)
         if n_gradient_rows:
-            gradient = np.empty((n_gradient_rows, 3, n_properties))
-            _fill_rows(rng, gradient.reshape(-1, n_properties), basis)
+            if rank is None:
+                gradient = np.empty((n_gradient_rows, 3, n_properties))
+                rng.standard_normal(out=gradient)
+            else:
+                gradient = stacked[n_samples:].reshape(n_gradient_rows, 3, n_properties)
             y_gradient = (gradient.reshape(-1, n_properties) @ weights).reshape(-1, 3, 1)
             x.add_gradient("positions", TensorBlock(gradient, gradient_samples, xyz, properties))
             y.add_gradient("positions", TensorBlock(y_gradient, gradient_samples, xyz, targets))

@@ -503,9 +503,11 @@ class TensorMapLstsq(TensorMapLinearModel):
     driver : {None, "gels", "gelsy", "gelsd", "gelss"}, default=None
         None: the rows (values and gradients, weighted) go in chunks of 10000
         through a QR factorisation, without a stacked copy, then a triangular
-        solve, or an SVD of the small triangular factor when ``rcond`` cuts
-        singular values or ``alpha`` penalises them; this is ``"gelsd"``'s
-        minimum-norm solution. ``"gels"``: the same QR with a triangular solve,
+        solve, or ``gelsd`` on (an SVD of, with a penalty) the small triangular
+        factor when ``rcond`` cuts singular values or ``alpha`` penalises them;
+        this is ``"gelsd"``'s minimum-norm solution. Square and wide numpy blocks
+        without a penalty are one ``gelsd`` call on a weighted copy instead,
+        faster there. ``"gels"``: the same QR with a triangular solve,
         which assumes full rank and raises on a rank-deficient block (rcond is
         ignored). ``"gelsd"``, ``"gelss"``, ``"gelsy"``: that LAPACK driver on the
         rows stacked into one copy (scipy's for numpy data, torch's for torch

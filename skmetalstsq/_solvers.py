@@ -295,17 +295,21 @@ def solve(system, rcond, driver, map_chunks=None, workspace=None):
 def _one_gelsd_call(system):
     """Whether the default solve of ``system`` is one LAPACK ``gelsd`` call.
 
-    For numpy blocks of one row chunk without a penalty: their weighted, centred
-    rows are copied once (as one chunk would be), and ``gelsd`` (without the GIL)
-    gives the same minimum-norm, rcond-cut solution as the factor's, with fewer
-    flops on square and wide blocks (it never forms the singular vectors) and
-    one call instead of several on small ones.
+    For square and wide numpy blocks (fewer rows than twice the columns) of one
+    row chunk without a penalty: their weighted, centred rows are copied once (as
+    one chunk would be), and ``gelsd`` (without the GIL) gives the same
+    minimum-norm, rcond-cut solution as the factor's with fewer flops, since it
+    bidiagonalises the block once and never forms singular vectors. On taller
+    blocks the factor's QR and triangular solve are faster (4000 x 300: 0.97 s
+    against 1.39 s for 16 blocks).
     """
+    width = int(system.intercept) + system.n_features + system.n_targets
     return (
         system.device_type == "cpu"
         and backend_of(system.a_parts[0]).name == "numpy"
         and _is_scalar(system.alpha)
         and system.alpha == 0
+        and system.n_rows < 2 * width
         and not spans_chunks(system)
     )
 
