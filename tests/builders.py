@@ -313,3 +313,33 @@ def weight_map(tensor, function):
             )
         blocks.append(new)
     return TensorMap(tensor.keys, blocks)
+
+
+def torch_map(tensor, dtype=None, device="cpu"):
+    """A metatensor.torch.TensorMap with the metadata and values of a core map.
+
+    Built from the labels' values and the arrays independently of the library
+    (float64 values unless ``dtype`` is given).
+    """
+    import metatensor.torch as mts
+    import torch
+
+    dtype = torch.float64 if dtype is None else dtype
+
+    def labels(core):
+        values = torch.tensor(np.asarray(core.values), dtype=torch.int32, device=device)
+        return mts.Labels(list(core.names), values.reshape(len(core), len(core.names)))
+
+    def block(core):
+        values = torch.tensor(_numpy(core.values), dtype=dtype, device=device)
+        new = mts.TensorBlock(
+            values,
+            labels(core.samples),
+            [labels(c) for c in core.components],
+            labels(core.properties),
+        )
+        for parameter, gradient in core.gradients():
+            new.add_gradient(parameter, block(gradient))
+        return new
+
+    return mts.TensorMap(labels(tensor.keys), [block(b) for b in tensor.blocks()])

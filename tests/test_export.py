@@ -4,7 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
-from builders import as_numpy, example_pair, make_pair, map_arrays
+from builders import as_numpy, example_pair, make_pair, map_arrays, torch_map
 from metatensor import Labels, TensorMap
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import Ridge
@@ -24,30 +24,6 @@ torch = pytest.importorskip("torch")
 mts = pytest.importorskip("metatensor.torch")
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
-
-
-def _labels(labels, device="cpu"):
-    values = torch.tensor(np.asarray(labels.values), dtype=torch.int32, device=device)
-    return mts.Labels(list(labels.names), values.reshape(len(labels), len(labels.names)))
-
-
-def _block(block, dtype, device):
-    values = torch.tensor(as_numpy(block.values), dtype=dtype, device=device)
-    new = mts.TensorBlock(
-        values,
-        _labels(block.samples, device),
-        [_labels(c, device) for c in block.components],
-        _labels(block.properties, device),
-    )
-    for parameter, gradient in block.gradients():
-        new.add_gradient(parameter, _block(gradient, dtype, device))
-    return new
-
-
-def torch_map(tensor, dtype=torch.float64, device="cpu"):
-    """A metatensor.torch.TensorMap with the metadata and values of a core map."""
-    blocks = [_block(block, dtype, device) for block in tensor.blocks()]
-    return mts.TensorMap(_labels(tensor.keys, device), blocks)
 
 
 def by_hand(features, weights, intercept):
@@ -203,17 +179,10 @@ def test_forces_by_autograd_equal_the_predicted_gradients():
     model = TensorMapLstsq(fit_intercept=True).fit(X, y)
     module = torch.jit.script(to_module(model))
     positions = torch.tensor(rng.normal(size=(3, 4)), dtype=torch.float64, requires_grad=True)
-    block = X.block(0)
+    block = torch_map(X).block(0)  # the torch labels of X
     features = mts.TensorMap(
-        _labels(X.keys),
-        [
-            mts.TensorBlock(
-                torch.sin(positions),
-                _labels(block.samples),
-                [],
-                _labels(block.properties),
-            )
-        ],
+        torch_map(X).keys,
+        [mts.TensorBlock(torch.sin(positions), block.samples, [], block.properties)],
     )
     energy = module(features).block(0).values[:, 0].sum()
     (force,) = torch.autograd.grad(energy, positions)

@@ -8,7 +8,7 @@ import sys
 import metatensor
 import numpy as np
 import pytest
-from builders import as_numpy, example_pair, make_pair, map_arrays, stacked, to_torch
+from builders import as_numpy, example_pair, make_pair, map_arrays, stacked, to_torch, torch_map
 from metatensor import Labels, TensorMap
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold
@@ -35,30 +35,6 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is n
 # ---------------------------------------------------------------------------------
 # metatensor-torch maps built with metatensor-torch itself, from core maps
 # ---------------------------------------------------------------------------------
-
-
-def _labels(labels, device):
-    values = torch.tensor(np.asarray(labels.values), dtype=torch.int32, device=device)
-    return mts.Labels(list(labels.names), values.reshape(len(labels), len(labels.names)))
-
-
-def _block(block, dtype, device):
-    values = torch.tensor(as_numpy(block.values), dtype=dtype, device=device)
-    new = mts.TensorBlock(
-        values,
-        _labels(block.samples, device),
-        [_labels(c, device) for c in block.components],
-        _labels(block.properties, device),
-    )
-    for parameter, gradient in block.gradients():
-        new.add_gradient(parameter, _block(gradient, dtype, device))
-    return new
-
-
-def torch_map(tensor, dtype=torch.float64, device="cpu"):
-    """A metatensor.torch.TensorMap with the metadata and values of a core map."""
-    blocks = [_block(block, dtype, device) for block in tensor.blocks()]
-    return mts.TensorMap(_labels(tensor.keys, device), blocks)
 
 
 def assert_same_map(torch_tensor, core, rtol=1e-10, atol=1e-12):
