@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.linalg
-from scipy.linalg import cython_lapack, lapack
+from scipy.linalg import cython_blas, cython_lapack, lapack
 
 #: The dtype of every factor and solve.
 FACTOR_DTYPE = np.dtype(np.float64)
@@ -45,23 +45,31 @@ def _check_info(name, info):
         raise ValueError(f"LAPACK {name}: illegal value in argument {-info}")
 
 
-@lru_cache(maxsize=2)
-def _gesdd_function(prefix):
-    """scipy's ``?gesdd`` from ``scipy.linalg.cython_lapack``, as a ctypes function.
+def _capsule_function(module, name, n_arguments, n_chars=0):
+    """A function of scipy's ``cython_lapack`` or ``cython_blas``, as a ctypes function.
 
-    scipy's Python binding of ``?gesdd`` holds the GIL; ctypes releases it during
-    the call, so that threads take SVDs concurrently, with the LAPACK library of
-    every other call on numpy data.
+    scipy's Python bindings of some routines hold the GIL; ctypes releases it
+    during the call, so that threads run them concurrently, with the LAPACK
+    library of every other call on numpy data. Every argument is a pointer
+    (Fortran calling convention); the first ``n_chars`` are ``char *`` given as
+    bytes.
     """
     get_name = ctypes.pythonapi.PyCapsule_GetName
     get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
     get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
     get_pointer.restype = ctypes.c_void_p
     get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    capsule = cython_lapack.__pyx_capi__[prefix + "gesdd"]
+    capsule = module.__pyx_capi__[name]
     address = get_pointer(capsule, get_name(capsule))
+    arguments = [ctypes.c_char_p] * n_chars + [ctypes.c_void_p] * (n_arguments - n_chars)
+    return ctypes.CFUNCTYPE(None, *arguments)(address)
+
+
+@lru_cache(maxsize=2)
+def _gesdd_function(prefix):
+    """LAPACK ``?gesdd`` without the GIL (see :func:`_capsule_function`)."""
     # jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork, info
-    return ctypes.CFUNCTYPE(None, ctypes.c_char_p, *[ctypes.c_void_p] * 13)(address)
+    return _capsule_function(cython_lapack, prefix + "gesdd", 14, n_chars=1)
 
 
 def _gesdd(matrix, compute_uv):
@@ -113,19 +121,44 @@ def _gesdd(matrix, compute_uv):
 
 @lru_cache(maxsize=2)
 def _gelsd_function(prefix):
-    """scipy's ``?gelsd`` from ``scipy.linalg.cython_lapack``, as a ctypes function.
-
-    As for :func:`_gesdd_function`: scipy's binding holds the GIL, ctypes releases it.
-    """
-    get_name = ctypes.pythonapi.PyCapsule_GetName
-    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
-    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    get_pointer.restype = ctypes.c_void_p
-    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    capsule = cython_lapack.__pyx_capi__[prefix + "gelsd"]
-    address = get_pointer(capsule, get_name(capsule))
+    """LAPACK ``?gelsd`` without the GIL (see :func:`_capsule_function`)."""
     # m, n, nrhs, a, lda, b, ldb, s, rcond, rank, work, lwork, iwork, info
-    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 14)(address)
+    return _capsule_function(cython_lapack, prefix + "gelsd", 14)
+
+
+@lru_cache(maxsize=1)
+def _dsyrk_function():
+    """BLAS ``dsyrk`` without the GIL (see :func:`_capsule_function`)."""
+    # uplo, trans, n, k, alpha, a, lda, beta, c, ldc
+    return _capsule_function(cython_blas, "dsyrk", 10, n_chars=2)
+
+
+def _add_gram(gram, matrix):
+    """``gram += matrix^T matrix`` on the upper triangle (BLAS ``dsyrk``, no GIL).
+
+    ``gram`` is a Fortran-ordered float64 square array, ``matrix`` a
+    Fortran-ordered float64 array with as many columns.
+    """
+    k, n = matrix.shape
+    if k == 0 or n == 0:
+        return
+
+    def integer(value):
+        return ctypes.byref(ctypes.c_int(value))
+
+    one = ctypes.byref(ctypes.c_double(1.0))
+    _dsyrk_function()(
+        b"U",
+        b"T",
+        integer(n),
+        integer(k),
+        one,
+        matrix.ctypes.data,
+        integer(max(matrix.strides[1] // matrix.itemsize, 1)),
+        one,
+        gram.ctypes.data,
+        integer(n),
+    )
 
 
 def _gelsd(a, b, rcond):
@@ -249,6 +282,37 @@ class NumpyBackend:
             check_finite=False,
         )
         return weights, int(rank), singular if driver != "gelsy" else None
+
+    @staticmethod
+    def gram(width):
+        """A zero float64 Gram matrix of ``width`` columns, for :meth:`add_gram`."""
+        return np.zeros((width, width), dtype=FACTOR_DTYPE, order="F")
+
+    @staticmethod
+    def add_gram(gram, matrix):
+        """``gram += matrix^T matrix`` on the upper triangle of ``gram``.
+
+        ``matrix`` is a Fortran-ordered float64 array (e.g. a :class:`Workspace`
+        matrix); BLAS ``dsyrk`` runs without the GIL.
+        """
+        _add_gram(gram, matrix)
+
+    @staticmethod
+    def cholesky(matrix):
+        """Upper Cholesky factor of the symmetric ``matrix`` (its upper triangle is
+        read), or None when it is not positive definite in float64."""
+        factor, info = _lapack("potrf", matrix.dtype.char)(matrix, lower=0, clean=1)
+        if info > 0:
+            return None
+        _check_info("potrf", info)
+        return factor
+
+    @staticmethod
+    def cholesky_solve(upper, rhs):
+        """``(R^T R)^-1 rhs`` for the upper Cholesky factor ``R``."""
+        solution, info = _lapack("potrs", upper.dtype.char)(upper, rhs, lower=0)
+        _check_info("potrs", info)
+        return solution
 
     @staticmethod
     def inverse_condition(upper):
