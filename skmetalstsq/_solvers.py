@@ -1,8 +1,12 @@
 """Weights from a block's triangular factor, or from LAPACK's least-squares drivers.
 
-The default solve (``driver=None``) and ``"gels"`` take the :class:`~._factors.Factor`
-of a block (its weighted ``[1 | A | B]`` streamed through a QR decomposition) and
-solve from it (:func:`factor_solution`):
+The default solve (``driver=None``) and ``"gels"`` solve from a block's triangular
+factor. For tall numpy blocks it is first found as the Cholesky factor of the
+block's Gram matrix (:func:`_gram_solution`): where that block is well-conditioned
+and nothing is cut, its solution, refined once against the rows, is the answer.
+Otherwise they take the :class:`~._factors.Factor` of the block (its weighted
+``[1 | A | B]`` streamed through a QR decomposition) and solve from it
+(:func:`factor_solution`):
 
 - no penalty and no singular value cut by ``rcond``: ``R_A^-1 (Q^T B)``, one
   triangular solve;
@@ -281,19 +285,10 @@ def solve(system, rcond, driver, map_chunks=None, workspace=None):
     solution = None
     if driver in (None, "gels") and _tall_numpy(system):
         solution = _gram_solution(system, 0.0 if driver else rcond, map_chunks, workspace)
-        if solution is not None and driver == "gels":
-            solution = Solution(solution.weights, None, None, solution.intercept)
-    if solution is not None:
-        pass
-    elif driver == "gels":
-        solution = _full_rank_solution(system, map_chunks, workspace)
-    elif driver is None and _one_gelsd_call(system):
-        solution = _driver_solution(system, rcond, "gelsd")
-    elif uses_factor(driver, system.device_type):
-        factor = factorize(system, map_chunks=map_chunks, workspace=workspace)
-        solution = factor_solution(factor, rcond, system.alpha)
-    else:
-        solution = _driver_solution(system, rcond, driver)
+    if solution is None:
+        solution = _solution(system, rcond, driver, map_chunks, workspace)
+    elif driver == "gels":  # which reports no rank and no singular values
+        solution = Solution(solution.weights, None, None, solution.intercept)
     with np.errstate(over="ignore"):
         cast = solution.cast(system.dtype)
     if not (all_finite(cast.weights) and (cast.intercept is None or all_finite(cast.intercept))):
@@ -304,6 +299,18 @@ def solve(system, rcond, driver, map_chunks=None, workspace=None):
             "float64 data"
         )
     return cast
+
+
+def _solution(system, rcond, driver, map_chunks, workspace):
+    """The solve of :func:`solve` when the Gram matrix's was not taken."""
+    if driver == "gels":
+        return _full_rank_solution(system, map_chunks, workspace)
+    if driver is None and _one_gelsd_call(system):
+        return _driver_solution(system, rcond, "gelsd")
+    if uses_factor(driver, system.device_type):
+        factor = factorize(system, map_chunks=map_chunks, workspace=workspace)
+        return factor_solution(factor, rcond, system.alpha)
+    return _driver_solution(system, rcond, driver)
 
 
 def _numpy_on_cpu(system):
