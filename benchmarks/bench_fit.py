@@ -69,12 +69,15 @@ and on 2 BLAS threads; ``/ peak`` divides by the best of those rates at the star
 Accuracy (``--no-accuracy`` skips it), on one block of W6's shape (200000 x 200,
 rows scaled by ``--scale``):
 
-- condition 1e5 and 1e10: ``A = U diag(s) V^T`` with random orthonormal ``U``, ``V``
-  and ``s`` logspaced from 1 to 1/condition, ``y = A w`` for a random ``w``; the
+- condition 1e3, 1e5 and 1e10: ``A = U diag(s) V^T`` with random orthonormal ``U``,
+  ``V`` and ``s`` logspaced from 1 to 1/condition, ``y = A w`` for a random ``w``; the
   relative error ``|w_fit - w| / |w|`` of ``TensorMapLstsq()`` (its defaults, rcond
   ``eps x max(m, n)``), of scipy's ``gelsd`` with the same cut-off, and of the
   normal equations, next to ``condition x eps`` (the bound of a backward-stable
-  solver, ``y`` being rounded) and ``condition^2 x eps`` (that of the normal equations);
+  solver, ``y`` being rounded) and ``condition^2 x eps`` (that of the normal
+  equations). The default solve takes the block's Gram matrix at condition 1e3 and
+  its QR factor (after the Gram pass) at 1e5 and 1e10: the seconds of that one fit,
+  BLAS on one thread, show what the QR fall-back costs;
 - rank-deficient, rank 150 (``X = F G``, random factors), ``y = X w + noise``: the
   rank and relative difference of ``TensorMapLstsq()``'s weights to scipy
   ``gelsd``'s rcond-cut minimum-norm solution (same cut-off), and the norm of both.
@@ -540,7 +543,7 @@ def memory_of(name, scale, method):
 # ---------------------------------------------------------------------------------
 
 #: conditions of the accuracy blocks
-CONDITIONS = (1e5, 1e10)
+CONDITIONS = (1e3, 1e5, 1e10)
 #: rank of the rank-deficient accuracy block
 DEFICIENT_RANK = 150
 
@@ -554,12 +557,21 @@ def _conditioned(rng, m, n, condition):
 
 
 def _skm_weights(a, b):
-    """``TensorMapLstsq()``'s weights (defaults) and rank on one block."""
+    """``TensorMapLstsq()``'s weights (defaults), rank and fit seconds on one block.
+
+    The fit runs with BLAS on one thread (its row chunks are not spread over
+    threads), so that the seconds compare the two solves of tall blocks.
+    """
+    from threadpoolctl import threadpool_limits
+
     from skmetalstsq import TensorMapLstsq
 
     X, y = single_block(a, b)
-    model = TensorMapLstsq().fit(X, y)
-    return model.weights_.block(0).values.T, next(iter(model.rank_.values()))
+    with threadpool_limits(limits=1):
+        start = time.perf_counter()
+        model = TensorMapLstsq().fit(X, y)
+        seconds = time.perf_counter() - start
+    return model.weights_.block(0).values.T, next(iter(model.rank_.values())), seconds
 
 
 def _gelsd(a, b, rcond):
@@ -586,7 +598,8 @@ def accuracy(scale, seed=0):
         w = rng.standard_normal((n, 1))
         b = a @ w
         row = {"condition": condition}
-        row["skm"] = _relative(_skm_weights(a, b)[0], w)
+        weights, _, row["skm_seconds"] = _skm_weights(a, b)
+        row["skm"] = _relative(weights, w)
         row["gelsd"] = _relative(_gelsd(a, b, rcond)[0], w)
         try:
             row["normal"] = _relative(normal_equations(a, b), w)
@@ -597,7 +610,7 @@ def accuracy(scale, seed=0):
     rank = min(DEFICIENT_RANK, m)
     a = rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n))
     b = a @ rng.standard_normal((n, 1)) + 0.1 * rng.standard_normal((m, 1))
-    skm_weights, skm_rank = _skm_weights(a, b)
+    skm_weights, skm_rank, _ = _skm_weights(a, b)
     gelsd_weights, gelsd_rank = _gelsd(a, b, rcond)
     deficient = {
         "rank": rank,
@@ -619,14 +632,14 @@ def print_accuracy(result):
     print("  y = A w exactly, A = U diag(s) V^T: relative error |w_fit - w| / |w|")
     print(
         f"  {'condition':<11}{'TensorMapLstsq()':>18}{'scipy gelsd':>13}{'normal eq.':>16}"
-        f"{'cond x eps':>12}{'cond^2 x eps':>14}"
+        f"{'cond x eps':>12}{'cond^2 x eps':>14}{'skm fit s (1 thread)':>22}"
     )
     for row in result["conditioned"]:
         condition = row["condition"]
         normal = "Cholesky fails" if row["normal"] is None else f"{row['normal']:.1e}"
         print(
             f"  {condition:<11.0e}{row['skm']:>18.1e}{row['gelsd']:>13.1e}{normal:>16}"
-            f"{condition * EPS:>12.1e}{condition**2 * EPS:>14.1e}"
+            f"{condition * EPS:>12.1e}{condition**2 * EPS:>14.1e}{row['skm_seconds']:>22.3f}"
         )
     deficient = result["deficient"]
     print(
