@@ -51,6 +51,16 @@ def blocks_in_order(tensor, keys):
     return [tensor.block(key) for key in keys]
 
 
+def block_pairs(X, y):
+    """``(key, X block, y block)`` for every key of X, y's blocks in X's key order.
+
+    metatensor looks up the map's keys on every block access; taking the
+    blocks once and passing this list on spares a fit doing it again for
+    every step.
+    """
+    return list(zip(X.keys, X.blocks(), blocks_in_order(y, X.keys)))
+
+
 def weights_block(weights, target_properties, feature_properties):
     """A weights block laid out as ``metatensor.lstsq`` lays it out."""
     return TensorBlock(
@@ -146,7 +156,9 @@ class BlockSystem:
         return self._scales[position]
 
 
-def block_systems(X, y, device=None, sample_weights=None, gradient_weights=None, intercept=False):
+def block_systems(
+    X, y, device=None, sample_weights=None, gradient_weights=None, intercept=False, pairs=None
+):
     """The linear system of every block of X and y, on the device of the solve.
 
     Parameters
@@ -162,6 +174,8 @@ def block_systems(X, y, device=None, sample_weights=None, gradient_weights=None,
         Gradient parameter -> factor multiplying the weight of its rows.
     intercept : bool
         Whether to fit an intercept.
+    pairs : list or None
+        :func:`block_pairs` of X and y, when the caller has them already.
 
     Returns
     -------
@@ -169,7 +183,7 @@ def block_systems(X, y, device=None, sample_weights=None, gradient_weights=None,
     """
     gradient_weights = gradient_weights or {}
     systems = []
-    for (key, x_block), y_block in zip(X.items(), blocks_in_order(y, X.keys)):
+    for key, x_block, y_block in pairs or block_pairs(X, y):
         parameters = gradient_parameters(x_block)
         weights = None
         if sample_weights is not None:

@@ -279,7 +279,7 @@ class TensorMapLstsqCV(TensorMapLinearModel):
             _check_indexed(data, name, caller)
         check_same_entries(X, y, caller)
         tensor_x, tensor_y = unwrap(X)[0], unwrap(y)[0]
-        check_fit_inputs(tensor_x, tensor_y, caller)
+        pairs = check_fit_inputs(tensor_x, tensor_y, caller)
         metric, gradient, custom = _resolve_scoring(self.scoring)
         if self.per_block and custom is not None:
             raise ValueError(
@@ -294,7 +294,7 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         splits = list(check_cv(self.cv).split(X, y, groups))
 
         systems = block_systems(
-            tensor_x, tensor_y, device, weights, gradient_weights, self.fit_intercept
+            tensor_x, tensor_y, device, weights, gradient_weights, self.fit_intercept, pairs
         )
         keys = [key_tuple(key) for key in tensor_x.keys]
         score_weights = [
@@ -331,7 +331,7 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         choice = self._choose(candidates, keys, metric, results)
         solutions = _refit(systems, choice, candidates, self.n_jobs, self.verbose)
         self._torch_maps = holds_torch_maps(X, y)
-        self._set_solutions(tensor_x, tensor_y, solutions, y_ndim)
+        self._set_solutions(tensor_x, tensor_y, solutions, y_ndim, pairs)
         return self
 
     def _choose(self, candidates, keys, metric, results):

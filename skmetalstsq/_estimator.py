@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._backends import convert, convert_like
 from ._blocks import (
     array_to_tensor,
+    block_pairs,
     block_systems,
     blocks_in_order,
     is_floating,
@@ -312,11 +313,12 @@ class TensorMapLinearModel(RegressorMixin, BaseEstimator):
     this base class predicts TensorMaps and arrays from them.
     """
 
-    def _set_solutions(self, X, y, solutions, y_ndim=None):
-        """Set the fitted attributes from one Solution per block of X."""
+    def _set_solutions(self, X, y, solutions, y_ndim=None, pairs=None):
+        """Set the fitted attributes from one Solution per block of X (``pairs``:
+        :func:`~._blocks.block_pairs` of X and y, when the caller has them)."""
         layouts = [
             (y_block.properties, x_block.properties)
-            for x_block, y_block in zip(X.blocks(), blocks_in_order(y, X.keys))
+            for _, x_block, y_block in pairs or block_pairs(X, y)
         ]
         self._set_blocks(X.keys, layouts, solutions, y_ndim)
 
@@ -645,16 +647,17 @@ class TensorMapLstsq(TensorMapLinearModel):
 
         Returns
         -------
-        (X, y, systems, y_ndim): the TensorMaps, the systems, and y's number of
-        dimensions for array inputs (None for TensorMaps).
+        (X, y, systems, y_ndim, pairs): the TensorMaps, the systems, y's number
+        of dimensions for array inputs (None for TensorMaps), and the
+        :func:`~._blocks.block_pairs` of X and y.
         """
         device = resolve_device(self.device, caller)
-        y_ndim = None
+        y_ndim = pairs = None
         if _is_tensor_input(X) or _is_tensor_input(y):
             check_same_entries(X, y, caller)
             y_given = y
             X, y = unwrap(X)[0], unwrap(y)[0]
-            check_fit_inputs(X, y, caller)
+            pairs = check_fit_inputs(X, y, caller)
             weights = row_weights(sample_weight, y_given, caller)
         else:
             check_array_like(X, caller, "X")
@@ -667,10 +670,11 @@ class TensorMapLstsq(TensorMapLinearModel):
         check_not_all_zero(weights, caller)
         alphas = resolve_alpha(self.alpha, X, caller)
         gradient_weights = check_gradient_weights(self.gradient_weights, X, caller)
-        systems = block_systems(X, y, device, weights, gradient_weights, self.fit_intercept)
-        for system, key in zip(systems, X.keys):
+        pairs = pairs or block_pairs(X, y)
+        systems = block_systems(X, y, device, weights, gradient_weights, self.fit_intercept, pairs)
+        for system, (key, _, _) in zip(systems, pairs):
             system.alpha = alphas[key_tuple(key)]
-        return X, y, systems, y_ndim
+        return X, y, systems, y_ndim, pairs
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -697,10 +701,10 @@ class TensorMapLstsq(TensorMapLinearModel):
         for stale in ("coef_", "n_features_in_", "feature_names_in_", "factors_"):
             self.__dict__.pop(stale, None)
         torch_maps = holds_torch_maps(X, y)
-        X, y, systems, y_ndim = self._systems(X, y, sample_weight, caller)
+        X, y, systems, y_ndim, pairs = self._systems(X, y, sample_weight, caller)
         solutions = solve_systems(systems, self.rcond, self.driver, self.n_jobs, self.verbose)
         self._torch_maps = torch_maps
-        self._set_solutions(X, y, solutions, y_ndim)
+        self._set_solutions(X, y, solutions, y_ndim, pairs)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)

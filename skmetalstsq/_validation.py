@@ -5,7 +5,7 @@ import scipy.sparse
 from metatensor import TensorMap
 
 from ._backends import array_library
-from ._blocks import blocks_in_order, key_text
+from ._blocks import block_pairs, key_text
 from ._torch_maps import type_name
 
 
@@ -146,14 +146,14 @@ def _is_number_dtype(array, library):
     return array.dtype != torch.bool
 
 
-def check_block_arrays(block, caller, name, key):
+def check_block_arrays(block, caller, name, key, values=None):
     """Check dtype and finiteness of a block's values and gradients.
 
     Numbers of any dtype are accepted (integers are solved in float64); bool,
     object and string arrays are rejected alike for numpy and torch, and so are
-    complex ones.
+    complex ones. ``values`` is ``block.values`` when the caller has it already.
     """
-    arrays = [("values", block.values)]
+    arrays = [("values", block.values if values is None else values)]
     arrays += [(f"'{p}' gradient", g.values) for p, g in block.gradients()]
     for where, array in arrays:
         library = array_library(array)
@@ -220,6 +220,11 @@ def check_fit_inputs(X, y, caller):
     and components) must be the same in X and y, and no array may hold NaN or
     infinity.
 
+    Returns
+    -------
+    list of (key, X block, y block)
+        :func:`~._blocks.block_pairs` of X and y, for the caller to go on with.
+
     Raises
     ------
     ValueError, TypeError
@@ -228,7 +233,8 @@ def check_fit_inputs(X, y, caller):
     check_is_tensor_map(X, caller, "X")
     check_is_tensor_map(y, caller, "y")
     check_same_keys(X, y, caller)
-    for (key, x_block), y_block in zip(X.items(), blocks_in_order(y, X.keys)):
+    pairs = block_pairs(X, y)
+    for key, x_block, y_block in pairs:
         block = f"{caller}: block {key_text(key)}"
         x_values, y_values = x_block.values, y_block.values
         for where, values in (("X", x_values), ("y", y_values)):
@@ -272,8 +278,9 @@ def check_fit_inputs(X, y, caller):
             )
             if mismatch:
                 raise ValueError(f"{block}, '{parameter}' gradient {mismatch}")
-        check_block_arrays(x_block, caller, "X", key)
-        check_block_arrays(y_block, caller, "y", key)
+        check_block_arrays(x_block, caller, "X", key, x_values)
+        check_block_arrays(y_block, caller, "y", key, y_values)
+    return pairs
 
 
 def _components_mismatch(x_components, y_components):
