@@ -293,15 +293,20 @@ def factorize(system, chunk_rows=None, map_chunks=None, workspace=None):
 GRAM_ROWS = 1000
 
 
-def _gram_tasks(system):
+def _gram_tasks(system, first_rows=0):
     """Row steps of :data:`GRAM_ROWS` rows, grouped by :func:`chunk_rows_for` rows.
 
     Each group is one task: its sums are accumulated step by step, and the
-    tasks' sums added in order, whichever thread computed them.
+    tasks' sums added in order, whichever thread computed them. With
+    ``first_rows``, the first task holds the steps of (at least) that many rows
+    only.
     """
     steps = row_chunks(system, GRAM_ROWS)
     per_task = max(chunk_rows_for(_width(system)) // GRAM_ROWS, 1)
-    return [steps[start : start + per_task] for start in range(0, len(steps), per_task)]
+    first = -(-int(first_rows) // GRAM_ROWS)
+    tasks = [steps[:first]] if first else []
+    tasks += [steps[start : start + per_task] for start in range(first, len(steps), per_task)]
+    return [task for task in tasks if task]
 
 
 def _in_order(function, tasks, map_chunks, workspace=None):
@@ -362,7 +367,7 @@ def _task_gram(means, steps, workspace=None):
     return gram
 
 
-def gram_matrix(system, means=None, map_chunks=None, workspace=None):
+def gram_matrix(system, means=None, map_chunks=None, workspace=None, accept=None):
     """Upper triangle of ``C^T C``, ``C`` a numpy block's weighted ``[A | B]``.
 
     Its Cholesky factor is the ``R`` of :func:`factorize` (up to rounding and
@@ -381,14 +386,29 @@ def gram_matrix(system, means=None, map_chunks=None, workspace=None):
         elimination from a Gram matrix would cancel digits).
     map_chunks, workspace :
         As in :func:`factorize`.
+    accept : callable or None
+        ``accept(gram)`` is first called (in this thread) on the Gram matrix of
+        the first rows, at least four times the width, when the block has more:
+        where it returns False, the pass stops there, and None is returned.
 
     Returns
     -------
     float64 Fortran-ordered array of shape (width, width), width
-    ``n_features + n_targets``
+    ``n_features + n_targets``, or None
     """
-    tasks = _gram_tasks(system)
-    total = _in_order(partial(_task_gram, means), tasks, map_chunks, workspace)
+    function = partial(_task_gram, means)
+    first_rows = 0 if accept is None else 4 * _width(system)
+    tasks = _gram_tasks(system, first_rows)
+    total = None
+    if accept is not None and len(tasks) > 1:
+        total = function(tasks.pop(0), workspace)
+        if not accept(total):
+            return None
+    rest = _in_order(function, tasks, map_chunks, workspace)
+    if total is None or rest is None:
+        total = rest if total is None else total
+    else:
+        total = total + rest
     if total is None:
         width = system.n_features + system.n_targets
         total = np.zeros((width, width), order="F")

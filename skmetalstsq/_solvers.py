@@ -27,6 +27,7 @@ ridge penalty (so that ``rcond`` cuts the singular values of that augmented matr
 """
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -340,7 +341,9 @@ def _gram_solution(system, rcond, map_chunks=None, workspace=None):
         Gram matrix is not positive definite in float64, or the condition
         number of the weighted, centred X block (from ``R``'s singular values)
         is above :data:`GRAM_CONDITION`, or ``rcond`` cuts a singular value.
-        The caller solves from the QR factor then.
+        The caller solves from the QR factor then. The pass stops early when
+        its first rows already show a badly conditioned block
+        (:func:`_first_rows_accepted`).
     """
     backend = backend_of(system.a_parts[0])
     n = system.n_features
@@ -349,8 +352,8 @@ def _gram_solution(system, rcond, map_chunks=None, workspace=None):
     x_mean = y_mean = means = None
     if system.intercept:
         x_mean, y_mean = means = value_means(system)
-    gram = gram_matrix(system, means, map_chunks, workspace)
-    factor = backend.cholesky(gram[:n, :n])
+    gram = gram_matrix(system, means, map_chunks, workspace, partial(_first_rows_accepted, n))
+    factor = None if gram is None else backend.cholesky(gram[:n, :n])
     if factor is None:
         return None
     singular = backend.svd(factor, compute_uv=False)
@@ -367,6 +370,22 @@ def _gram_solution(system, rcond, map_chunks=None, workspace=None):
     if x_mean is not None:
         intercept = y_mean - x_mean @ weights
     return Solution(np.ascontiguousarray(weights.T), n, singular, intercept)
+
+
+def _first_rows_accepted(n_features, gram):
+    """Whether the Gram pass of a tall block goes on after its first rows.
+
+    It stops where their Gram matrix is not positive definite, or LAPACK
+    ``?trcon`` estimates the condition number of its Cholesky factor above 100
+    times :data:`GRAM_CONDITION`: the block is then most likely too badly
+    conditioned for the Gram matrix, and only those rows' pass is spent before
+    the QR. Either way the decision is made again on all rows.
+    """
+    backend = backend_of(gram)
+    factor = backend.cholesky(gram[:n_features, :n_features])
+    if factor is None:
+        return False
+    return backend.inverse_condition(factor) * 100 * GRAM_CONDITION >= 1.0
 
 
 def _one_gelsd_call(system):

@@ -751,10 +751,11 @@ def test_many_steps_and_tasks_equal_gelsd_and_are_bit_identical_in_threads(paths
     serial, model = fit_arrays(X, y, sample_weight, n_jobs=1)
     width = 1 + 4 + 3
     per_task = max(20, 4 * width) // 7
+    first = -(-4 * (4 + 3) // 7)  # the first task: at least 4 x (features + targets) rows
     expected_tasks = 0
     for x_parts, _, _ in rows.values():
         steps = -(-sum(len(p) for p in x_parts) // 7)
-        expected_tasks += -(-steps // per_task)
+        expected_tasks += 1 + -(-(steps - first) // per_task) if steps > first else 1
     assert small_steps.count == expected_tasks > 40
     assert paths["qr"].count == 0
     for (key, (x_parts, y_parts, weights)), (found, found_intercept) in zip(rows.items(), serial):
@@ -982,3 +983,62 @@ def test_inputs_are_not_mutated(paths, small_steps, dtype):
     solve(make_system(x_parts, y_parts, weights, True, 0.3), None, None)
     for found, expected in zip((*x_parts, *y_parts, *weights), copies):
         np.testing.assert_array_equal(found, expected)
+
+
+# ---------------------------------------------------------------------------------
+# 7. the Gram pass stops after the first rows of a badly conditioned block
+# ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("intercept", [False, True])
+def test_a_badly_conditioned_block_stops_the_gram_pass_after_its_first_rows(
+    paths, small_steps, intercept
+):
+    rng = np.random.default_rng(90)
+    weights = random_weights(rng, (300, 500))
+    x_parts = prescribed_rows(rng, [300, 500], spectrum(1e9, 800, 6), weights, intercept)
+    y_parts = targets_of(rng, x_parts, rng.normal(size=(6, 2)), 1e-6, intercept)
+    system = make_system(x_parts, y_parts, weights, intercept)
+    solution = solve(system, None, None)
+    # one task of the Gram pass (the first 4 x 8 rows, in 7-row steps), then the QR
+    assert small_steps.count == 1
+    assert (paths["gram"].count, paths["qr"].count) == (1, 1)
+    reference = gelsd_reference(x_parts, y_parts, weights, intercept)
+    assert solution.rank == reference.rank == 6
+    assert_weights_match(solution.weights, solution.intercept, reference)
+    assert_qr_singular_values(solution.singular_values, reference)
+
+
+def test_first_rows_that_do_not_tell_a_well_conditioned_block_fall_back_and_equal_gelsd(
+    paths, small_steps
+):
+    # the first 40 value rows do not use feature 0: their Gram matrix is singular,
+    # while the block's condition number is 10 -- the QR solve then gives the
+    # same weights, only later
+    rng = np.random.default_rng(91)
+    x_parts, y_parts, weights, _ = tall_block(rng, 10.0, False)
+    x_parts[0] = x_parts[0].copy()
+    x_parts[0][:40, 0] = 0.0
+    system = make_system(x_parts, y_parts, weights)
+    solution = solve(system, None, None)
+    assert small_steps.count == 1
+    assert paths["qr"].count == 1
+    reference = gelsd_reference(x_parts, y_parts, weights)
+    assert_weights_match(solution.weights, solution.intercept, reference)
+
+
+def test_a_block_badly_conditioned_only_over_all_rows_takes_the_whole_gram_pass(paths, small_steps):
+    # the first rows are well-conditioned, the block is not: every task is
+    # computed, and the decision on all rows sends it to the QR factor
+    rng = np.random.default_rng(92)
+    good = rng.normal(size=(40, 6))
+    tail = prescribed_rows(rng, [760], spectrum(1e8, 760, 6), [np.ones(760)], False)[0]
+    tail *= 1e4  # the rows that dominate the block
+    x_parts = [np.vstack([good, tail])]
+    y_parts = [x_parts[0] @ rng.normal(size=(6, 1))]
+    system = make_system(x_parts, y_parts)
+    solution = solve(system, None, None)
+    assert small_steps.count > 1
+    assert paths["qr"].count == 1
+    reference = gelsd_reference(x_parts, y_parts)
+    assert_weights_match(solution.weights, solution.intercept, reference)
