@@ -165,17 +165,17 @@ def _is_array(scale):
     return scale is not None and not isinstance(scale, float)
 
 
-def _chunk_matrix(pieces, workspace):
+def _chunk_matrix(pieces, workspace, means=None):
     """One row chunk of the weighted ``[1 | A | B]``, copied into float64 memory.
 
     Fortran-ordered, of shape (rows, width): the calling thread's
-    ``workspace`` for numpy chunks when given, else a new array. A piece's
-    ``ones`` may also be ``(x_mean, y_mean)``: its rows are centred on those
-    means, with no column of ones (see :func:`gram_matrix`).
+    ``workspace`` for numpy chunks when given, else a new array. With
+    ``means`` ``(x_mean, y_mean)``, the value rows of ``[A | B]`` are centred
+    on them instead, and there is no column of ones (see :func:`gram_matrix`).
     """
     like = pieces[0][0]
     backend = backend_of(like)
-    offset = 0 if pieces[0][3] is None or isinstance(pieces[0][3], tuple) else 1
+    offset = 0 if pieces[0][3] is None or means is not None else 1
     n_features = like.shape[1]
     width = offset + n_features + pieces[0][1].shape[1]
     shape = (sum(piece[0].shape[0] for piece in pieces), width)
@@ -190,9 +190,9 @@ def _chunk_matrix(pieces, workspace):
             buffer[start:stop, 0] = ones
         buffer[start:stop, offset : offset + n_features] = a_rows
         buffer[start:stop, offset + n_features :] = b_rows
-        if isinstance(ones, tuple):  # (x_mean, y_mean): centred value rows
-            buffer[start:stop, :n_features] -= ones[0]
-            buffer[start:stop, n_features:] -= ones[1]
+        if means is not None and ones == 1.0:  # value rows
+            buffer[start:stop, :n_features] -= means[0]
+            buffer[start:stop, n_features:] -= means[1]
         if _is_array(scale):
             buffer[start:stop] *= scale[:, None]
         elif scale is not None and scale != 1.0:
@@ -354,12 +354,7 @@ def _task_gram(means, steps, workspace=None):
     """Upper triangle of ``C^T C`` for the rows of one task (see :func:`gram_matrix`)."""
     gram = None
     for pieces in steps:
-        if means is not None:  # centre the value rows instead of a column of ones
-            pieces = [
-                (a_rows, b_rows, scale, None) if ones == 0.0 else (a_rows, b_rows, scale, means)
-                for a_rows, b_rows, scale, ones in pieces
-            ]
-        buffer = _chunk_matrix(pieces, workspace)
+        buffer = _chunk_matrix(pieces, workspace, means)
         backend = backend_of(buffer)
         if gram is None:
             gram = backend.gram(buffer.shape[1])
