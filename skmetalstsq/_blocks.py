@@ -141,6 +141,11 @@ class BlockSystem:
         return self.b_parts[0].shape[1]
 
     @property
+    def width(self):
+        """Columns of the system's ``[1 | A | B]`` (the ones only with an intercept)."""
+        return int(self.intercept) + self.n_features + self.n_targets
+
+    @property
     def device_type(self):
         return device_type(self.a_parts[0])
 

@@ -695,7 +695,7 @@ def _cross_validate(systems, row_entries, scored, splits, n_entries, candidates,
 
     factor_tasks, factor_of, grouped_blocks = [], {}, set()
     for b, (system, rows) in enumerate(zip(systems, row_entries)):
-        width = int(system.intercept) + system.n_features + system.n_targets
+        width = system.width
         group_rows = np.bincount(group_of_entry[np.concatenate(rows)], minlength=len(patterns))
         if not _use_group_factors(group_rows, in_splits, width):
             continue
@@ -715,7 +715,7 @@ def _cross_validate(systems, row_entries, scored, splits, n_entries, candidates,
             if b in grouped_blocks:
                 groups = np.flatnonzero(patterns[:, s])
                 r_factors = [factors[factor_of[b, g]] for g in groups if (b, g) in factor_of]
-                width = int(system.intercept) + system.n_features + system.n_targets
+                width = system.width
                 cost = 2.0 * len(r_factors) * width**3 + width**3
             args = (
                 system,

@@ -50,14 +50,9 @@ def chunk_rows_for(width):
     return max(CHUNK_ROWS, 4 * width)
 
 
-def _width(system):
-    """Columns of a system's ``[1 | A | B]`` (the ones only with an intercept)."""
-    return int(system.intercept) + system.n_features + system.n_targets
-
-
 def spans_chunks(system):
     """Whether the rows of ``system`` are factorised in more than one row chunk."""
-    return system.n_rows > chunk_rows_for(_width(system))
+    return system.n_rows > chunk_rows_for(system.width)
 
 
 @dataclass
@@ -275,7 +270,7 @@ def factorize(system, chunk_rows=None, map_chunks=None, workspace=None):
     """
     like = system.a_parts[0]
     n_features = like.shape[1]
-    width = _width(system)
+    width = system.width
     if chunk_rows is None:
         chunk_rows = chunk_rows_for(width)
     chunks = row_chunks(system, chunk_rows)
@@ -308,7 +303,7 @@ def _gram_tasks(system, first_rows=0):
     only.
     """
     steps = row_chunks(system, GRAM_ROWS)
-    per_task = max(chunk_rows_for(_width(system)) // GRAM_ROWS, 1)
+    per_task = max(chunk_rows_for(system.width) // GRAM_ROWS, 1)
     first = -(-int(first_rows) // GRAM_ROWS)
     tasks = [steps[:first]] if first else []
     tasks += [steps[start : start + per_task] for start in range(first, len(steps), per_task)]
@@ -398,7 +393,7 @@ def gram_matrix(system, means=None, map_chunks=None, workspace=None, accept=None
     ``n_features + n_targets``, or None
     """
     function = partial(_task_gram, means)
-    first_rows = 0 if accept is None else 4 * _width(system)
+    first_rows = 0 if accept is None else 4 * system.width
     tasks = _gram_tasks(system, first_rows)
     total = None
     if accept is not None and len(tasks) > 1:
