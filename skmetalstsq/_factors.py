@@ -401,10 +401,8 @@ def gram_matrix(system, means=None, map_chunks=None, workspace=None, accept=None
         if not accept(total):
             return None
     rest = _in_order(function, tasks, map_chunks, workspace)
-    if total is None or rest is None:
-        total = rest if total is None else total
-    else:
-        total = total + rest
+    if rest is not None:
+        total = rest if total is None else total + rest
     if total is None:
         width = system.n_features + system.n_targets
         total = np.zeros((width, width), order="F")
