@@ -7,6 +7,7 @@ it, exactly as ``metatensor.lstsq`` stacks them. Only views are made here.
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from metatensor import Labels, TensorBlock, TensorMap
@@ -51,14 +52,65 @@ def blocks_in_order(tensor, keys):
     return [tensor.block(key) for key in keys]
 
 
+class BlockView:
+    """A TensorBlock whose values, labels and gradients are each read once.
+
+    metatensor makes a new Python object (and checks where the array comes
+    from) on every access to a block's values or labels, a few microseconds
+    each; a fit reads them several times, for each of possibly hundreds of
+    blocks. This offers the reading methods of a TensorBlock, cached.
+
+    Parameters
+    ----------
+    block : metatensor.TensorBlock
+    """
+
+    def __init__(self, block):
+        self.block = block
+
+    @cached_property
+    def values(self):
+        return self.block.values
+
+    @cached_property
+    def samples(self):
+        return self.block.samples
+
+    @cached_property
+    def components(self):
+        return self.block.components
+
+    @cached_property
+    def properties(self):
+        return self.block.properties
+
+    @cached_property
+    def _gradients(self):
+        return {parameter: BlockView(g) for parameter, g in self.block.gradients()}
+
+    def gradients_list(self):
+        return list(self._gradients)
+
+    def gradient(self, parameter):
+        return self._gradients[parameter]
+
+    def gradients(self):
+        return list(self._gradients.items())
+
+
 def block_pairs(X, y):
     """``(key, X block, y block)`` for every key of X, y's blocks in X's key order.
 
-    metatensor looks up the map's keys on every block access; taking the
-    blocks once and passing this list on spares a fit doing it again for
-    every step.
+    The blocks are :class:`BlockView` s: metatensor looks up the map's keys on
+    every block access, and makes new objects on every access to a block's
+    arrays and labels; taking each once and passing this list on spares a fit
+    doing it again for every step.
     """
-    return list(zip(X.keys, X.blocks(), blocks_in_order(y, X.keys)))
+    x_blocks, y_blocks = X.blocks(), blocks_in_order(y, X.keys)
+    return [
+        (key, BlockView(x_block), BlockView(y_block))
+        for key, x_block, y_block in zip(X.keys, x_blocks, y_blocks)
+    ]
 
 
 def weights_block(weights, target_properties, feature_properties):

@@ -294,7 +294,7 @@ def factorize(system, chunk_rows=None, map_chunks=None, workspace=None):
 GRAM_ROWS = 1000
 
 
-def _gram_tasks(system, first_rows=0):
+def gram_tasks(system, first_rows=0):
     """Row steps of :data:`GRAM_ROWS` rows, grouped by :func:`chunk_rows_for` rows.
 
     Each group is one task: its sums are accumulated step by step, and the
@@ -308,6 +308,19 @@ def _gram_tasks(system, first_rows=0):
     tasks = [steps[:first]] if first else []
     tasks += [steps[start : start + per_task] for start in range(first, len(steps), per_task)]
     return [task for task in tasks if task]
+
+
+def one_step_rows(tasks, means=None, workspace=None):
+    """The copied rows of a block whose rows are one step of ``tasks``, else None.
+
+    A block of at most :data:`GRAM_ROWS` rows is copied (weighted and centred as
+    in :func:`gram_matrix`) once, and both its Gram matrix and its residual
+    gradient are computed on that copy: on the hundreds of small blocks of a
+    descriptor, the calls saved cost more than the arithmetic.
+    """
+    if len(tasks) != 1 or len(tasks[0]) != 1:
+        return None
+    return _chunk_matrix(tasks[0][0], workspace, means)
 
 
 def _in_order(function, tasks, map_chunks, workspace=None):
@@ -363,7 +376,9 @@ def _task_gram(means, steps, workspace=None):
     return gram
 
 
-def gram_matrix(system, means=None, map_chunks=None, workspace=None, accept=None):
+def gram_matrix(
+    system, means=None, map_chunks=None, workspace=None, accept=None, tasks=None, rows=None
+):
     """Upper triangle of ``C^T C``, ``C`` a numpy block's weighted ``[A | B]``.
 
     Its Cholesky factor is the ``R`` of :func:`factorize` (up to rounding and
@@ -386,15 +401,25 @@ def gram_matrix(system, means=None, map_chunks=None, workspace=None, accept=None
         ``accept(gram)`` is first called (in this thread) on the Gram matrix of
         the first rows, at least four times the width, when the block has more:
         where it returns False, the pass stops there, and None is returned.
+    tasks : list or None
+        :func:`gram_tasks` of the system (with the first rows of ``accept``),
+        when the caller has them.
+    rows : array or None
+        :func:`one_step_rows` of the system, when the caller has them: the
+        Gram matrix is theirs.
 
     Returns
     -------
     float64 Fortran-ordered array of shape (width, width), width
     ``n_features + n_targets``, or None
     """
+    if rows is not None:
+        total = np.zeros((rows.shape[1], rows.shape[1]), order="F")
+        backend_of(rows).add_gram(total, rows)
+        return total
     function = partial(_task_gram, means)
     first_rows = 0 if accept is None else 4 * system.width
-    tasks = _gram_tasks(system, first_rows)
+    tasks = list(gram_tasks(system, first_rows) if tasks is None else tasks)
     total = None
     if accept is not None and len(tasks) > 1:
         total = function(tasks.pop(0), workspace)
@@ -429,19 +454,26 @@ def _task_residual_gradient(weights, intercept, x_mean, steps, workspace=None):
     return gradient
 
 
-def residual_gradient(system, weights, intercept=None, x_mean=None, map_chunks=None):
+def residual_gradient(
+    system, weights, intercept=None, x_mean=None, map_chunks=None, tasks=None, rows=None
+):
     """``C^T W (B - C w - c)``, the gradient of the weighted residual (numpy only).
 
     ``C`` is the block's ``A`` with its value rows centred on ``x_mean`` when
     there is an intercept ``c`` (given only on value rows), ``W`` the row
     weights and ``w`` the ``weights`` of shape (n_features, n_targets). The rows
     are read where they are (float64 parts are not copied), task by task as in
-    :func:`gram_matrix`.
+    :func:`gram_matrix` (``tasks``, when the caller has them), or from ``rows``,
+    the :func:`one_step_rows` of a small block, where its rows are already
+    weighted and centred.
 
     Returns
     -------
     float64 array of shape (n_features, n_targets)
     """
+    if rows is not None:
+        n = weights.shape[0]
+        return rows[:, :n].T @ (rows[:, n:] - rows[:, :n] @ weights)
     function = partial(_task_residual_gradient, weights, intercept, x_mean)
-    total = _in_order(function, _gram_tasks(system), map_chunks)
+    total = _in_order(function, gram_tasks(system) if tasks is None else tasks, map_chunks)
     return np.zeros(weights.shape) if total is None else total

@@ -32,7 +32,15 @@ from functools import partial
 import numpy as np
 
 from ._backends import FACTOR_EPS, all_finite, backend_of
-from ._factors import factorize, gram_matrix, residual_gradient, spans_chunks, value_means
+from ._factors import (
+    factorize,
+    gram_matrix,
+    gram_tasks,
+    one_step_rows,
+    residual_gradient,
+    spans_chunks,
+    value_means,
+)
 
 DRIVERS = ("gels", "gelsy", "gelsd", "gelss")
 
@@ -338,8 +346,9 @@ def _gram_solution(system, rcond, map_chunks=None, workspace=None):
     Solution (float64) or None
         None, after the Gram pass only, when that is not accurate enough: the
         Gram matrix is not positive definite in float64, or the condition
-        number of the weighted, centred X block (from ``R``'s singular values)
-        is above :data:`GRAM_CONDITION`, or ``rcond`` cuts a singular value.
+        number of the weighted, centred X block (from its singular values, the
+        square roots of the Gram matrix's eigenvalues) is above
+        :data:`GRAM_CONDITION`, or ``rcond`` cuts a singular value.
         The caller solves from the QR factor then. The pass stops early when
         its first rows already show a badly conditioned block
         (:func:`_first_rows_accepted`).
@@ -351,20 +360,28 @@ def _gram_solution(system, rcond, map_chunks=None, workspace=None):
     x_mean = y_mean = means = None
     if system.intercept:
         x_mean, y_mean = means = value_means(system)
-    gram = gram_matrix(system, means, map_chunks, workspace, partial(_first_rows_accepted, n))
+    tasks = gram_tasks(system, 4 * system.width)
+    rows = one_step_rows(tasks, means, workspace)
+    accept = partial(_first_rows_accepted, n)
+    gram = gram_matrix(system, means, map_chunks, workspace, accept, tasks, rows)
     factor = None if gram is None else backend.cholesky(gram[:n, :n])
     if factor is None:
         return None
-    singular = backend.svd(factor, compute_uv=False)
-    if singular[-1] * GRAM_CONDITION < singular[0] or _cut(singular, rcond) < n:
+    # the singular values of R are the square roots of the Gram matrix's
+    # eigenvalues, found at half the cost of R's SVD and as accurately
+    eigenvalues = backend.symmetric_eigenvalues(gram[:n, :n])
+    singular = np.sqrt(np.maximum(eigenvalues[::-1], 0.0))
+    if singular[-1] * GRAM_CONDITION < singular[0] or singular[-1] <= rcond * singular[0]:
         return None
-    penalty = np.broadcast_to(np.asarray(system.alpha, dtype=np.float64), (n,))
-    if penalty.any():
+    penalty = None
+    if _penalised(system.alpha):
+        penalty = np.broadcast_to(np.asarray(system.alpha, dtype=np.float64), (n,))
         factor = backend.cholesky(gram[:n, :n] + np.diag(penalty))
     weights = backend.cholesky_solve(factor, gram[:n, n:])
     intercept = None if x_mean is None else y_mean - x_mean @ weights
-    correction = residual_gradient(system, weights, intercept, x_mean, map_chunks)
-    correction -= penalty[:, None] * weights
+    correction = residual_gradient(system, weights, intercept, x_mean, map_chunks, tasks, rows)
+    if penalty is not None:
+        correction -= penalty[:, None] * weights
     weights = weights + backend.cholesky_solve(factor, correction)
     if x_mean is not None:
         intercept = y_mean - x_mean @ weights

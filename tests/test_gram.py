@@ -863,6 +863,27 @@ def test_cholesky_reads_the_upper_triangle_and_solves():
     )
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 60])
+def test_symmetric_eigenvalues_read_the_upper_triangle_and_equal_numpy(n):
+    rng = np.random.default_rng(102 + n)
+    a = rng.normal(size=(3 * n + 1, n))
+    gram = a.T @ a
+    upper = np.asfortranarray(np.triu(gram) + np.tril(np.full((n, n), 1e3), -1))
+    found = NumpyBackend.symmetric_eigenvalues(upper)
+    np.testing.assert_allclose(found, np.linalg.eigvalsh(gram), rtol=1e-12, atol=1e-12)
+    assert np.all(np.diff(found) >= 0)  # ascending
+    np.testing.assert_array_equal(upper, np.triu(gram) + np.tril(np.full((n, n), 1e3), -1))
+
+
+def test_singular_values_of_the_gram_path_are_those_of_the_weighted_centred_rows(paths):
+    rng = np.random.default_rng(103)
+    x_parts, y_parts, weights, _ = tall_block(rng, 50.0, True)
+    solution = solve(make_system(x_parts, y_parts, weights, intercept=True), None, None)
+    assert paths["gram"].count == 1 and paths["qr"].count == 0
+    reference = gelsd_reference(x_parts, y_parts, weights, intercept=True)
+    np.testing.assert_allclose(solution.singular_values, reference.singular, rtol=1e-12)
+
+
 def test_add_gram_on_workspace_matrices_accumulates_the_upper_triangle():
     rng = np.random.default_rng(101)
     first, second = rng.normal(size=(40, 6)), rng.normal(size=(13, 6)) + 3.0
