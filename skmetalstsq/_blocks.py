@@ -40,6 +40,11 @@ def key_tuple(key):
     return tuple(int(value) for value in key.values)
 
 
+def key_tuples(keys):
+    """Every entry of ``keys`` (Labels) as :func:`key_tuple` gives it, at once."""
+    return [tuple(row) for row in keys.values.tolist()]
+
+
 def key_text(key):
     """A key written as ``(name=value, ...)`` for error messages."""
     return "(" + ", ".join(f"{n}={int(v)}" for n, v in zip(key.names, key.values)) + ")"
@@ -78,7 +83,8 @@ class BlockView:
 
     @cached_property
     def components(self):
-        return self.block.components
+        # a block has one component dimension per axis between samples and properties
+        return [] if len(self.values.shape) == 2 else self.block.components
 
     @cached_property
     def properties(self):

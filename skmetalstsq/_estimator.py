@@ -19,6 +19,7 @@ from ._blocks import (
     is_floating,
     key_text,
     key_tuple,
+    key_tuples,
     predict_block,
     tensor_from_state,
     tensor_to_state,
@@ -92,7 +93,7 @@ def resolve_alpha(alpha, X, caller, allow_unseen=False):
     penalty per property). ``allow_unseen`` accepts penalties for keys X does not
     have (partial fits, whose later batches may bring them).
     """
-    keys = [key_tuple(key) for key in X.keys]
+    keys = key_tuples(X.keys)
     if isinstance(alpha, numbers.Real) and not isinstance(alpha, (bool, np.bool_)):
         value = _penalty(alpha, caller, "alpha")
         return dict.fromkeys(keys, value)
@@ -336,10 +337,10 @@ class TensorMapLinearModel(RegressorMixin, BaseEstimator):
             intercepts.append(weights_block(intercept, targets, INTERCEPT_PROPERTY))
         self.weights_ = TensorMap(keys, weights)
         self.intercept_ = TensorMap(keys, intercepts)
-        key_tuples = [key_tuple(key) for key in keys]
-        self.rank_ = {key: solution.rank for key, solution in zip(key_tuples, solutions)}
+        tuples = key_tuples(keys)
+        self.rank_ = {key: solution.rank for key, solution in zip(tuples, solutions)}
         self.singular_values_ = {
-            key: solution.singular_values for key, solution in zip(key_tuples, solutions)
+            key: solution.singular_values for key, solution in zip(tuples, solutions)
         }
         if y_ndim is not None:
             # numpy, as scikit-learn's own linear models, even after a torch solve
@@ -672,8 +673,8 @@ class TensorMapLstsq(TensorMapLinearModel):
         gradient_weights = check_gradient_weights(self.gradient_weights, X, caller)
         pairs = pairs or block_pairs(X, y)
         systems = block_systems(X, y, device, weights, gradient_weights, self.fit_intercept, pairs)
-        for system, (key, _, _) in zip(systems, pairs):
-            system.alpha = alphas[key_tuple(key)]
+        for system, key in zip(systems, key_tuples(X.keys)):
+            system.alpha = alphas[key]
         return X, y, systems, y_ndim, pairs
 
     @_fit_context(prefer_skip_nested_validation=True)

@@ -174,30 +174,31 @@ def _chunk_matrix(pieces, workspace, means=None):
     ``means`` ``(x_mean, y_mean)``, the value rows of ``[A | B]`` are centred
     on them instead, and there is no column of ones (see :func:`gram_matrix`).
     """
-    like = pieces[0][0]
-    backend = backend_of(like)
-    offset = 0 if pieces[0][3] is None or means is not None else 1
+    like, like_b, _, first_ones = pieces[0]
+    offset = 0 if first_ones is None or means is not None else 1
     n_features = like.shape[1]
-    width = offset + n_features + pieces[0][1].shape[1]
+    width = offset + n_features + like_b.shape[1]
     shape = (sum(piece[0].shape[0] for piece in pieces), width)
-    if workspace is not None and backend.name == "numpy":
+    if workspace is not None and isinstance(like, np.ndarray):
         buffer = workspace.matrix(shape)
     else:
-        buffer = backend.empty(shape, like)
+        buffer = backend_of(like).empty(shape, like)
+    a_columns, b_columns = slice(offset, offset + n_features), slice(offset + n_features, None)
     start = 0
     for a_rows, b_rows, scale, ones in pieces:
         stop = start + a_rows.shape[0]
+        rows = buffer[start:stop]
         if offset:
-            buffer[start:stop, 0] = ones
-        buffer[start:stop, offset : offset + n_features] = a_rows
-        buffer[start:stop, offset + n_features :] = b_rows
+            rows[:, 0] = ones
+        rows[:, a_columns] = a_rows
+        rows[:, b_columns] = b_rows
         if means is not None and ones == 1.0:  # value rows
-            buffer[start:stop, :n_features] -= means[0]
-            buffer[start:stop, n_features:] -= means[1]
+            rows[:, :n_features] -= means[0]
+            rows[:, n_features:] -= means[1]
         if _is_array(scale):
-            buffer[start:stop] *= scale[:, None]
+            rows *= scale[:, None]
         elif scale is not None and scale != 1.0:
-            buffer[start:stop] *= scale
+            rows *= scale
         start = stop
     return buffer
 
@@ -303,6 +304,8 @@ def gram_tasks(system, first_rows=0):
     only.
     """
     steps = row_chunks(system, GRAM_ROWS)
+    if len(steps) == 1:
+        return [steps]
     per_task = max(chunk_rows_for(system.width) // GRAM_ROWS, 1)
     first = -(-int(first_rows) // GRAM_ROWS)
     tasks = [steps[:first]] if first else []

@@ -106,6 +106,8 @@ def _is_scalar(alpha):
 
 def _penalised(alpha):
     """Whether ``alpha`` (a float or one per feature) penalises any feature."""
+    if isinstance(alpha, float):
+        return alpha > 0
     return bool(np.any(np.asarray(alpha) > 0))
 
 

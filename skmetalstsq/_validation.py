@@ -126,8 +126,10 @@ def check_same_keys(X, y, caller, names=("X", "y")):
 
 def check_finite(array, caller, name, key, where):
     """Raise ValueError if ``array`` holds NaN or infinity."""
-    if array_library(array) == "numpy":
-        if np.isfinite(np.sum(array)) or np.isfinite(array).all():
+    if isinstance(array, np.ndarray):
+        # integers are finite; the sum of finite numbers is finite unless it
+        # overflows, which the element-wise check then settles
+        if array.dtype.kind in "iu" or np.isfinite(array.sum()) or np.isfinite(array).all():
             return
     else:
         import torch
@@ -140,7 +142,7 @@ def check_finite(array, caller, name, key, where):
 def _is_number_dtype(array, library):
     """Whether ``array`` holds numbers: not bool (numpy or torch), not object, not str."""
     if library == "numpy":
-        return np.issubdtype(array.dtype, np.number)
+        return array.dtype.kind in "iufc"
     import torch
 
     return array.dtype != torch.bool
@@ -163,7 +165,7 @@ def check_block_arrays(block, caller, name, key, values=None):
                 f"{caller}: {name} block {key_text(key)} has {array.dtype} {where}; convert "
                 f"{name} to a floating dtype with {name}.to(dtype={module}.float64)"
             )
-        if np.iscomplexobj(array) if library == "numpy" else array.is_complex():
+        if array.dtype.kind == "c" if library == "numpy" else array.is_complex():
             raise TypeError(
                 f"{caller}: {name} block {key_text(key)} has complex {where}, "
                 "which least squares on real data does not accept"
@@ -211,6 +213,16 @@ def _array_kind(array):
     return library if library == "numpy" else f"torch ({array.device})"
 
 
+class _BlockName:
+    """``"{caller}: block (key)"`` for error messages, written only when one is raised."""
+
+    def __init__(self, caller, key):
+        self.caller, self.key = caller, key
+
+    def __str__(self):
+        return f"{self.caller}: block {key_text(self.key)}"
+
+
 def check_fit_inputs(X, y, caller):
     """Check that X and y can be solved block by block, before any solve.
 
@@ -235,7 +247,7 @@ def check_fit_inputs(X, y, caller):
     check_same_keys(X, y, caller)
     pairs = block_pairs(X, y)
     for key, x_block, y_block in pairs:
-        block = f"{caller}: block {key_text(key)}"
+        block = _BlockName(caller, key)
         x_values, y_values = x_block.values, y_block.values
         for where, values in (("X", x_values), ("y", y_values)):
             if values.shape[-1] == 0:
