@@ -371,7 +371,10 @@ def _gram_solution(system, rcond, map_chunks=None, workspace=None):
         return None
     # the singular values of R are the square roots of the Gram matrix's
     # eigenvalues, found at half the cost of R's SVD and as accurately
-    eigenvalues = backend.symmetric_eigenvalues(gram[:n, :n])
+    try:
+        eigenvalues = backend.symmetric_eigenvalues(gram[:n, :n])
+    except np.linalg.LinAlgError:  # LAPACK did not converge
+        return None
     singular = np.sqrt(np.maximum(eigenvalues[::-1], 0.0))
     if singular[-1] * GRAM_CONDITION < singular[0] or singular[-1] <= rcond * singular[0]:
         return None

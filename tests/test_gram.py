@@ -884,6 +884,20 @@ def test_singular_values_of_the_gram_path_are_those_of_the_weighted_centred_rows
     np.testing.assert_allclose(solution.singular_values, reference.singular, rtol=1e-12)
 
 
+def test_eigenvalues_that_do_not_converge_leave_the_block_to_the_qr(paths, monkeypatch):
+    rng = np.random.default_rng(104)
+    x_parts, y_parts, weights, _ = tall_block(rng, 10.0, True)
+
+    def no_convergence(matrix):
+        raise np.linalg.LinAlgError("LAPACK syevd did not converge (info=1)")
+
+    monkeypatch.setattr(NumpyBackend, "symmetric_eigenvalues", staticmethod(no_convergence))
+    solution = solve(make_system(x_parts, y_parts, weights, intercept=True), None, None)
+    assert paths["gram"].count == 1 and paths["qr"].count == 1
+    reference = gelsd_reference(x_parts, y_parts, weights, intercept=True)
+    assert_weights_match(solution.weights, solution.intercept, reference)
+
+
 def test_add_gram_on_workspace_matrices_accumulates_the_upper_triangle():
     rng = np.random.default_rng(101)
     first, second = rng.normal(size=(40, 6)), rng.normal(size=(13, 6)) + 3.0
