@@ -318,8 +318,8 @@ def one_step_rows(tasks, means=None, workspace=None):
 
     A block of at most :data:`GRAM_ROWS` rows is copied (weighted and centred as
     in :func:`gram_matrix`) once, and both its Gram matrix and its residual
-    gradient are computed on that copy: on the hundreds of small blocks of a
-    descriptor, the calls saved cost more than the arithmetic.
+    gradient are computed on that copy. This spares small blocks a second pass
+    through their row parts, whose Python steps cost more than its arithmetic.
     """
     if len(tasks) != 1 or len(tasks[0]) != 1:
         return None
