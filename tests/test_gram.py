@@ -640,6 +640,18 @@ def gradient_block(parts, property_name):
     return block
 
 
+def offset_rows(rng, n_values):
+    """Value rows offset by 5 (targets by 100) and 500 weighted gradient rows of
+    condition 1e3: ``(x_values, x_gradient, y_values, y_gradient, gradient_weights)``."""
+    gradient_weights = rng.uniform(0.2, 3.0, size=500)
+    x_values = rng.normal(size=(n_values, 6)) + 5.0
+    (x_gradient,) = prescribed_rows(rng, [500], spectrum(1e3, 500, 6), [gradient_weights], False)
+    true_weights = rng.normal(size=(6, 2))
+    y_values = x_values @ true_weights + 100.0
+    y_gradient = x_gradient @ true_weights + 1e-3 * rng.normal(size=(500, 2))
+    return x_values, x_gradient, y_values, y_gradient, gradient_weights
+
+
 @pytest.mark.parametrize("value_weights", ["zeros", "float zero"])
 def test_no_weighted_value_row_with_an_intercept(paths, value_weights):
     # the value rows weigh nothing: the intercept is 0 and the weights are the
@@ -647,12 +659,7 @@ def test_no_weighted_value_row_with_an_intercept(paths, value_weights):
     # conditioned, which the Gram path takes (the weighted means are zero and
     # the value rows add nothing to the Gram matrix)
     rng = np.random.default_rng(60)
-    gradient_weights = rng.uniform(0.2, 3.0, size=500)
-    x_values = rng.normal(size=(30, 6)) + 5.0
-    (x_gradient,) = prescribed_rows(rng, [500], spectrum(1e3, 500, 6), [gradient_weights], False)
-    true_weights = rng.normal(size=(6, 2))
-    y_values = x_values @ true_weights + 100.0
-    y_gradient = x_gradient @ true_weights + 1e-3 * rng.normal(size=(500, 2))
+    x_values, x_gradient, y_values, y_gradient, gradient_weights = offset_rows(rng, 30)
     weights = [np.zeros(30) if value_weights == "zeros" else 0.0, gradient_weights]
     system = make_system([x_values, x_gradient], [y_values, y_gradient], weights, intercept=True)
     solution = solve(system, None, None)
@@ -666,12 +673,7 @@ def test_no_weighted_value_row_with_an_intercept(paths, value_weights):
 
 def test_estimator_with_no_weighted_value_row_and_an_intercept(paths):
     rng = np.random.default_rng(61)
-    gradient_weights = rng.uniform(0.2, 3.0, size=500)
-    x_values = rng.normal(size=(50, 6)) + 5.0
-    (x_gradient,) = prescribed_rows(rng, [500], spectrum(1e3, 500, 6), [gradient_weights], False)
-    true_weights = rng.normal(size=(6, 2))
-    y_values = x_values @ true_weights + 100.0
-    y_gradient = x_gradient @ true_weights + 1e-3 * rng.normal(size=(500, 2))
+    x_values, x_gradient, y_values, y_gradient, gradient_weights = offset_rows(rng, 50)
     keys = Labels(["center_type"], np.array([[3]]))
     X = TensorMap(keys, [gradient_block([x_values, x_gradient], "feature")])
     y = TensorMap(keys, [gradient_block([y_values, y_gradient], "target")])
