@@ -19,7 +19,6 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
 from metatensor import TensorMap
 from sklearn.base import _fit_context
 from sklearn.model_selection import check_cv
@@ -52,9 +51,7 @@ from ._indexed import (
     unwrap,
 )
 from ._parallel import (
-    SMALL_SOLVE_FLOPS,
-    _balanced_groups,
-    single_threaded,
+    run_tasks,
     solve_cost,
     solve_systems,
 )
@@ -200,8 +197,8 @@ class TensorMapLstsqCV(TensorMapLinearModel):
     """
 
     _parameter_constraints = {
-        "rconds": ["array-like"],
-        "alphas": ["array-like"],
+        "rconds": ["array-like", numbers.Real, None],
+        "alphas": ["array-like", numbers.Real],
         "cv": ["cv_object"],
         "scoring": [StrOptions(set(SCORERS)), callable, None],
         "per_block": ["boolean"],
@@ -364,12 +361,12 @@ class TensorMapLstsqCV(TensorMapLinearModel):
 
 
 def _check_rconds(rconds, caller):
-    """The candidates as a list, each a non-negative finite float or None."""
-    rconds = list(np.asarray(rconds, dtype=object).reshape(-1)) if rconds is not None else []
-    if not rconds:
-        raise ValueError(f"{caller}: rconds is empty; give at least one candidate rcond")
+    """The candidates as a list, each a non-negative finite float or None.
+
+    A single number or None is the one candidate, as ``RidgeCV(alphas=1.0)``.
+    """
     checked = []
-    for position, rcond in enumerate(rconds):
+    for position, rcond in enumerate(_candidate_list(rconds, "rconds", caller)):
         if rcond is None:
             checked.append(None)
             continue
@@ -384,11 +381,104 @@ def _check_rconds(rconds, caller):
 
 
 def _check_alphas(alphas, caller):
-    """The candidate penalties as a list of finite floats >= 0."""
-    alphas = list(np.asarray(alphas, dtype=object).reshape(-1)) if alphas is not None else []
-    if not alphas:
-        raise ValueError(f"{caller}: alphas is empty; give at least one candidate alpha")
-    return [_penalty(alpha, caller, f"alphas[{i}]") for i, alpha in enumerate(alphas)]
+    """The candidate penalties as a list of finite floats >= 0 (one for a single number)."""
+    checked = []
+    for position, alpha in enumerate(_candidate_list(alphas, "alphas", caller)):
+        if np.ndim(alpha) != 0:
+            raise ValueError(
+                f"{caller}: alphas must hold numbers (one penalty per candidate), got "
+                f"{alpha!r} at position {position}"
+            )
+        checked.append(_penalty(alpha, caller, f"alphas[{position}]"))
+    return checked
+
+
+def _candidate_list(values, name, caller):
+    """``values`` (one value, or a 1-D array-like of them) as a non-empty list."""
+    array = np.empty(1, dtype=object)
+    if values is None or isinstance(values, numbers.Number) or getattr(values, "ndim", 1) == 0:
+        array[0] = values
+    else:
+        array = np.asarray(values, dtype=object)
+    if array.ndim != 1:
+        raise ValueError(
+            f"{caller}: {name} must be one candidate or a 1-D list of them, got an "
+            f"array of shape {array.shape}"
+        )
+    if not len(array):
+        raise ValueError(f"{caller}: {name} is empty; give at least one candidate")
+    return list(array)
+
+
+def _check_groups(groups, n_entries, sample, caller):
+    """``groups`` unchanged, checked to give one group per entry (None passes)."""
+    if groups is None:
+        return None
+    shape = tuple(groups.shape) if hasattr(groups, "shape") else np.shape(groups)
+    if len(shape) != 1 or shape[0] != n_entries:
+        given = f"{shape[0]} entries" if len(shape) == 1 else f"an array of shape {shape}"
+        raise ValueError(
+            f"{caller}: groups must give the group of each of the {n_entries} '{sample}' "
+            f"entries of X and y, got {given}"
+        )
+    return groups
+
+
+def _check_splits(splits, n_entries, sample, caller):
+    """Each ``(train, test)`` of ``cv`` as arrays of entry positions, checked.
+
+    Indices are integers in ``[-n_entries, n_entries)`` (negative ones count
+    from the end, as numpy's) or boolean masks over the entries; an entry
+    appears at most once in each, and every training set has an entry.
+    """
+    if not splits:
+        raise ValueError(f"{caller}: cv gave no splits")
+    checked = []
+    for s, split in enumerate(splits):
+        if len(split) != 2:
+            raise ValueError(
+                f"{caller}: cv must give (train, test) pairs of indices, split {s} has "
+                f"{len(split)} parts"
+            )
+        train, test = (
+            _split_positions(index, part, s, n_entries, sample, caller)
+            for index, part in zip(split, ("training", "test"))
+        )
+        if not len(train):
+            raise ValueError(f"{caller}: split {s} of cv has no training entries")
+        checked.append((train, test))
+    return checked
+
+
+def _split_positions(index, part, s, n_entries, sample, caller):
+    """Positions of the ``part`` ("training" or "test") entries of split ``s``."""
+    where = f"{caller}: the {part} indices of split {s} of cv"
+    index = np.asarray(index)
+    if index.dtype == bool and index.ndim == 1:
+        if len(index) != n_entries:
+            raise ValueError(
+                f"{where} are a boolean mask of {len(index)} entries, but X and y have "
+                f"{n_entries} '{sample}' entries"
+            )
+        return np.flatnonzero(index)
+    if index.ndim != 1 or (index.size and index.dtype.kind not in "iu"):
+        raise ValueError(
+            f"{where} must be a 1-D array of integers or booleans, got an array of "
+            f"dtype {index.dtype} and shape {index.shape}"
+        )
+    index = index.astype(np.int64)
+    outside = index[(index < -n_entries) | (index >= n_entries)]
+    if len(outside):
+        raise ValueError(
+            f"{where} hold {int(outside[0])}, out of range for the {n_entries} "
+            f"'{sample}' entries of X and y"
+        )
+    positions = np.where(index < 0, index + n_entries, index)
+    ordered = np.sort(positions)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if len(repeated):
+        raise ValueError(f"{where} hold the entry {int(repeated[0])} more than once")
+    return positions
 
 
 def _is_array_input(X, y):
@@ -635,39 +725,6 @@ def convert_like_rows(weights, like):
     return convert(np.asarray(weights, dtype=FACTOR_DTYPE), device=like.device)
 
 
-def _run_tasks(tasks, n_jobs):
-    """Run ``(function, args, cost)`` tasks; results in order.
-
-    Serial runs keep BLAS on one thread for small tasks; parallel runs use
-    joblib threads (or the caller's joblib backend), one group of tasks of
-    similar total cost per worker, BLAS on one thread.
-    """
-    n_workers = min(effective_n_jobs(n_jobs), len(tasks))
-    if n_workers <= 1:
-        results = []
-        for function, args, cost in tasks:
-            if cost < SMALL_SOLVE_FLOPS:
-                with single_threaded():
-                    results.append(function(*args))
-            else:
-                results.append(function(*args))
-        return results
-    groups = _balanced_groups([cost for _, _, cost in tasks], n_workers)
-    with single_threaded():
-        grouped = Parallel(n_jobs=n_jobs, prefer="threads")(
-            delayed(_run_group)([tasks[i] for i in group]) for group in groups
-        )
-    results = [None] * len(tasks)
-    for group, group_results in zip(groups, grouped):
-        for i, result in zip(group, group_results):
-            results[i] = result
-    return results
-
-
-def _run_group(tasks):
-    return [function(*args) for function, args, _ in tasks]
-
-
 def _cross_validate(systems, row_entries, scored, splits, n_entries, candidates, statistic, n_jobs):
     """Every (split, block) decomposed once and evaluated for every candidate.
 
@@ -705,7 +762,7 @@ def _cross_validate(systems, row_entries, scored, splits, n_entries, candidates,
             cost = 2.0 * group_rows[g] * width**2
             args = (system, rows, group_of_entry == g)
             factor_tasks.append((_group_factor, args, cost))
-    factors = _run_tasks(factor_tasks, n_jobs)
+    factors = run_tasks(factor_tasks, n_jobs)
 
     tasks = []
     for s in range(len(splits)):
@@ -728,7 +785,7 @@ def _cross_validate(systems, row_entries, scored, splits, n_entries, candidates,
                 statistic,
             )
             tasks.append((_fold_block, args, cost))
-    results = _run_tasks(tasks, n_jobs)
+    results = run_tasks(tasks, n_jobs)
     n_blocks = len(systems)
     nested = [results[s * n_blocks : (s + 1) * n_blocks] for s in range(len(splits))]
     if statistic is None:

@@ -269,6 +269,39 @@ def _solve_group(systems, indices, n_systems, rcond, driver, verbose, caller_pid
     return solutions, lines
 
 
+def run_tasks(tasks, n_jobs):
+    """Run ``(function, args, cost)`` tasks; results in order.
+
+    Serial runs keep BLAS on one thread for small tasks; parallel runs use
+    joblib threads (or the caller's joblib backend), one group of tasks of
+    similar total cost per worker, BLAS on one thread.
+    """
+    n_workers = min(effective_n_jobs(n_jobs), len(tasks))
+    if n_workers <= 1:
+        results = []
+        for function, args, cost in tasks:
+            if cost < SMALL_SOLVE_FLOPS:
+                with single_threaded():
+                    results.append(function(*args))
+            else:
+                results.append(function(*args))
+        return results
+    groups = _balanced_groups([cost for _, _, cost in tasks], n_workers)
+    with single_threaded():
+        grouped = Parallel(n_jobs=n_jobs, prefer="threads")(
+            delayed(_run_group)([tasks[i] for i in group]) for group in groups
+        )
+    results = [None] * len(tasks)
+    for group, group_results in zip(groups, grouped):
+        for i, result in zip(group, group_results):
+            results[i] = result
+    return results
+
+
+def _run_group(tasks):
+    return [function(*args) for function, args, _ in tasks]
+
+
 def _balanced_groups(costs, n_groups):
     """Split positions into ``n_groups`` groups of similar total cost (greedy LPT).
 
