@@ -7,6 +7,7 @@ from metatensor import Labels, TensorBlock, TensorMap
 
 from ._backends import array_library
 from ._blocks import key_text, tensor_from_state, tensor_to_state
+from ._sklearn_scoring import array_conversion_error
 from ._torch_maps import is_torch_map, to_core, to_torch_map, type_name
 
 
@@ -175,9 +176,7 @@ class IndexedTensorMap:
         TypeError
             Otherwise.
         """
-        from .metrics import _array_conversion_error  # metrics imports this module
-
-        raise _array_conversion_error(self)
+        raise array_conversion_error(self)
 
     def _positions(self, index):
         """The positions selected by ``index``, in its order, checked.

@@ -14,8 +14,6 @@ gradient) may come in another order than in ``y_true``, and are put in
 properties of a row); see :func:`rmse` for the kinds it accepts.
 """
 
-import sys
-
 import numpy as np
 from sklearn.utils._metadata_requests import (
     MetadataRequest,
@@ -27,6 +25,7 @@ from sklearn.utils._metadata_requests import (
 from ._backends import array_library
 from ._blocks import blocks_in_order, key_text, key_tuple
 from ._indexed import unwrap
+from ._sklearn_scoring import SKLEARN_NAMES, UnsupportedScoringError
 from ._validation import _array_kind, check_finite, check_is_tensor_map, check_same_keys
 from ._weights import row_weights
 
@@ -422,24 +421,16 @@ _METRICS = {
     "neg_mse": (mse, -1.0),
 }
 
-#: scikit-learn's scorer names -> the names here of the same metrics
-_SKLEARN_NAMES = {
-    "r2": "r2",
-    "neg_root_mean_squared_error": "neg_rmse",
-    "neg_mean_absolute_error": "neg_mae",
-    "neg_mean_squared_error": "neg_mse",
-}
-
 #: name -> (metric, sign): a scorer returns ``sign * metric`` so greater is better.
 #: ``"neg_rmse"``, ``"neg_mae"`` and ``"neg_mse"`` are also known by scikit-learn's
 #: names ``"neg_root_mean_squared_error"``, ``"neg_mean_absolute_error"`` and
 #: ``"neg_mean_squared_error"``.
-SCORERS = {**_METRICS, **{name: _METRICS[short] for name, short in _SKLEARN_NAMES.items()}}
+SCORERS = {**_METRICS, **{name: _METRICS[short] for name, short in SKLEARN_NAMES.items()}}
 
 
 def _short_name(name):
     """The name in ``_METRICS`` of a name of :data:`SCORERS`."""
-    return _SKLEARN_NAMES.get(name, name)
+    return SKLEARN_NAMES.get(name, name)
 
 
 class TensorMapScorer(_MetadataRequester):
@@ -532,102 +523,3 @@ def scorer(name, *, gradient=None):
             f"scorer: gradient must be None or the name of a gradient (a str), got {gradient!r}"
         )
     return TensorMapScorer(name, gradient)
-
-
-# ---------------------------------------------------------------------------------
-# scikit-learn's scorers given IndexedTensorMaps
-# ---------------------------------------------------------------------------------
-
-
-class UnsupportedScoringError(BaseException):
-    """A scikit-learn metric was asked to read an IndexedTensorMap.
-
-    scikit-learn's string scorers (``scoring="neg_root_mean_squared_error"``)
-    convert ``y`` to one numpy array, which an IndexedTensorMap cannot be. The
-    message names the scorer of this module to use instead.
-
-    It derives from ``BaseException``, as ``KeyboardInterrupt`` does, and not
-    from ``Exception``: scikit-learn's model selection turns any ``Exception`` of
-    a scorer into ``error_score`` (NaN by default) and a warning, so a search
-    would go on, score every candidate NaN and pick the first. This error
-    stops the search instead; catch it by name.
-    """
-
-
-def _array_conversion_error(data):
-    """The error ``numpy.asarray(data)`` raises for an IndexedTensorMap ``data``.
-
-    :class:`UnsupportedScoringError` when a metric of scikit-learn's scorers is
-    converting ``data`` (its ``y_true`` or ``y_pred``), a TypeError otherwise.
-    """
-    found = _sklearn_scorer_of(data)
-    if found is None:
-        return TypeError(
-            "IndexedTensorMap cannot be converted to a numpy array; use its .tensor, or an "
-            "estimator that accepts TensorMaps. To score IndexedTensorMaps in scikit-learn's "
-            "model selection, use scoring=skmetalstsq.metrics.scorer(name), e.g. "
-            "scorer('neg_rmse')"
-        )
-    sklearn_name, description = found
-    what = f"'{sklearn_name}'" if sklearn_name else description
-    start = (
-        f"scikit-learn's {what} scorer cannot score IndexedTensorMaps: its metric converts "
-        "y to one numpy array"
-    )
-    if sklearn_name in _SKLEARN_NAMES:
-        return UnsupportedScoringError(
-            f"{start}; use scoring=skmetalstsq.metrics.scorer('{_SKLEARN_NAMES[sklearn_name]}'), "
-            "which compares y_true and y_pred by labels and pools every block"
-        )
-    return UnsupportedScoringError(
-        f"{start}; use scoring=skmetalstsq.metrics.scorer(name) with a name of "
-        f"{sorted(_METRICS)}, or a callable (estimator, X, y) -> float that reads "
-        "X.tensor and y.tensor"
-    )
-
-
-def _sklearn_scorer_of(data):
-    """(registered name or None, repr) of the scikit-learn scorer whose metric is
-    reading ``data``, or None when no scikit-learn metric is.
-
-    Looks up the call stack for scikit-learn's ``_Scorer._score`` with ``data``
-    as its ``y_true`` or ``y_pred``, and a metric function of scikit-learn (a
-    metric of one's own may handle IndexedTensorMaps itself).
-    """
-    try:
-        from sklearn.metrics import _scorer
-    except ImportError:  # pragma: no cover - scikit-learn is a dependency
-        return None
-    scorer_class = getattr(_scorer, "_Scorer", None)
-    if scorer_class is None:  # pragma: no cover - scikit-learn < 1.4 or > 1.9
-        return None
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "_score":
-            local = frame.f_locals
-            candidate = local.get("self")
-            if isinstance(candidate, scorer_class) and (
-                local.get("y_true") is data or local.get("y_pred") is data
-            ):
-                module = getattr(candidate._score_func, "__module__", "") or ""
-                if not module.startswith("sklearn."):
-                    return None
-                return _registered_name(_scorer, candidate), repr(candidate)
-        frame = frame.f_back
-    return None
-
-
-def _registered_name(scorer_module, candidate):
-    """The name scikit-learn registers ``candidate`` under, or None."""
-    try:
-        for name, registered in getattr(scorer_module, "_SCORERS", {}).items():
-            if (
-                type(registered) is type(candidate)
-                and registered._score_func is candidate._score_func
-                and registered._sign == candidate._sign
-                and registered._kwargs == candidate._kwargs
-            ):
-                return name
-    except Exception:  # pragma: no cover - private attributes that changed
-        return None
-    return None

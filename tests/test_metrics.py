@@ -1005,3 +1005,36 @@ def test_a_dict_of_scorers_takes_the_fit_weights_of_a_search():
     np.testing.assert_allclose(
         search.cv_results_["mean_test_energy"], single.cv_results_["mean_test_score"], rtol=1e-12
     )
+
+
+def _package_imports():
+    """Each module of skmetalstsq -> the modules of skmetalstsq it imports, anywhere in it."""
+    import ast
+    from pathlib import Path
+
+    package = Path(metrics.__file__).parent
+    modules = {path.stem: path for path in package.glob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module is None:
+                    imported.update(alias.name for alias in node.names)
+                else:
+                    imported.add(node.module.split(".")[0])
+        graph[name] = imported & set(modules)
+    return graph
+
+
+def test_no_module_that_metrics_uses_imports_metrics():
+    # imports run one way: what metrics builds on never imports it, not even in a function
+    graph = _package_imports()
+    below, stack = set(), list(graph["metrics"])
+    while stack:
+        name = stack.pop()
+        if name not in below:
+            below.add(name)
+            stack.extend(graph[name])
+    assert not [name for name in below if "metrics" in graph[name]]
+    assert "metrics" not in below
