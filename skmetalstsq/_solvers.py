@@ -228,6 +228,22 @@ class SVDFactorization:
         u, self.singular_values, self._vt = backend.svd(r_a)
         self._projected = u.T @ projected
 
+    @property
+    def vt(self):
+        """Right singular vectors of ``R_A``, one per row (as many as singular values)."""
+        return self._vt
+
+    @property
+    def projected(self):
+        """``U^T Q^T B``: the targets in the basis of the left singular vectors."""
+        return self._projected
+
+    @property
+    def head(self):
+        """The first row of ``R`` (intercept, weighted means) or None, as in
+        :meth:`~._factors.Factor.centred`."""
+        return self._head
+
     def rank(self, rcond):
         """Number of singular values above ``rcond`` times the largest one."""
         if rcond is None:

@@ -14,8 +14,10 @@ from sklearn.base import clone
 from sklearn.model_selection import check_cv
 
 from ._backends import array_library
-from ._blocks import key_text
+from ._blocks import gradient_parameters, key_text
+from ._estimator import TensorMapLstsq
 from ._indexed import IndexedTensorMap, check_same_entries, unwrap
+from ._loo import held_out_tensor, leave_one_out_blocks, row_entries
 from ._torch_maps import is_torch_map, type_name
 
 __all__ = ["cross_val_predict"]
@@ -61,6 +63,47 @@ def _fit_and_predict(estimator, X, y, train, test):
             f"IndexedTensorMap, got {type_name(predicted)}"
         )
     return predicted
+
+
+def _leave_one_out_predictions(estimator, X, y, n_jobs, caller):
+    """Held-out predictions of every entry of a TensorMapLstsq, from one factorisation."""
+    if not isinstance(estimator, TensorMapLstsq):
+        raise TypeError(
+            f"{caller}: cv='loo' computes exact held-out predictions of a TensorMapLstsq "
+            f"from one factorisation per block, got {type_name(estimator)}; use "
+            "cv=sklearn.model_selection.LeaveOneOut() to refit any other estimator"
+        )
+    estimator = clone(estimator)
+    _, tensor_y, systems, _, _ = estimator._systems(X, y, None, caller)
+    candidates = []
+    for key, system in zip(unwrap(X)[0].keys, systems):
+        if np.ndim(system.alpha):
+            raise ValueError(
+                f"{caller}: cv='loo' needs one penalty per block, but block {key_text(key)} "
+                "has one per feature; use cv=sklearn.model_selection.LeaveOneOut()"
+            )
+        candidates.append([(estimator.rcond, float(system.alpha))])
+    rows = [
+        row_entries(block, gradient_parameters(block), X.sample, X.entries)
+        for block in unwrap(X)[0].blocks()
+    ]
+    scored = ([0] * len(systems), [None] * len(systems))
+    results = leave_one_out_blocks(systems, rows, candidates, scored, "squared", n_jobs, True)
+    _raise_singular(results, unwrap(X)[0].keys, X, caller)
+    return held_out_tensor(tensor_y, systems, [result.residuals[0] for result in results])
+
+
+def _raise_singular(results, keys, X, caller):
+    """Raise ValueError naming the entries whose removal leaves a direction unseen."""
+    for key, result in zip(keys, results):
+        entries = result.singular[0]
+        if entries.size:
+            raise ValueError(
+                f"{caller}: in block {key_text(key)}, leaving out '{X.sample}' "
+                f"{X.entries[entries[:10]].tolist()} ({entries.size} in all) leaves a "
+                "direction of the features that no other entry has: their held-out "
+                "predictions are undetermined (add a penalty alpha > 0 or an rcond cut)"
+            )
 
 
 def _empty_like(like, shape):
@@ -262,6 +305,10 @@ def cross_val_predict(
     X = _as_indexed(X, sample, caller, "X")
     y = _as_indexed(y, X.sample, caller, "y")
     check_same_entries(X, y, caller)
+    if isinstance(cv, str):
+        if cv != "loo":
+            raise ValueError(f"{caller}: cv must be 'loo', an int, a splitter or None, got {cv!r}")
+        return wrap(_leave_one_out_predictions(estimator, X, y, n_jobs, caller))
     cv = check_cv(cv, classifier=False)
     splits = list(cv.split(X, y, groups))
     _check_partition(splits, len(X), X.sample, caller)
