@@ -33,11 +33,15 @@ outside these tables, so a tampered or foreign file can make :func:`load` fail, 
 run code.
 """
 
+import contextlib
 import hashlib
 import io
 import json
 import math
 import os
+import re
+import secrets
+import stat
 import sys
 import zipfile
 from dataclasses import fields
@@ -95,6 +99,15 @@ ARRAY_DTYPES = (
     "float64",
 )
 
+#: The largest manifest :func:`load` reads, in bytes: a bound of its own, not one
+#: the file gives (the manifests :func:`save` writes hold no arrays and are far
+#: smaller).
+MAX_MANIFEST_SIZE = 64 * 2**20
+
+#: The deepest nesting of JSON arrays and objects :func:`load` parses in a manifest
+#: (the manifests :func:`save` writes nest about 20 deep, a Pipeline a few more).
+MAX_MANIFEST_DEPTH = 100
+
 _SAVE = "skmetalstsq.save"
 _LOAD = "skmetalstsq.load"
 
@@ -120,8 +133,11 @@ def save(path, estimator):
     Parameters
     ----------
     path : str, path-like or binary file object
-        Where to write. The file is overwritten. Any name works; it is a zip
-        archive, which ``unzip -l`` lists.
+        Where to write. Any name works; it is a zip archive, which ``unzip -l``
+        lists. A path is written atomically: the archive goes to a new file
+        beside it, which then replaces the file at ``path`` (keeping its
+        permissions), so that a save that fails midway (a full disk) leaves the
+        previous file as it was. A file object is written to where it stands.
     estimator : TensorMapLstsq, TensorMapLstsqCV, TensorMapStandardScaler or Pipeline
         Fitted or not. A Pipeline (``sklearn.pipeline.Pipeline``) must have steps
         of these classes (or ``"passthrough"`` / None). Hyperparameters must be
@@ -173,10 +189,55 @@ def save(path, estimator):
         },
     }
     text = json.dumps(manifest, indent=1, allow_nan=False)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+    if hasattr(path, "write") and not isinstance(path, (str, os.PathLike)):
+        _write_archive(path, text, members)
+        return
+    _replace_atomically(os.fspath(path), lambda stream: _write_archive(stream, text, members))
+
+
+def _write_archive(stream, text, members):
+    with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(zipfile.ZipInfo(MANIFEST, _DATE), text)
         for name, data in members.items():
             archive.writestr(zipfile.ZipInfo(name, _DATE), data)
+
+
+def _replace_atomically(path, write):
+    """Call ``write`` on a new file beside ``path``, then move it onto ``path``.
+
+    A save that fails midway (a full disk) leaves the file at ``path`` as it was and
+    no temporary file. The new file gets the permissions an existing file at
+    ``path`` had, or those ``open(path, "wb")`` gives a new one (the umask applies);
+    a symbolic link at ``path`` keeps pointing to the file it points to.
+    """
+    target = os.path.realpath(path)
+    folder, name = os.path.split(target)
+    descriptor, temporary = _new_file(folder, name)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        try:
+            os.chmod(temporary, stat.S_IMODE(os.stat(target).st_mode))
+        except FileNotFoundError:
+            pass  # a new file: the mode os.open gave it, as open() would
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def _new_file(folder, name):
+    """A new file ``.<name>.<random>.tmp`` in ``folder``: (descriptor, path)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        temporary = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
 
 
 def _check_destination(path):
@@ -569,27 +630,43 @@ def load(path, *, device=None):
     """
     source = _source_name(path)
     target = None if device is None else _resolve_device(device, source)
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as error:
-        raise ValueError(
-            f"{_LOAD}: {source} is not a zip archive, so not a file written by {_SAVE} ({error})"
-        ) from None
-    with archive:
-        manifest = _read_manifest(archive, source)
-        members = _verified_members(archive, manifest, source)
-        reader = _Reader(source, members, target)
-        node = manifest.get("estimator")
+    with _opened(path) as stream:
+        size = stream.seek(0, os.SEEK_END)
         try:
-            if type(node) is not dict or node.get("type") != "estimator":
-                raise reader.refuse("the manifest holds no estimator")
-            return reader.estimator(node, "")
-        except _Refused as error:
-            raise ValueError(str(error)) from None
-        except _MALFORMED as error:  # a manifest entry of the wrong shape
+            archive = zipfile.ZipFile(stream)
+        except Exception as error:  # whatever zipfile raises of a damaged archive
             raise ValueError(
-                f"{_LOAD}: {source} has a malformed manifest ({type(error).__name__}: {error})"
-            ) from error
+                f"{_LOAD}: {source} is not a zip archive, so not a file written by {_SAVE} "
+                f"({type(error).__name__}: {error})"
+            ) from None
+        with archive:
+            _check_entries(archive.infolist(), size, f"{_LOAD}: {source}: member")
+            manifest = _read_manifest(archive, source)
+            members = _verified_members(archive, manifest, source)
+    reader = _Reader(source, members, target)
+    node = manifest.get("estimator")
+    try:
+        if type(node) is not dict or node.get("type") != "estimator":
+            raise reader.refuse("the manifest holds no estimator")
+        return reader.estimator(node, "")
+    except _Refused as error:
+        raise ValueError(str(error)) from None
+    except (ImportError, MemoryError):
+        raise
+    except Exception as error:  # a manifest entry of the wrong shape
+        raise ValueError(
+            f"{_LOAD}: {source} has a malformed manifest ({type(error).__name__}: {error})"
+        ) from error
+
+
+@contextlib.contextmanager
+def _opened(path):
+    """A binary stream of ``path``: the file opened (and closed), or the file object."""
+    if isinstance(path, (str, os.PathLike)):
+        with open(path, "rb") as stream:
+            yield stream
+    else:
+        yield path
 
 
 def _source_name(path):
@@ -634,9 +711,23 @@ def _read_manifest(archive, source):
             f"{_LOAD}: {source} is not a file written by {_SAVE}: it has no member "
             f"'{MANIFEST}' (its members: {shown or 'none'})"
         )
+    size = archive.getinfo(MANIFEST).file_size
+    if size > MAX_MANIFEST_SIZE:
+        raise ValueError(
+            f"{_LOAD}: {source}: '{MANIFEST}' has {size} bytes, more than the "
+            f"{MAX_MANIFEST_SIZE} that {_LOAD} reads (MAX_MANIFEST_SIZE); {_SAVE} writes "
+            "far smaller manifests"
+        )
+    text = _read_member(archive, MANIFEST, source)
+    depth = _json_depth(text)
+    if depth > MAX_MANIFEST_DEPTH:
+        raise ValueError(
+            f"{_LOAD}: {source}: '{MANIFEST}' nests arrays and objects {depth} deep, more "
+            f"than the {MAX_MANIFEST_DEPTH} that {_LOAD} parses (MAX_MANIFEST_DEPTH)"
+        )
     try:
-        manifest = json.loads(archive.read(MANIFEST).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        manifest = json.loads(text.decode("utf-8"))
+    except ValueError as error:  # not UTF-8, not JSON, or an integer too long to read
         raise ValueError(f"{_LOAD}: {source}: '{MANIFEST}' is not valid JSON ({error})") from None
     if type(manifest) is not dict or manifest.get("format") != FORMAT:
         found = manifest.get("format") if type(manifest) is dict else type(manifest).__name__
@@ -674,24 +765,140 @@ def _verified_members(archive, manifest, source):
     for name, entry in listed.items():
         size = archive.getinfo(name).file_size
         if size != entry.get("size"):
-            # checked before reading, so that no member is inflated past its recorded size
+            # checked before reading, so that no member is read past its recorded size
             raise ValueError(
                 f"{_LOAD}: {source}: member '{name}' has {size} bytes, but the manifest "
                 f"records {entry.get('size')!r}: the file was changed or damaged"
             )
-        data = archive.read(name)
+        data = _read_member(archive, name, source)
         digest = hashlib.sha256(data).hexdigest()
         if digest != entry.get("sha256"):
             raise ValueError(
                 f"{_LOAD}: {source}: member '{name}' has SHA-256 {digest}, but the "
                 f"manifest records {entry.get('sha256')!r}: the file was changed or damaged"
             )
+        _check_mts(data, name, source)
         members[name] = data
     return members
 
 
-#: what building from a manifest entry of the wrong shape raises
-_MALFORMED = (KeyError, TypeError, IndexError, AttributeError, ValueError, OverflowError)
+def _check_entries(infos, size, what):
+    """Refuse zip entries that are not stored, or claim more bytes than ``size``.
+
+    ``what`` starts the messages (e.g. ``"skmetalstsq.load: 'model.zip': member"``).
+    :func:`save` (and metatensor) write stored entries only, so that what an entry
+    holds is never more than the bytes it takes in the file.
+    """
+    names, total = set(), 0
+    for info in infos:
+        name = info.filename
+        if name in names:
+            raise ValueError(f"{what} '{name}' appears twice: the file was changed or damaged")
+        names.add(name)
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            kind = (
+                "encrypted" if info.flag_bits & 0x1 else f"compressed (method {info.compress_type})"
+            )
+            raise ValueError(
+                f"{what} '{name}' is {kind}; {_SAVE} writes every member stored "
+                "(uncompressed), and no other file is read"
+            )
+        total += info.file_size
+        end = info.header_offset + info.compress_size
+        if info.compress_size != info.file_size or end > size or total > size:
+            raise ValueError(
+                f"{what} '{name}' claims {info.file_size} bytes (stored in "
+                f"{info.compress_size}, ending at byte {end}), more than the {size} bytes of "
+                "the file hold: the file was changed or damaged"
+            )
+
+
+def _read_member(archive, name, source):
+    """The bytes of the (checked, stored) member ``name``, read to its size at most."""
+    info = archive.getinfo(name)
+    try:
+        with archive.open(info) as stream:
+            data = stream.read(info.file_size + 1)
+    except Exception as error:  # whatever zipfile raises of a damaged member (a CRC, ...)
+        raise ValueError(
+            f"{_LOAD}: {source}: member '{name}' cannot be read, the file was changed or "
+            f"damaged ({type(error).__name__}: {error})"
+        ) from None
+    if len(data) != info.file_size:
+        raise ValueError(
+            f"{_LOAD}: {source}: member '{name}' has {len(data)} bytes, not the "
+            f"{info.file_size} its entry records: the file was changed or damaged"
+        )
+    return data
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def _json_depth(text):
+    """The deepest nesting of arrays and objects in the JSON ``text`` (bytes).
+
+    Counted without parsing (the brackets outside strings, a block of bytes at a
+    time), so that a deep manifest is refused before the parser recurses into it.
+    """
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', text), dtype=np.uint8)
+    depth = deepest = 0
+    for start in range(0, len(codes), 2**20):
+        chunk = codes[start : start + 2**20]
+        opening = (chunk == ord("[")) | (chunk == ord("{"))
+        closing = (chunk == ord("]")) | (chunk == ord("}"))
+        running = depth + np.cumsum(opening.astype(np.int64) - closing)
+        deepest, depth = max(deepest, int(running.max())), int(running[-1])
+    return deepest
+
+
+_NPY_HEADERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def _check_mts(data, name, source):
+    """Refuse a member that is not a metatensor file of stored ``.npy`` arrays, each of
+    the size its header declares (so that metatensor's reader allocates no more than
+    the member holds) and none of objects."""
+
+    def refuse(detail):
+        return ValueError(
+            f"{_LOAD}: {source}: member '{name}' is not a metatensor TensorMap written by "
+            f"{_SAVE} ({detail})"
+        )
+
+    try:
+        inner = zipfile.ZipFile(io.BytesIO(data))
+    except Exception as error:  # whatever zipfile raises of something else
+        raise refuse(f"{type(error).__name__}: {error}") from None
+    with inner:
+        infos = inner.infolist()
+        try:
+            _check_entries(infos, len(data), "entry")
+        except ValueError as error:
+            raise refuse(error) from None
+        for info in infos:
+            if not info.filename.endswith(".npy"):
+                raise refuse(f"entry '{info.filename}' is not a .npy array")
+            try:
+                with inner.open(info) as stream:
+                    shape, _, dtype = _NPY_HEADERS[np.lib.format.read_magic(stream)](stream)
+                    offset = stream.tell()
+            except Exception as error:  # a damaged entry, another .npy version, ...
+                raise refuse(
+                    f"entry '{info.filename}' has no valid .npy header: "
+                    f"{type(error).__name__}: {error}"
+                ) from None
+            if dtype.hasobject:
+                raise refuse(f"entry '{info.filename}' holds Python objects ({dtype})")
+            needed = offset + math.prod(shape) * dtype.itemsize
+            if needed != info.file_size:
+                raise refuse(
+                    f"entry '{info.filename}' declares {dtype} values of shape {shape}, "
+                    f"{needed} bytes with its header, but has {info.file_size}"
+                )
 
 
 class _Refused(ValueError):

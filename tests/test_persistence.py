@@ -7,10 +7,13 @@ rewriting the members of a saved file.
 """
 
 import dataclasses
+import errno
 import io
 import json
 import math
+import os
 import pickle
+import stat
 import sys
 import zipfile
 
@@ -414,6 +417,53 @@ def test_save_changes_nothing_and_checks_before_writing(tmp_path):
     with pytest.raises(TypeError):
         skmetalstsq.save(path, bad)
     assert not path.exists()
+
+
+def test_a_save_that_fails_midway_keeps_the_previous_file(tmp_path, monkeypatch):
+    model, X = _lstsq()
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    before = path.read_bytes()
+    written = zipfile.ZipFile.writestr
+    calls = []
+
+    def disk_full(archive, *args, **kwargs):
+        # the manifest is written, then the disk is full
+        calls.append(args[0])
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return written(archive, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        skmetalstsq.save(path, TensorMapLstsq(alpha=1.0).fit(*_data()))
+    assert len(calls) == 2
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.zip"]
+    monkeypatch.undo()
+    assert_same_prediction(skmetalstsq.load(path).predict(X), model.predict(X))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_save_gives_the_permissions_open_gives(tmp_path):
+    model, _ = _scaler()
+    path, reference = tmp_path / "model.zip", tmp_path / "reference"
+    with open(reference, "wb"):
+        pass
+    skmetalstsq.save(path, model)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode)
+    # an existing file keeps its permissions, as when open() truncates it
+    path.chmod(0o640)
+    skmetalstsq.save(path, model)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    # through a symbolic link, the file it points to is written, and the link kept
+    link = tmp_path / "link.zip"
+    link.symlink_to(path)
+    path.write_bytes(b"old")
+    skmetalstsq.save(link, model)
+    assert link.is_symlink() and path.read_bytes() != b"old"
+    assert_same(skmetalstsq.load(link), model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.zip", "model.zip", "reference"]
 
 
 # ---------------------------------------------------------------------------------
