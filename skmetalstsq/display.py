@@ -66,11 +66,17 @@ def _block_name(names, values):
 
 
 def _axes(ax):
-    """``ax``, or the Axes of a new figure when it is None."""
+    """``ax``, or the Axes of a new figure when it is None.
+
+    A new figure has matplotlib's constrained layout, which keeps the axis labels
+    and the wide tick labels of a log axis (``10^-14``) inside the figure at any
+    figure size. An Axes given is drawn on as it is: its figure's layout is the
+    caller's.
+    """
     if ax is None:
         import matplotlib.pyplot as plt
 
-        _, ax = plt.subplots()
+        _, ax = plt.subplots(layout="constrained")
     return ax
 
 
@@ -97,6 +103,24 @@ def _format(value):
     if isinstance(value, Real) and not isinstance(value, bool):
         return f"{value:.3g}"
     return str(value)
+
+
+#: metric names written in capitals in axis labels, as the legends write them
+_ACRONYMS = {"rmse": "RMSE", "mae": "MAE", "mse": "MSE", "r2": "R2"}
+
+
+def _score_label(scoring, negate_score):
+    """The y axis label of the scores of ``scoring`` (a scorer's name, or None).
+
+    scikit-learn's ``ValidationCurveDisplay`` convention (a ``neg_`` prefix dropped
+    when the scores are negated back, written ``Negative`` otherwise; underscores
+    to spaces; a capital first letter), with the metric names of
+    :mod:`skmetalstsq.metrics` in capitals: ``"neg_rmse"`` negated reads ``"RMSE"``,
+    as scikit-learn writes ``"neg_root_mean_squared_error"`` as
+    ``"Root mean squared error"``.
+    """
+    label = _validate_score_name(None, scoring, negate_score)
+    return " ".join(_ACRONYMS.get(word.lower(), word) for word in label.split(" "))
 
 
 # ---------------------------------------------------------------------------------
@@ -540,9 +564,15 @@ class CVCurveDisplay:
         std_display_style : {"fill_between", "errorbar"} or None, default="fill_between"
             How the standard deviation is drawn: a band, error bars, or not.
         line_kwargs : dict, default=None
-            Keyword arguments of the ``Axes.plot`` call of each curve.
+            Keyword arguments of the ``Axes.plot`` call of each curve. Without a
+            ``color``, curves take the colours of matplotlib's cycle, or of the
+            colour map viridis, in order, when there are more curves than the
+            cycle has colours.
         fill_between_kwargs : dict, default=None
-            Keyword arguments of the ``Axes.fill_between`` call of each band.
+            Keyword arguments of the ``Axes.fill_between`` call of each band. A
+            band is its curve's colour at alpha 0.2; bands of several curves are
+            lighter and outlined, dotted, in their curve's colour, unless these
+            give a colour or an alpha.
         errorbar_kwargs : dict, default=None
             Keyword arguments of the ``Axes.errorbar`` call of each curve.
         chosen_kwargs : dict, default=None
@@ -579,12 +609,15 @@ class CVCurveDisplay:
 
         ax = _axes(ax)
         line_kwargs = _validate_style_kwargs({"marker": "o", "markersize": 3}, line_kwargs or {})
-        fill_between_kwargs = _validate_style_kwargs({"alpha": 0.2}, fill_between_kwargs or {})
         errorbar_kwargs = _validate_style_kwargs(
             {"marker": "o", "markersize": 3, "capsize": 2}, errorbar_kwargs or {}
         )
+        curves = list(dict.fromkeys(labels))
+        given = errorbar_kwargs if std_display_style == "errorbar" else line_kwargs
+        palette = _curve_colours(len(curves), given)
         lines, bands, bars, colours = [], [], [], {}
-        for curve in dict.fromkeys(labels):
+        for k, curve in enumerate(curves):
+            colour = {} if palette is None else {"color": palette[k]}
             members = [i for i, label in enumerate(labels) if label == curve and np.isfinite(x[i])]
             if not members:
                 notes.append(f"{curve}: no candidate on the log axis, not drawn")
@@ -593,16 +626,16 @@ class CVCurveDisplay:
             label = ", ".join(part for part in (self.name, curve) if part) or "mean test score"
             xs, ys, spread = x[members], mean[members], std[members]
             if std_display_style == "errorbar":
-                bar = ax.errorbar(xs, ys, spread, label=label, **errorbar_kwargs)
+                bar = ax.errorbar(xs, ys, spread, label=label, **colour, **errorbar_kwargs)
                 bars.append(bar)
                 colour = bar.lines[0].get_color()
             else:
-                (line,) = ax.plot(xs, ys, label=label, **line_kwargs)
+                (line,) = ax.plot(xs, ys, label=label, **colour, **line_kwargs)
                 lines.append(line)
                 colour = line.get_color()
                 if std_display_style == "fill_between":
-                    options = {"color": colour, **fill_between_kwargs}
-                    bands.append(ax.fill_between(xs, ys - spread, ys + spread, **options))
+                    style = _band_style(colour, len(curves), fill_between_kwargs or {})
+                    bands.append(ax.fill_between(xs, ys - spread, ys + spread, **style))
             for i in members:
                 colours[i] = colour
         if not colours:
@@ -642,7 +675,7 @@ class CVCurveDisplay:
         if score_name is None:
             score_name = self.score_name
         if score_name is None:
-            score_name = _validate_score_name(None, None, negate_score)
+            score_name = _score_label(None, negate_score)
         ax.set_xscale("log")
         ax.set(xlabel=self.param_name, ylabel=score_name)
         ax.legend()
@@ -690,7 +723,7 @@ class CVCurveDisplay:
             Draw minus the mean scores.
         score_name : str or None, default=None
             The y axis label; None names it after ``score`` as
-            ``ValidationCurveDisplay`` does.
+            ``ValidationCurveDisplay`` does, metric names in capitals.
         name : str or None, default=None
             Written in front of the legend labels; None is ``score`` unless it
             is ``"score"``.
@@ -772,7 +805,10 @@ class CVCurveDisplay:
         negate_score : bool, default=False
             Draw minus the mean scores.
         score_name : str or None, default=None
-            The y axis label; None names it after the estimator's ``scoring``.
+            The y axis label; None names it after the estimator's ``scoring`` as
+            ``ValidationCurveDisplay`` does, metric names in capitals: ``"RMSE"``
+            for ``neg_rmse`` with ``negate_score=True``, ``"Negative RMSE"``
+            without.
         name, ax, std_display_style, line_kwargs, fill_between_kwargs, errorbar_kwargs, \
 chosen_kwargs :
             As in :meth:`from_cv_results`.
@@ -824,9 +860,7 @@ chosen_kwargs :
                     )
                 score = refit
         if score_name is None:
-            score_name = _validate_score_name(
-                None, _scoring_name(estimator, scoring, score), negate_score
-            )
+            score_name = _score_label(_scoring_name(estimator, scoring, score), negate_score)
         best = getattr(estimator, "best_index_", None)
         if isinstance(best, dict):
             names = getattr(estimator, "block_names_", {})
@@ -845,6 +879,51 @@ chosen_kwargs :
         )
 
 
+def _curve_colours(n_curves, style):
+    """The colour of each of ``n_curves`` curves, or None for the colour cycle's.
+
+    Up to the length of matplotlib's colour cycle, each curve takes the cycle's
+    next colour. More curves would repeat its colours: they take ``n_curves``
+    colours of the sequential colour map viridis instead, in the curves' order
+    (the order of the other parameter's values, e.g. increasing ``alpha``). A
+    colour in ``style`` (the keyword arguments of every curve) is kept.
+    """
+    import matplotlib as mpl
+
+    cycle = mpl.rcParams["axes.prop_cycle"].by_key().get("color", [])
+    if n_curves <= len(cycle) or "color" in style:
+        return None
+    return [tuple(c) for c in mpl.colormaps["viridis"](np.linspace(0.0, 0.9, n_curves))]
+
+
+#: keyword arguments of a band that set its colour or transparency
+_BAND_COLOUR_KEYS = {"color", "c", "facecolor", "fc", "edgecolor", "ec", "alpha"}
+
+
+def _band_style(colour, n_curves, given):
+    """The keyword arguments of the ``fill_between`` call of a curve's band.
+
+    A band alone is its curve's colour at alpha 0.2. Bands of several curves
+    overlap, and stacked at 0.2 they blur into one colour: each is lighter
+    (alpha 0.08, less with more than 3 curves) and outlined, dotted, in its
+    curve's colour, so that the extent of each stays readable where they
+    overlap. A colour or alpha in ``given`` (the user's ``fill_between_kwargs``)
+    draws every band as a band alone, with it.
+    """
+    from matplotlib.colors import to_rgba
+
+    if n_curves > 1 and not _BAND_COLOUR_KEYS.intersection(given):
+        default = {
+            "facecolor": to_rgba(colour, min(0.08, 0.3 / n_curves)),
+            "edgecolor": to_rgba(colour, 0.7),
+            "linewidth": 0.8,
+            "linestyle": ":",
+        }
+    else:
+        default = {"color": colour, "alpha": 0.2}
+    return _validate_style_kwargs(default, given)
+
+
 def _score_names(cv_results):
     return [key[len("mean_test_") :] for key in cv_results if key.startswith("mean_test_")]
 
@@ -852,7 +931,7 @@ def _score_names(cv_results):
 def _scoring_name(estimator, scoring, score):
     """The name of the metric of ``score`` (a str), or None when it has none."""
     if isinstance(scoring, TensorMapScorer):
-        gradient = "" if scoring.gradient is None else f" {scoring.gradient} gradient"
+        gradient = "" if scoring.gradient is None else f" of the {scoring.gradient} gradient"
         return scoring.name + gradient
     if isinstance(scoring, str):
         return scoring
@@ -924,7 +1003,7 @@ def _curve_data(cv_results, param, score, best_index, score_name, name, negate, 
             for i in range(len(values))
         ]
     if score_name is None:
-        score_name = _validate_score_name(None, None if score == "score" else score, negate)
+        score_name = _score_label(None if score == "score" else score, negate)
     if name is None and score != "score":
         name = score
     return {

@@ -323,7 +323,7 @@ def test_cv_curve_grid_search_over_a_pipeline_with_alpha(indexed):
     np.testing.assert_allclose(display.chosen_.get_xdata(), [best["tensormaplstsq__rcond"]])
     rcond, alpha = best["tensormaplstsq__rcond"], best["tensormaplstsq__alpha"]
     assert display.chosen_.get_label() == f"chosen rcond={rcond:.3g}, alpha={alpha:.3g}"
-    assert display.ax_.get_ylabel() == "Rmse"
+    assert display.ax_.get_ylabel() == "RMSE"
 
 
 def test_cv_curve_against_alpha_one_curve_per_rcond_and_zero_left_out(indexed):
@@ -398,7 +398,7 @@ def test_cv_curve_multi_metric_search(indexed):
     scores = split_scores(search.cv_results_, "forces")
     np.testing.assert_allclose(display.lines_[0].get_ydata(), -scores.mean(0))
     assert display.lines_[0].get_label() == "forces"
-    assert display.ax_.get_ylabel() == "Rmse positions gradient"
+    assert display.ax_.get_ylabel() == "RMSE of the positions gradient"
     energies = CVCurveDisplay.from_estimator(search, score="energies", ax=display.ax_)
     # the candidate chosen by refit is marked on every score
     np.testing.assert_allclose(
@@ -412,6 +412,102 @@ def test_cv_curve_multi_metric_search(indexed):
     with raises(ValueError, "CVCurveDisplay.from_estimator", "name the one to draw with score="):
         CVCurveDisplay.from_estimator(no_refit)
     assert CVCurveDisplay.from_estimator(no_refit, score="forces").chosen_ is None
+
+
+@pytest.mark.parametrize(
+    ("scoring", "negated", "plain"),
+    [
+        ("neg_rmse", "RMSE", "Negative RMSE"),
+        ("neg_mae", "MAE", "Negative MAE"),
+        ("neg_mse", "MSE", "Negative MSE"),
+        ("r2", "Negative R2", "R2"),
+    ],
+)
+def test_cv_curve_names_the_metric_of_a_search(indexed, scoring, negated, plain):
+    X, y = indexed
+    search = GridSearchCV(
+        TensorMapLstsq(), {"rcond": [1e-8, 1e-2]}, cv=KFold(3), scoring=metrics.scorer(scoring)
+    ).fit(X, y)
+    assert CVCurveDisplay.from_estimator(search, negate_score=True).ax_.get_ylabel() == negated
+    assert CVCurveDisplay.from_estimator(search).ax_.get_ylabel() == plain
+
+
+@pytest.mark.parametrize("negate_score", [True, False])
+@pytest.mark.parametrize(
+    "scoring", ["neg_root_mean_squared_error", "neg_mean_absolute_error", "neg_mean_squared_error"]
+)
+def test_cv_curve_labels_a_scikit_learn_scorer_as_validation_curve_display(scoring, negate_score):
+    from sklearn.model_selection import ValidationCurveDisplay
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(30, 3))
+    b = A @ [1.0, 2.0, 0.5] + 0.1 * rng.normal(size=30)
+    rconds = [1e-8, 1e-2]
+    search = GridSearchCV(TensorMapLstsq(), {"rcond": rconds}, cv=KFold(3), scoring=scoring)
+    display = CVCurveDisplay.from_estimator(search.fit(A, b), negate_score=negate_score)
+    reference = ValidationCurveDisplay.from_estimator(
+        TensorMapLstsq(),
+        A,
+        b,
+        param_name="rcond",
+        param_range=rconds,
+        cv=KFold(3),
+        scoring=scoring,
+        negate_score=negate_score,
+    )
+    assert display.ax_.get_ylabel() == reference.ax_.get_ylabel()
+
+
+def test_cv_curve_bands_of_several_curves_stay_apart():
+    rconds, alphas = [1e-8, 1e-4, 1e-1], [1e-3, 1e-2, 1e-1]
+    results = {
+        "param_rcond": np.ma.MaskedArray(rconds * 3),
+        "param_alpha": np.ma.MaskedArray(np.repeat(alphas, 3)),
+        "mean_test_score": np.array([0.9, 0.91, 0.5, 0.89, 0.9, 0.5, 0.88, 0.89, 0.5]),
+        "std_test_score": np.full(9, 0.05),
+    }
+    display = CVCurveDisplay.from_cv_results(results)
+    colours = [matplotlib.colors.to_rgb(line.get_color()) for line in display.lines_]
+    assert len(set(colours)) == 3
+    stacked = 1.0
+    for band, colour in zip(display.fill_between_, colours):
+        (face,), (edge,) = band.get_facecolor(), band.get_edgecolor()
+        # each band lighter than one alone, outlined in its curve's colour
+        assert tuple(face[:3]) == pytest.approx(colour) and face[3] <= 0.1
+        assert tuple(edge[:3]) == pytest.approx(colour) and edge[3] >= 0.5
+        assert band.get_linewidth() > 0
+        stacked *= 1 - face[3]
+    # where all three overlap, what shows through is mostly the background
+    assert 1 - stacked < 0.3
+
+    # one curve alone keeps a band of alpha 0.2, without an outline
+    (alone,) = CVCurveDisplay.from_cv_results(
+        {**results, "param_alpha": np.ma.MaskedArray(np.ones(9))}
+    ).fill_between_
+    assert alone.get_facecolor()[0][3] == pytest.approx(0.2)
+    # an alpha given is every band's
+    given = CVCurveDisplay.from_cv_results(results, fill_between_kwargs={"alpha": 0.5})
+    assert [band.get_alpha() for band in given.fill_between_] == [0.5] * 3
+
+
+def test_cv_curve_more_curves_than_the_colour_cycle_each_get_a_colour():
+    alphas = np.logspace(-12, -1, 12)
+    results = {
+        "param_rcond": np.ma.MaskedArray(np.tile([1e-8, 1e-2], 12)),
+        "param_alpha": np.ma.MaskedArray(np.repeat(alphas, 2)),
+        "mean_test_score": np.linspace(0.5, 0.9, 24),
+        "std_test_score": np.full(24, 0.01),
+    }
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    assert len(cycle) < 12
+    for style in ("fill_between", "errorbar"):
+        display = CVCurveDisplay.from_cv_results(results, std_display_style=style)
+        lines = display.lines_ or [bar.lines[0] for bar in display.errorbar_]
+        colours = {matplotlib.colors.to_rgba(line.get_color()) for line in lines}
+        assert len(colours) == 12, style
+    # a colour given is kept
+    red = CVCurveDisplay.from_cv_results(results, line_kwargs={"color": "red"})
+    assert {line.get_color() for line in red.lines_} == {"red"}
 
 
 @pytest.mark.parametrize("style", ["errorbar", None])
@@ -581,6 +677,50 @@ def test_singular_values_errors(data):
         SingularValuesDisplay.from_estimator(model, fewer)
     with raises(TypeError, caller, "X must be the TensorMap", "got ndarray"):
         SingularValuesDisplay.from_estimator(model, np.zeros((3, 4)))
+
+
+def _parity_display():
+    true = {"center_type=1": np.array([0.0, 1.0, 2.0])}
+    pred = {"center_type=1": np.array([0.1, 0.9, 2.0])}
+    errors = {"center_type=1": 0.1}
+    return ParityDisplay(y_true=true, y_pred=pred, rmse=errors, mae=errors).plot()
+
+
+def _cv_curve_display():
+    return CVCurveDisplay(
+        param_name="rcond",
+        param_range=[1e-12, 1e-6, 1e-2],
+        mean_test_score=[-1.5e-3, -1.2e-3, -2.5e-2],
+        std_test_score=[1e-4, 1e-4, 1e-3],
+        score_name="Negative RMSE",
+    ).plot()
+
+
+def _singular_values_display():
+    singular_values = {
+        "o3_lambda=0": np.logspace(0, -17, 40),
+        "o3_lambda=1": np.logspace(0, -12, 40),
+    }
+    return SingularValuesDisplay(singular_values=singular_values, rcond=1e-10).plot()
+
+
+@pytest.mark.parametrize("draw", [_parity_display, _cv_curve_display, _singular_values_display])
+def test_a_new_figure_keeps_its_labels_inside(draw):
+    """The labels and tick labels of a display on a figure of its own are not clipped."""
+    with matplotlib.rc_context({"figure.figsize": (4, 3)}):
+        display = draw()
+    figure = display.figure_
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    inside = figure.bbox
+    for text in (display.ax_.xaxis.label, display.ax_.yaxis.label):
+        extent = text.get_window_extent(renderer)
+        assert extent.x0 >= inside.x0 and extent.x1 <= inside.x1, text.get_text()
+        assert extent.y0 >= inside.y0 and extent.y1 <= inside.y1, text.get_text()
+    # everything drawn of the Axes: tick labels, legend, notes
+    drawn = display.ax_.get_tightbbox(renderer)
+    assert drawn.x0 >= inside.x0 and drawn.x1 <= inside.x1
+    assert drawn.y0 >= inside.y0 and drawn.y1 <= inside.y1
 
 
 def test_a_single_block_map_is_labelled_without_its_key():
