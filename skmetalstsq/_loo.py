@@ -298,15 +298,17 @@ def leave_one_out_blocks(systems, rows, candidates, scored, statistic, n_jobs, p
     return run_tasks(tasks, n_jobs)
 
 
-def held_out_tensor(y, systems, residuals):
+def held_out_tensor(keys, y, systems, residuals):
     """The held-out predictions ``y - residuals`` as a TensorMap in the layout of ``y``.
 
-    ``residuals``: for each block, the held-out residuals of each row part (as
-    :attr:`LeaveOneOut.residuals` gives them for one candidate). The arrays
-    take the library, device and dtype of y's.
+    ``keys``: the key of each system (X's order); ``residuals``: for each system,
+    the held-out residuals of each row part (as :attr:`LeaveOneOut.residuals`
+    gives them for one candidate). The arrays take the library, device and
+    dtype of y's.
     """
-    blocks = []
-    for y_block, system, parts in zip(y.blocks(), systems, residuals):
+    blocks = {}
+    for key, system, parts in zip(keys, systems, residuals):
+        y_block = y.block(key)
         predicted = [_numpy(b) - r for b, r in zip(system.b_parts, parts)]
         values = convert_like(predicted[0].reshape(y_block.values.shape), y_block.values)
         block = TensorBlock(values, y_block.samples, y_block.components, y_block.properties)
@@ -319,5 +321,5 @@ def held_out_tensor(y, systems, residuals):
                     gradient_values, gradient.samples, gradient.components, y_block.properties
                 ),
             )
-        blocks.append(block)
-    return TensorMap(y.keys, blocks)
+        blocks[y.keys.position(key)] = block
+    return TensorMap(y.keys, [blocks[position] for position in range(len(y.keys))])

@@ -90,7 +90,8 @@ def _leave_one_out_predictions(estimator, X, y, n_jobs, caller):
     scored = ([0] * len(systems), [None] * len(systems))
     results = leave_one_out_blocks(systems, rows, candidates, scored, "squared", n_jobs, True)
     _raise_singular(results, unwrap(X)[0].keys, X, caller)
-    return held_out_tensor(tensor_y, systems, [result.residuals[0] for result in results])
+    residuals = [result.residuals[0] for result in results]
+    return held_out_tensor(unwrap(X)[0].keys, tensor_y, systems, residuals)
 
 
 def _raise_singular(results, keys, X, caller):
