@@ -262,13 +262,39 @@ def _like(weights, array):
     return torch.as_tensor(weights, dtype=array.dtype, device=array.device)[:, None]
 
 
+def constant_columns(values, weights=None):
+    """Which columns of ``values`` hold one value in every row of positive weight.
+
+    Such a column deviates from its (weighted) mean by exactly 0, which the
+    mean, rounded, does not give back: the mean of three rows of 0.1 is
+    0.10000000000000002.
+
+    Parameters
+    ----------
+    values : numpy or torch array of shape (n_rows, n_columns)
+        With at least one row of positive weight.
+    weights : 1-D numpy array or None
+        Row weights (>= 0); None: every row counts.
+
+    Returns
+    -------
+    (constant, value)
+        A boolean array of shape (n_columns,) and a row of ``values`` of positive
+        weight (the value of the constant columns), both of ``values``' library.
+    """
+    if weights is not None:
+        values = _take(values, np.flatnonzero(weights > 0), 0)
+    return (values == values[:1]).all(0), values[0]
+
+
 def _sums(pairs, statistic, deviations=False):
     """Pooled (residual sum, weight of the entries, sum of squared deviations, entries).
 
     The residual sum is of squared (``statistic="squared"``) or absolute
     residuals, each weighted by its row; the weight of the entries is the
     number of entries without weights; the deviations (only computed when
-    asked) are from each column's (weighted) mean.
+    asked) are from each column's (weighted) mean, exactly 0 for a column
+    whose rows (of positive weight) hold one value.
     """
     residual = weight = total = 0.0
     n_entries = 0
@@ -280,7 +306,8 @@ def _sums(pairs, statistic, deviations=False):
             residual += float(loss.sum())
             weight += true.shape[0] * true.shape[1]
             if deviations and true.shape[0]:
-                total += float(((true - true.mean(0)) ** 2).sum())
+                squares = (true - true.mean(0)) ** 2
+                total += float(squares.sum(0)[~constant_columns(true)[0]].sum())
             continue
         column = _like(weights, true)
         residual += float((column * loss).sum())
@@ -288,7 +315,8 @@ def _sums(pairs, statistic, deviations=False):
         weight += row_weight * true.shape[1]
         if deviations and row_weight > 0:
             mean = (column * true).sum(0) / row_weight
-            total += float((column * (true - mean) ** 2).sum())
+            squares = column * (true - mean) ** 2
+            total += float(squares.sum(0)[~constant_columns(true, weights)[0]].sum())
     return residual, weight, total, n_entries
 
 
@@ -386,9 +414,15 @@ def r2(y_true, y_pred, *, gradient=None, sample_weight=None):
     column's mean``, both sums running over every block's (rows, properties)
     matrix, each row weighted by its ``sample_weight`` (the means are weighted
     too). For a single block this is
-    ``sklearn.metrics.r2_score(..., sample_weight=w, multioutput="variance_weighted")``;
-    as there, a constant target gives 1.0 when predicted exactly and 0.0
-    otherwise.
+    ``sklearn.metrics.r2_score(..., sample_weight=w, multioutput="variance_weighted")``
+    whenever no column is constant.
+
+    A column whose rows (of positive weight) all hold one value deviates by
+    exactly 0 from its mean; its residuals still count. When every column of
+    every block is constant, the score is 1.0 if predicted exactly and 0.0
+    otherwise, as scikit-learn's (``force_finite=True``), with one row as with
+    several. scikit-learn's ``"variance_weighted"`` leaves the residuals of a
+    constant column out; here every residual of every block counts.
 
     Parameters
     ----------
@@ -402,9 +436,12 @@ def r2(y_true, y_pred, *, gradient=None, sample_weight=None):
     Returns
     -------
     float
+        NaN when there is no entry at all.
     """
     pairs = _paired_rows(y_true, y_pred, gradient, sample_weight, "r2")
-    residual, _, total, _ = _sums(pairs, "squared", deviations=True)
+    residual, _, total, n_entries = _sums(pairs, "squared", deviations=True)
+    if not n_entries:
+        return float("nan")
     if total == 0.0:
         return 1.0 if residual == 0.0 else 0.0
     return 1.0 - residual / total
@@ -480,6 +517,24 @@ class TensorMapScorer(_MetadataRequester):
 
     def __repr__(self):
         return f"scorer({self.name!r}, gradient={self.gradient!r})"
+
+    def _identity(self):
+        """What makes two scorers score alike: metric, gradient and weight request."""
+        requests = self._get_metadata_request().score.requests
+        return _short_name(self.name), self.gradient, tuple(sorted(requests.items()))
+
+    def __eq__(self, other):
+        """Scorers are equal when they compute the same score from the same metadata.
+
+        So ``get_params()`` of an estimator compares equal after a
+        :func:`skmetalstsq.save` / :func:`skmetalstsq.load` round trip.
+        """
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self):
+        return hash((type(self), self._identity()))
 
 
 def scorer(name, *, gradient=None):

@@ -1038,3 +1038,132 @@ def test_no_module_that_metrics_uses_imports_metrics():
             stack.extend(graph[name])
     assert not [name for name in below if "metrics" in graph[name]]
     assert "metrics" not in below
+
+
+# ---------------------------------------------------------------------------------
+# constant targets, empty maps
+# ---------------------------------------------------------------------------------
+
+
+def _rows_map(values, n_blocks=1):
+    """A TensorMap of ``n_blocks`` blocks, each with the (rows, properties) ``values``."""
+    values = np.asarray(values)
+    samples = Labels.range("system", values.shape[0])
+    properties = Labels.range("e", values.shape[1])
+    blocks = [TensorBlock(values.copy(), samples, [], properties) for _ in range(n_blocks)]
+    return TensorMap(Labels.range("center_type", n_blocks), blocks)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weights", [None, [3.0, 3.0, 3.0], [0.7, 2.9, 1.3], [3.0, 3.0, 0.0]])
+@pytest.mark.parametrize("value", [0.1, 1 / 3, 0.9])
+def test_r2_of_constant_columns(value, weights, dtype):
+    # every column constant (0.1 and 0.7, in two blocks): their weighted means do not
+    # round back to the values, yet the deviations are 0 and R^2 is 1.0 or 0.0, as
+    # scikit-learn's r2_score (force_finite=True) defines it for a zero denominator
+    true = np.array([[value, 0.7]] * 3, dtype=dtype)
+    if weights is not None and weights[-1] == 0:
+        true[-1] = [5.0, -1.0]  # a row of no weight does not count
+    y_true = _rows_map(true, n_blocks=2)
+    sample_weight = None if weights is None else np.asarray(weights)
+    if weights is not None:
+        y_true = IndexedTensorMap(y_true)
+    tensor = y_true.tensor if weights is not None else y_true
+    exact = map_arrays(tensor, lambda array: array.copy())
+    off = map_arrays(tensor, lambda array: array + np.asarray(0.05, dtype))
+    # scikit-learn's values, on a constant whose mean it computes exactly
+    constant = np.full(3, 2.0)
+    assert metrics.r2(y_true, exact, sample_weight=sample_weight) == sklearn.metrics.r2_score(
+        constant, constant
+    )
+    assert metrics.r2(y_true, off, sample_weight=sample_weight) == sklearn.metrics.r2_score(
+        constant, constant + 0.05
+    )
+
+
+def test_r2_of_a_constant_torch_target():
+    torch = pytest.importorskip("torch")
+    # float32 means of 0.9 are 0.9 + 6e-8, weighted or not
+    y_true = to_torch(_rows_map([[0.9], [0.9], [0.9]]), dtype=torch.float32)
+    y_pred = to_torch(_rows_map([[1.0], [0.9], [0.9]]), dtype=torch.float32)
+    weights = IndexedTensorMap(to_torch(_rows_map([[0.7], [2.9], [1.3]]), dtype=torch.float32))
+    assert metrics.r2(y_true, y_pred) == 0.0
+    assert metrics.r2(y_true, y_true) == 1.0
+    assert metrics.r2(y_true, y_pred, sample_weight=weights) == 0.0
+
+
+def test_r2_pools_constant_columns_with_the_others():
+    # a constant column adds its residuals and no deviation: 1 - SSR / SST of the rest
+    true = np.array([[0.1, 1.0], [0.1, 2.0], [0.1, 4.0]])
+    pred = np.array([[0.3, 1.5], [0.1, 2.0], [0.1, 3.0]])
+    weights = np.array([3.0, 1.0, 2.0])
+    deviations = (weights * (true[:, 1] - np.average(true[:, 1], weights=weights)) ** 2).sum()
+    expected = 1 - (weights[:, None] * (true - pred) ** 2).sum() / deviations
+    got = metrics.r2(IndexedTensorMap(_rows_map(true)), _rows_map(pred), sample_weight=weights)
+    np.testing.assert_allclose(got, expected, rtol=1e-14)
+    # scikit-learn's "variance_weighted" leaves the constant column's residuals out
+    np.testing.assert_allclose(
+        sklearn.metrics.r2_score(
+            true[:, 1], pred[:, 1], sample_weight=weights, multioutput="variance_weighted"
+        ),
+        1 - (weights * (true - pred)[:, 1] ** 2).sum() / deviations,
+        rtol=1e-14,
+    )
+
+
+def test_score_of_a_constant_weighted_target():
+    # the reported case: one test row of weight 3 gave -5.9e33
+    model = TensorMapLstsq(fit_intercept=True).fit([[0.0], [1.0], [2.0]], [0.0, 1.0, 2.5])
+    assert model.score([[1.0]], [0.1], sample_weight=[3.0]) == 0.0
+    assert model.score([[1.0], [1.0]], [0.1, 0.1], sample_weight=[3.0, 3.0]) == 0.0
+    exact = float(model.predict([[1.0]])[0])
+    assert model.score([[1.0]] * 3, [exact] * 3, sample_weight=[0.3, 0.3, 0.3]) == 1.0
+
+
+@pytest.mark.parametrize("name", ["rmse", "mse", "mae", "r2"])
+def test_empty_maps_score_nan(name):
+    # no entry to compare: nan, never a perfect score
+    empty = _rows_map(np.zeros((0, 2)), n_blocks=2)
+    metric = getattr(metrics, name)
+    assert np.isnan(metric(empty, empty))
+    assert np.isnan(metric(IndexedTensorMap(empty), empty, sample_weight=np.zeros(0)))
+    X, y = make_pair(np.random.default_rng(3), keys=((0,), (1,)))
+    X, y = IndexedTensorMap(X), IndexedTensorMap(y)
+    model = TensorMapLstsq().fit(X, y)
+    none = np.zeros(0, dtype=int)
+    assert np.isnan(metric(y[none], model.predict(X[none])))
+    assert np.isnan(metric(y[none], model.predict(X[none]), gradient="positions"))
+    if name == "r2":
+        assert np.isnan(model.score(X[none], y[none]))
+
+
+def test_scorers_compare_by_what_they_compute():
+    a = metrics.scorer("neg_rmse", gradient="positions")
+    b = metrics.scorer("neg_root_mean_squared_error", gradient="positions")
+    assert a == metrics.scorer("neg_rmse", gradient="positions")
+    assert hash(a) == hash(metrics.scorer("neg_rmse", gradient="positions"))
+    assert a != metrics.scorer("neg_rmse")
+    assert a != metrics.scorer("neg_mae", gradient="positions")
+    assert a == b and hash(a) == hash(b)  # scikit-learn's name of the same metric
+    assert a != "scorer('neg_rmse', gradient='positions')"
+    assert len({a, metrics.scorer("neg_rmse", gradient="positions")}) == 1
+    with sklearn.config_context(enable_metadata_routing=True):
+        requested = metrics.scorer("neg_rmse", gradient="positions")
+        requested.set_score_request(sample_weight=True)
+    assert requested != a
+
+
+@pytest.mark.parametrize("fitted", [False, True])
+def test_get_params_survive_a_save_and_load(tmp_path, fitted):
+    from skmetalstsq import load, save
+
+    model = TensorMapLstsqCV(
+        rconds=[1e-12, 1e-3], cv=3, scoring=metrics.scorer("neg_rmse", gradient="positions")
+    )
+    if fitted:
+        X, y = make_pair(np.random.default_rng(9), keys=((0,),), n_systems=9)
+        model.fit(IndexedTensorMap(X), IndexedTensorMap(y))
+    save(tmp_path / "model.zip", model)
+    loaded = load(tmp_path / "model.zip")
+    assert loaded.get_params()["scoring"] is not model.scoring
+    assert loaded.get_params() == model.get_params()
