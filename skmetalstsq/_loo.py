@@ -217,16 +217,17 @@ class _HeldOut:
         u = u[..., :rank]
         residual = b - u @ self.coefficients[c]  # of the full fit
         z = root_weight[..., None] * u
-        hat = np.einsum("emr,r,enr->emn", z, inverse, z) + ones[..., :, None] * ones[..., None, :]
+        scaled = z * inverse
+        hat = scaled @ z.transpose(0, 2, 1) + ones[..., :, None] * ones[..., None, :]
         complement = np.eye(hat.shape[-1]) - hat
         singular = np.linalg.eigvalsh(complement)[:, 0] <= SINGULAR_LIMIT
         complement[singular] = np.eye(hat.shape[-1])
         weighted = np.linalg.solve(complement, root_weight[..., None] * residual)
         # the held-out fit's change, on the rows in original units
-        change = u @ np.einsum("emr,r,emt->ert", z, inverse, weighted)
+        change = u @ (scaled.transpose(0, 2, 1) @ weighted)
         if self.root_total > 0:
-            level = np.einsum("em,emt->et", ones, weighted) / self.root_total
-            change += value_row[..., None] * level[:, None, :]
+            level = (ones[:, None, :] @ weighted) / self.root_total
+            change += value_row[..., None] * level
         held_out = residual + change
         held_out[singular] = np.nan
         return held_out
