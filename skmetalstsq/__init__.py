@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import distributed, metrics, model_selection, preprocessing
+from ._bayes import TensorMapBayesianRidge
 from ._cv import TensorMapLstsqCV
 from ._estimator import TensorMapLstsq
 from ._indexed import IndexedTensorMap
@@ -17,6 +18,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "IndexedTensorMap",
+    "TensorMapBayesianRidge",
     "TensorMapFunctionTransformer",
     "TensorMapLstsq",
     "TensorMapLstsqCV",

@@ -109,6 +109,24 @@ class Factor:
         ``R`` when there is an intercept (``r11, r12, r13`` give the intercept
         ``(r13 - r12 w) / r11``), else None.
         """
+        r, head = self._reduced()
+        top = min(r.shape[0], self.n_features)
+        return r[:top, : self.n_features], r[:top, self.n_features :], head
+
+    def residual_squares(self):
+        """The weighted (centred) sum of squares of each target outside A's column space.
+
+        The squared norms of the target columns of ``R`` below the rows of
+        ``R_A`` (of :meth:`centred`): the residual of the least-squares fit
+        that no choice of weights can reduce, of shape (n_targets,).
+        """
+        r, _ = self._reduced()
+        top = min(r.shape[0], self.n_features)
+        return (r[top:, self.n_features :] ** 2).sum(0)
+
+    def _reduced(self):
+        """``(R, head)``: the factor of the (weighted-centred) ``[A | B]`` and the
+        first row of the factor when there is an intercept (see :meth:`centred`)."""
         r, head = self.r, None
         if self.intercept:
             if self.r.shape[0] and float(self.r[0, 0]) != 0.0:
@@ -122,8 +140,7 @@ class Factor:
                 copy = backend.empty(tuple(rest.shape), rest)
                 copy[:] = rest
                 r = backend.qr_r(copy)
-        top = min(r.shape[0], self.n_features)
-        return r[:top, : self.n_features], r[:top, self.n_features :], head
+        return r, head
 
     def to_numpy(self):
         """This factor with ``r`` as a numpy array (for pickling or reducing anywhere)."""
