@@ -11,9 +11,18 @@ linear function of the descriptors plus random noise of standard deviation 0.05.
 No model predicts new data better than that noise, so a root mean square error
 (RMSE) near 0.05 on held-out systems is a perfect fit. A training RMSE below 0.05
 means that some of the noise was fitted.
+
+Run as a script on a desktop, each figure opens in a window. Without a display,
+matplotlib draws with its non-interactive Agg backend, which cannot show a
+figure: the script then saves each figure as a PNG file in the current directory
+and prints its path.
 """
 
 # %%
+import sys
+from pathlib import Path
+
+import matplotlib
 import matplotlib.pyplot as plt
 import metatensor
 import numpy as np
@@ -27,6 +36,21 @@ NOISE = 0.05
 N_SYSTEMS, N_ATOMS, N_FEATURES, N_INFORMATIVE = 40, 2, 40, 8
 SCALES = np.logspace(0, -10, N_FEATURES)
 rng = np.random.default_rng(0)
+
+
+def show(figure, filename):
+    """Show ``figure``; without a display, save it as ``filename`` and say where.
+
+    The documentation build (sphinx-gallery) draws with Agg too, and keeps the
+    figures itself.
+    """
+    if matplotlib.get_backend().lower() != "agg" or "sphinx_gallery" in sys.modules:
+        plt.show()
+        return
+    path = Path(filename).resolve()
+    figure.savefig(path)
+    print(f"no display to show the figure on (matplotlib's Agg backend): saved {path}")
+
 
 # %%
 # Descriptors and targets
@@ -136,7 +160,7 @@ CVCurveDisplay.from_estimator(search, negate_score=True, ax=ax)
 ax.axhline(NOISE, color="gray", linestyle="--", label=f"noise ({NOISE})")
 ax.set(yscale="log", ylabel="cross-validated RMSE")
 ax.legend()
-plt.show()
+show(fig, "quickstart_validation_curve.png")
 
 # %%
 # Held-out systems
@@ -151,7 +175,7 @@ print(f"test RMSE: {metrics.rmse(y_test, prediction):.4f} (noise {NOISE})")
 fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
 ParityDisplay.from_predictions(y_test, prediction, ax=ax)
 ax.set_title(f"{len(X_test)} held-out systems")
-plt.show()
+show(fig, "quickstart_parity.png")
 
 # %%
 # Next: ``fit(X, y, sample_weight=...)`` weighs systems and ``alpha=`` adds a

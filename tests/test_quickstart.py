@@ -5,6 +5,8 @@ import contextlib
 import io
 import re
 import runpy
+import sys
+import types
 from pathlib import Path
 
 import matplotlib
@@ -16,29 +18,29 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "quickstart.py"
 
 
 @pytest.fixture(scope="module")
-def quickstart():
-    """The example's namespace, what it printed, and its figures' Axes."""
+def quickstart(tmp_path_factory):
+    """The example run as a script without a display (matplotlib's Agg backend).
+
+    Its namespace, what it printed, the Axes of the figures it drew (in order),
+    and the directory it ran in.
+    """
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plt.close("all")
     printed = io.StringIO()
-    shown = []
-
-    def show():
-        # every figure cell ends with plt.show(): keep what it would show
-        shown.extend(plt.figure(number).axes for number in plt.get_fignums())
-        plt.close("all")
-
-    real_show = plt.show
-    plt.show = show
-    try:
-        with contextlib.redirect_stdout(printed):
-            namespace = runpy.run_path(str(EXAMPLE), run_name="__main__")
-    finally:
-        plt.show = real_show
-        plt.close("all")
-    return namespace, printed.getvalue(), shown
+    directory = tmp_path_factory.mktemp("quickstart")
+    with pytest.MonkeyPatch.context() as patch:
+        # as `python examples/quickstart.py` runs it: not inside the docs build
+        patch.delitem(sys.modules, "sphinx_gallery", raising=False)
+        patch.chdir(directory)
+        try:
+            with contextlib.redirect_stdout(printed):
+                namespace = runpy.run_path(str(EXAMPLE), run_name="__main__")
+            drawn = [plt.figure(number).axes for number in plt.get_fignums()]
+        finally:
+            plt.close("all")
+    return namespace, printed.getvalue(), drawn, directory
 
 
 def _stacked(tensor, block):
@@ -94,7 +96,7 @@ def _numbers(pattern, out):
 
 
 def test_the_data_is_what_the_text_says(quickstart):
-    namespace, _, _ = quickstart
+    namespace, _, _, _ = quickstart
     X, y = namespace["X"], namespace["y"]
     assert [int(key["o3_lambda"]) for key in X.keys] == [0, 1]
     for block, n_components in ((0, 1), (1, 3)):
@@ -111,7 +113,7 @@ def test_the_data_is_what_the_text_says(quickstart):
 
 
 def test_first_fit_and_its_intercepts(quickstart):
-    namespace, out, _ = quickstart
+    namespace, out, _, _ = quickstart
     train_systems, test_systems = _split()
     for block, offset in ((0, -2.5), (1, 0.0)):
         x, systems = _stacked(namespace["X"], block)
@@ -138,7 +140,7 @@ def test_first_fit_and_its_intercepts(quickstart):
 
 
 def test_plain_weights_are_those_of_numpy_lstsq(quickstart):
-    namespace, out, _ = quickstart
+    namespace, out, _, _ = quickstart
     assert "same weights as metatensor.lstsq: True" in out
     for block in range(2):
         x, _ = _stacked(namespace["X"], block)
@@ -148,7 +150,7 @@ def test_plain_weights_are_those_of_numpy_lstsq(quickstart):
 
 
 def test_cross_validated_scores_and_choice(quickstart):
-    namespace, out, _ = quickstart
+    namespace, out, _, _ = quickstart
     train_systems, test_systems = _split()
     expected = _cv_scores(namespace, train_systems)
     search = namespace["search"]
@@ -174,7 +176,7 @@ def test_cross_validated_scores_and_choice(quickstart):
 
 
 def test_figures(quickstart):
-    namespace, _, shown = quickstart
+    namespace, _, shown, _ = quickstart
     assert len(shown) == 2 and all(len(axes) == 1 for axes in shown)
     (curve,), (parity,) = shown
     assert curve.get_xscale() == curve.get_yscale() == "log"
@@ -197,6 +199,46 @@ def test_figures(quickstart):
         np.testing.assert_allclose(np.sort(true), np.sort(y[np.isin(systems, test_systems)], None))
 
 
+FIGURES = ("quickstart_validation_curve.png", "quickstart_parity.png")
+
+
+def test_without_a_display_the_figures_are_saved_and_said_so(quickstart):
+    from matplotlib.image import imread
+
+    _, out, drawn, directory = quickstart
+    assert sorted(path.name for path in directory.iterdir()) == sorted(FIGURES)
+    said = re.findall(r"^no display to show the figure on .*: saved (.+)$", out, re.MULTILINE)
+    assert said == [str(directory / name) for name in FIGURES]
+    for name, axes in zip(FIGURES, drawn):
+        # the file is the figure drawn, as matplotlib renders it
+        figure = axes[0].figure
+        rendered = io.BytesIO()
+        figure.savefig(rendered, format="png")
+        rendered.seek(0)
+        np.testing.assert_array_equal(imread(directory / name), imread(rendered))
+
+
+def test_with_a_display_the_figures_are_shown(quickstart, monkeypatch, tmp_path, capsys):
+    import matplotlib.pyplot as plt
+
+    namespace, _, _, _ = quickstart
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(True))
+    monkeypatch.chdir(tmp_path)
+    figure = plt.figure()
+    # a desktop's backend
+    monkeypatch.setattr(matplotlib, "get_backend", lambda: "qtagg")
+    namespace["show"](figure, "figure.png")
+    assert shown == [True]
+    # the docs build: Agg, its figures kept by sphinx-gallery
+    monkeypatch.setattr(matplotlib, "get_backend", lambda: "agg")
+    monkeypatch.setitem(sys.modules, "sphinx_gallery", types.ModuleType("sphinx_gallery"))
+    namespace["show"](figure, "figure.png")
+    assert shown == [True, True]
+    assert list(tmp_path.iterdir()) == [] and capsys.readouterr().out == ""
+    plt.close(figure)
+
+
 def test_no_cell_ends_with_a_value_to_show():
     """A cell's last statement is not an expression whose value a notebook shows."""
     source = EXAMPLE.read_text()
@@ -209,7 +251,7 @@ def test_no_cell_ends_with_a_value_to_show():
         last = statements[-1]
         if isinstance(last, ast.Expr) and isinstance(last.value, ast.Call):
             called = ast.unparse(last.value.func)
-            assert called in ("print", "plt.show"), ast.unparse(last)
+            assert called in ("print", "show"), ast.unparse(last)
         else:
             assert not isinstance(last, ast.Expr), ast.unparse(last)
 
@@ -254,6 +296,9 @@ def test_no_example_output_shows_a_plotting_object(docs):
         output = script_output(docs, example.stem)
         assert not shown.search(output), f"{example.name}: {shown.search(output).group()}"
     assert "best rcond: " in script_output(docs, "quickstart")
+    # sphinx-gallery keeps the figures: the quick start saves none
+    assert "no display" not in script_output(docs, "quickstart")
+    assert not list((docs.source.parent / "examples").glob("*.png"))
 
 
 def test_api_sections_are_in_the_left_sidebar(docs):
