@@ -40,9 +40,11 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._backends import FACTOR_EPS, backend_of, convert_like
-from ._blocks import is_floating, key_tuples
+from ._blocks import is_floating, key_tuple, key_tuples
 from ._estimator import (
     N_JOBS,
+    BatchLayout,
+    PartialBlock,
     PartialState,
     TensorMapLinearModel,
     TensorMapLstsq,
@@ -298,11 +300,19 @@ def block_posterior(factor, priors, label, caller):
     )
 
 
-def _fit_system(system, priors, caller):
-    """Factorise one block's system (BLAS on one thread) and maximise its evidence."""
+def _factorize(system):
+    """The factor of one block's system, BLAS on one thread."""
     with single_threaded():
-        factor = factorize(system)
-        return _in_library(block_posterior(factor, priors, system.label, caller), factor.r)
+        return factorize(system)
+
+
+def _layout(x_block, y_block):
+    """What every batch of one block must share in a partial fit."""
+    gradients = {
+        parameter: list(x_block.gradient(parameter).components)
+        for parameter in sorted(x_block.gradients_list())
+    }
+    return BatchLayout(x_block.properties, y_block.properties, list(x_block.components), gradients)
 
 
 def _factor_posterior(factor, priors, label, caller):
@@ -452,6 +462,9 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         posterior variance is ``1 / (alpha_ * value_weight_sum_)``).
     rank_, singular_values_ : dict
         As in :class:`TensorMapLstsq`.
+    factors_ : dict
+        Key -> the block's accumulated factor and layout (as
+        :meth:`TensorMapLstsq.partial_fit` keeps them), for :meth:`partial_fit`.
     coef_, intercept_, alpha_, lambda_, sigma_, n_iter_, scores_, X_offset_ :
         After a fit on plain arrays, as scikit-learn's ``BayesianRidge`` has
         them for a 1-D y (``coef_`` (n_features,), floats, ``sigma_``
@@ -582,30 +595,32 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         self : TensorMapBayesianRidge
         """
         caller = "TensorMapBayesianRidge.fit"
-        for stale in ("coef_", "n_features_in_", "feature_names_in_", "factors_", "scores_"):
+        for stale in ("coef_", "n_features_in_", "feature_names_in_", "scores_"):
             self.__dict__.pop(stale, None)
         torch_maps = holds_torch_maps(X, y)
         rows = self._rows()
         X, y, systems, y_ndim, pairs = rows._systems(X, y, sample_weight, caller)
         self._take_feature_checks(rows)
-        priors = self._priors()
-        tasks = [(_fit_system, (system, priors, caller), solve_cost(system)) for system in systems]
-        posteriors = run_tasks(tasks, self.n_jobs)
+        tasks = [(_factorize, (system,), solve_cost(system)) for system in systems]
+        factors = run_tasks(tasks, self.n_jobs)
+        records = {
+            key_tuple(key): PartialBlock(factor, _layout(x_block, y_block), system.dtype)
+            for (key, x_block, y_block), factor, system in zip(pairs, factors, systems)
+        }
         self._torch_maps = torch_maps
-        layouts = [(y_block.properties, x_block.properties) for _, x_block, y_block in pairs]
-        dtypes = [system.dtype for system in systems]
-        labels = [system.label for system in systems]
-        self._set_posteriors(X.keys, layouts, posteriors, dtypes, labels, y_ndim)
+        self._solve_factors(PartialState(records, list(X.keys.names), y_ndim), caller)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
         """Fold a batch of rows into each block's factor; maximise the evidence on all rows.
 
-        As :meth:`TensorMapLstsq.partial_fit`: the factors of the batches seen
-        are kept in ``factors_`` (``width x width`` per block), and the fitted
-        attributes equal those of :meth:`fit` on every batch joined (to
-        rounding), hyperparameters included. :meth:`fit` starts over.
+        As :meth:`TensorMapLstsq.partial_fit`: the factors of the rows seen are
+        kept in ``factors_`` (``width x width`` per block, the size of
+        ``sigma_``), and the fitted attributes equal those of :meth:`fit` on
+        every batch joined (to rounding), hyperparameters included. :meth:`fit`
+        keeps its factors too: a partial fit after it adds to its rows.
+        :meth:`fit` starts over.
 
         Parameters
         ----------
@@ -617,19 +632,12 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
 
         Raises
         ------
-        ValueError
-            After :meth:`fit` (which keeps no factors), or for a batch whose
-            layout differs from earlier batches.
+        ValueError, TypeError
+            For a batch whose layout, or kind (arrays or TensorMaps), differs
+            from earlier batches, or a first batch whose rows all weigh zero.
         """
         caller = "TensorMapBayesianRidge.partial_fit"
         first = not hasattr(self, "factors_")
-        if first and hasattr(self, "weights_"):
-            raise ValueError(
-                f"{caller}: this estimator was fitted by fit, which does not keep the "
-                "factors of its rows, so partial_fit cannot add to them; call partial_fit "
-                "on every batch from the start, fit on all the data at once, or call "
-                "partial_fit on sklearn.base.clone(estimator)"
-            )
         is_array = not any(isinstance(unwrap(data)[0], TensorMap) for data in (X, y))
         if not first and hasattr(self, "coef_") != is_array:
             kinds = ("arrays", "TensorMaps") if hasattr(self, "coef_") else ("TensorMaps", "arrays")
