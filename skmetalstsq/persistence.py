@@ -1023,7 +1023,12 @@ class _Reader:
         if type(names) is not list or not all(type(name) is str for name in names):
             raise self.refuse(f"{where}: Labels names must be a list of str")
         values = np.array(data["values"], dtype=np.int32).reshape(len(data["values"]), len(names))
-        return Labels(names, values)
+        try:
+            return Labels(names, values)
+        except metatensor.MetatensorError as error:  # repeated entries, invalid names
+            raise self.refuse(
+                f"{where}: Labels with repeated entries or invalid names ({error})"
+            ) from None
 
     def _numpy_dtype(self, data, where):
         return self._dtype(data["name"], where)

@@ -14,6 +14,8 @@ import math
 import os
 import pickle
 import stat
+import struct
+import subprocess
 import sys
 import zipfile
 
@@ -1139,3 +1141,246 @@ def test_array_member_keys_must_be_array(saved):
         ValueError, match=r"member 'arrays/float64.mts' has keys \['center_type'\], not \['array'\]"
     ):
         skmetalstsq.load(saved)
+
+
+# ---------------------------------------------------------------------------------
+# damaged and hostile files
+# ---------------------------------------------------------------------------------
+
+
+def _data_offset(path, name):
+    """Where the bytes of the (stored) member ``name`` start in the file at ``path``."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(name)
+    header = path.read_bytes()[info.header_offset : info.header_offset + 30]
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    return info.header_offset + 30 + name_length + extra_length
+
+
+def _directory_entry(content, name):
+    """Where the central directory entry of ``name`` starts in the zip ``content``."""
+    (start,) = struct.unpack("<I", content[-6:-2])  # from the end of central directory
+    while True:
+        name_length, extra_length, comment_length = struct.unpack(
+            "<HHH", content[start + 28 : start + 34]
+        )
+        if content[start + 46 : start + 46 + name_length] == name.encode():
+            return start
+        start += 46 + name_length + extra_length + comment_length
+
+
+def _flip(path, position):
+    content = bytearray(path.read_bytes())
+    content[position] ^= 0x20
+    path.write_bytes(bytes(content))
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "tensors/0.mts", "arrays/float64.mts"])
+def test_load_refuses_a_flipped_byte_inside_a_member(saved, name):
+    _flip(saved, _data_offset(saved, name) + 100)
+    with pytest.raises(
+        ValueError,
+        match=rf"model.zip': member '{name}' cannot be read, the file was changed or damaged "
+        r"\(BadZipFile: Bad CRC-32",
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_any_flipped_byte_is_refused_or_changes_nothing(tmp_path):
+    model, X = _scaler()
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    content = path.read_bytes()
+    refused = 0
+    for position in range(0, len(content), 7):
+        path.write_bytes(content)
+        _flip(path, position)
+        try:
+            loaded = skmetalstsq.load(path)
+        except ValueError as error:
+            assert "model.zip" in str(error)
+            refused += 1
+        else:  # a byte zip readers ignore (a date, a version)
+            assert_same(loaded, model)
+    assert refused > 0.9 * len(range(0, len(content), 7))
+
+
+def test_load_refuses_a_corrupt_member_header(saved):
+    with zipfile.ZipFile(saved) as archive:
+        offset = archive.getinfo("tensors/1.mts").header_offset
+    content = bytearray(saved.read_bytes())
+    content[offset : offset + 4] = b"XXXX"
+    saved.write_bytes(bytes(content))
+    with pytest.raises(
+        ValueError, match=r"member 'tensors/1.mts' cannot be read, .* \(BadZipFile: Bad magic"
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_corrupt_directory(saved):
+    content = bytearray(saved.read_bytes())
+    directory = _directory_entry(content, "arrays/float64.mts")
+    content[directory + 42 : directory + 46] = struct.pack("<I", 2**31)  # its offset
+    saved.write_bytes(bytes(content))
+    with pytest.raises(ValueError, match=r"model.zip': member '.*' claims \d+ bytes .* more than"):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_deeply_nested_manifest(saved):
+    members = read_members(saved)
+    text = members["manifest.json"].decode()
+    nested = "[" * 100_000 + "]" * 100_000
+    members["manifest.json"] = text.replace('"weights_":', f'"x_": {nested}, "weights_":', 1)
+    write_members(saved, members)
+    with pytest.raises(
+        ValueError, match=r"'manifest.json' nests arrays and objects 100003 deep, more than the 100"
+    ):
+        skmetalstsq.load(saved)
+
+
+@pytest.mark.parametrize("depth", [95, 400])
+def test_load_nesting_within_the_limit_or_refused(saved, depth):
+    # a depth json parses, which the manifest's reader would recurse into
+    edit_manifest(saved, lambda m: _attribute(m, json.loads("[" * depth + "]" * depth)))
+    if depth + 3 <= skmetalstsq.persistence.MAX_MANIFEST_DEPTH:
+        assert skmetalstsq.load(saved).x_ == json.loads("[" * depth + "]" * depth)
+    else:
+        with pytest.raises(ValueError, match=rf"nests arrays and objects {depth + 3} deep"):
+            skmetalstsq.load(saved)
+
+
+def test_brackets_in_strings_are_not_nesting(saved):
+    edit_manifest(saved, lambda m: _attribute(m, ["[[[{" * 1000, '\\"[[[', "]]]}" * 5]))
+    assert skmetalstsq.load(saved).x_ == ["[[[{" * 1000, '\\"[[[', "]]]}" * 5]
+
+
+def test_load_refuses_repeated_labels_entries(saved):
+    edit_manifest(
+        saved, lambda m: _attribute(m, {"type": "labels", "names": ["a"], "values": [[1], [1]]})
+    )
+    with pytest.raises(ValueError, match=r"attribute 'x_': Labels with repeated entries"):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_manifest_larger_than_its_limit(saved, monkeypatch):
+    size = len(read_members(saved)["manifest.json"])
+    monkeypatch.setattr(skmetalstsq.persistence, "MAX_MANIFEST_SIZE", size - 1)
+    with pytest.raises(
+        ValueError, match=rf"'manifest.json' has {size} bytes, more than the {size - 1} that"
+    ):
+        skmetalstsq.load(saved)
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "tensors/0.mts"])
+def test_load_refuses_compressed_members(saved, name):
+    members = read_members(saved)
+    with zipfile.ZipFile(saved, "w") as archive:
+        for member, data in members.items():
+            compression = zipfile.ZIP_DEFLATED if member == name else zipfile.ZIP_STORED
+            archive.writestr(member, data, compress_type=compression)
+    with pytest.raises(
+        ValueError, match=rf"member '{name}' is compressed \(method 8\); skmetalstsq.save writes"
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_member_claiming_more_than_the_file(saved):
+    # the central directory claims 300 MB for the stored manifest, in a file of 14 KB
+    content = bytearray(saved.read_bytes())
+    directory = _directory_entry(content, "manifest.json")
+    content[directory + 20 : directory + 28] = struct.pack("<II", 300 * 2**20, 300 * 2**20)
+    saved.write_bytes(bytes(content))
+    with pytest.raises(
+        ValueError,
+        match=r"member 'manifest.json' claims 314572800 bytes .* more than the \d+ bytes of the",
+    ):
+        skmetalstsq.load(saved)
+
+
+def _rebuild_mts(data, change):
+    """The .mts ``data`` with ``change(entries)`` applied to its {name: bytes}."""
+    with zipfile.ZipFile(io.BytesIO(data)) as inner:
+        entries = {name: inner.read(name) for name in inner.namelist()}
+    compression = change(entries) or zipfile.ZIP_STORED
+    rebuilt = io.BytesIO()
+    with zipfile.ZipFile(rebuilt, "w", compression=compression) as inner:
+        for name, content in entries.items():
+            inner.writestr(name, content)
+    return rebuilt.getvalue()
+
+
+def _huge_header(entries):
+    # a values array whose header declares 10^12 float64 values
+    name = next(name for name in entries if name.endswith("/values.npy"))
+    buffer = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    entries[name] = buffer.getvalue() + entries[name][-8:]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda entries: zipfile.ZIP_DEFLATED, r"entry 'keys.npy' is compressed \(method 8\)"),
+        (
+            _huge_header,
+            r"entry 'blocks/0/values.npy' declares float64 values of shape \(1000000, 1000000\), "
+            r"8000000000128 bytes with its header, but has 136",
+        ),
+        (lambda entries: entries.update(x=b"1"), r"entry 'x' is not a .npy array"),
+        (
+            lambda entries: entries.update({"keys.npy": b"\x93NUMPY\x09\x00"}),
+            r"entry 'keys.npy' has no valid .npy header",
+        ),
+    ],
+    ids=["compressed", "huge_header", "not_npy", "npy_version"],
+)
+def test_load_refuses_hostile_mts_members(saved, change, match):
+    members = read_members(saved)
+    replace_member(saved, "tensors/0.mts", _rebuild_mts(members["tensors/0.mts"], change))
+    with pytest.raises(
+        ValueError, match=r"member 'tensors/0.mts' is not a metatensor TensorMap .*" + match
+    ):
+        skmetalstsq.load(saved)
+
+
+_PEAK_MEMORY = """
+import sys
+import skmetalstsq
+
+def peak():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+before = peak()
+try:
+    skmetalstsq.load(sys.argv[1])
+except ValueError as error:
+    print("refused:", error)
+print("growth_kib:", peak() - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc")
+def test_loading_a_compression_bomb_allocates_nothing_large(saved, tmp_path):
+    # a manifest of 300 MB of JSON that deflates to a 0.3 MB file
+    members = read_members(saved)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        with archive.open("manifest.json", "w", force_zip64=True) as stream:
+            stream.write(members["manifest.json"][:-1])
+            padding = b" " * 2**20
+            for _ in range(300):
+                stream.write(padding)
+            stream.write(b"}")
+        for name, data in members.items():
+            if name != "manifest.json":
+                archive.writestr(name, data, compress_type=zipfile.ZIP_STORED)
+    assert bomb.stat().st_size < 2**20
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY, str(bomb)], capture_output=True, text=True, check=True
+    )
+    assert "refused: skmetalstsq.load: '" in run.stdout
+    assert "member 'manifest.json' is compressed" in run.stdout
+    growth = int(run.stdout.split("growth_kib:")[1])
+    assert growth < 4 * 1024, run.stdout
