@@ -257,6 +257,47 @@ def test_no_cell_ends_with_a_value_to_show():
 
 
 # ---------------------------------------------------------------------------------
+# the README's usage, as a newcomer copies it
+# ---------------------------------------------------------------------------------
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_readme_usage_chooses_rcond_and_alpha_on_the_forces():
+    """The README's TensorMapLstsqCV weighs forces in its fits and chooses on them too."""
+    from builders import make_pair
+
+    from skmetalstsq import TensorMapLstsq, metrics
+
+    readme = README.read_text()
+    usage = readme[readme.index("## Usage") :]
+    code = re.search(r"```python\n(.*?)```", usage, re.DOTALL).group(1)
+    # the same folds in the README's code and here
+    assert "KFold(5, shuffle=True)" in code
+    code = code.replace("KFold(5, shuffle=True)", "KFold(5, shuffle=True, random_state=0)")
+    X, y = make_pair(np.random.default_rng(0), n_systems=15, noise=0.3)
+    namespace = {"X": X, "y": y}
+    exec(compile(code, str(README), "exec"), namespace)
+    model, Xi, yi = namespace["model"], namespace["Xi"], namespace["yi"]
+
+    # the scores are the forces' RMSE: the mean over the folds of a fit per fold, for
+    # every tenth candidate
+    forces = metrics.scorer("neg_rmse", gradient="positions")
+    splits = list(KFold(5, shuffle=True, random_state=0).split(np.arange(len(Xi))))
+    candidates = range(0, len(model.cv_results_["params"]), 10)
+    for candidate in candidates:
+        params = model.cv_results_["params"][candidate]
+        scores = []
+        for train, test in splits:
+            fit = TensorMapLstsq(gradient_weights={"positions": 0.01}, **params)
+            scores.append(forces(fit.fit(Xi[train], yi[train]), Xi[test], yi[test]))
+        mean = model.cv_results_["mean_test_score"][candidate]
+        assert mean == pytest.approx(np.mean(scores), rel=1e-7), params
+    best = model.cv_results_["params"][int(np.argmax(model.cv_results_["mean_test_score"]))]
+    assert (model.rcond_, model.alpha_) == (best["rcond"], best["alpha"])
+
+
+# ---------------------------------------------------------------------------------
 # the quick start in the documentation site (one build, shared with test_docs.py)
 # ---------------------------------------------------------------------------------
 
