@@ -59,7 +59,7 @@ from ._solvers import SVDFactorization
 from ._torch_maps import is_torch_map, type_name
 from ._validation import check_array_like, check_fit_inputs, resolve_device
 from ._weights import check_not_all_zero, row_weights
-from .metrics import SCORERS, TensorMapScorer
+from .metrics import SCORERS, TensorMapScorer, constant_columns
 
 #: rcond candidates used when none are given: 1e-12, 1e-11, ..., 1e-1.
 DEFAULT_RCONDS = tuple(float(10.0**exponent) for exponent in range(-12, 0))
@@ -340,7 +340,7 @@ class TensorMapLstsqCV(TensorMapLinearModel):
             self.rcond_, self.alpha_ = candidates[best]
             return [best] * len(keys)
         losses, totals, counts = results
-        block_scores = _scores(metric, losses, totals[..., None], counts[..., None], True)
+        block_scores = _scores(metric, losses, totals[..., None], counts[..., None])
         per_block = {self.block_names_[key]: block_scores[:, b] for b, key in enumerate(keys)}
         self.cv_results_.update(_search_results(candidates, per_block, params=False))
         choice = [
@@ -348,7 +348,7 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         ]
         chosen_losses = losses[:, np.arange(len(keys)), choice].sum(1)
         pooled = _scores(metric, chosen_losses, totals.sum(1), counts.sum(1))
-        self.best_score_ = float(np.mean(pooled))
+        self.best_score_ = float(_mean_of_splits(pooled)[0])
         self.best_index_ = dict(zip(keys, choice))
         self.rcond_ = {key: candidates[i][0] for key, i in zip(keys, choice)}
         self.alpha_ = {key: candidates[i][1] for key, i in zip(keys, choice)}
@@ -654,7 +654,9 @@ class ScoreSums:
     mean : numpy array of shape (n_targets,)
         Weighted column means of the targets.
     m2 : numpy array of shape (n_targets,)
-        Weighted sums of squared deviations from ``mean``.
+        Weighted sums of squared deviations from ``mean``: exactly 0 for a
+        column whose rows (of positive weight) hold one value, whose ``mean``
+        is that value.
     """
 
     losses: np.ndarray
@@ -711,7 +713,12 @@ def score_sums(a_test, b_test, weights, solutions, values, statistic):
     else:
         mean = (w @ b_test) / weight_sum
         m2 = (w[:, None] * (b_test - mean) ** 2).sum(0)
-    return ScoreSums(np.array(losses), weight_sum, _to_numpy(mean), _to_numpy(m2))
+    # a column of one value: its own mean, no deviation (the rounded mean gives 1e-34),
+    # so that combining parts of one value keeps m2 exactly 0
+    constant, value = (_to_numpy(part) for part in constant_columns(b_test, weights))
+    mean = np.where(constant, value, _to_numpy(mean))
+    m2 = np.where(constant, 0.0, _to_numpy(m2))
+    return ScoreSums(np.array(losses), weight_sum, mean, m2)
 
 
 def _to_numpy(array):
@@ -827,13 +834,15 @@ def _refit(systems, choice, candidates, n_jobs, verbose=0):
 # ---------------------------------------------------------------------------------
 
 
-def _scores(metric, losses, totals, counts, empty_is_nan=False):
+def _scores(metric, losses, totals, counts):
     """Scores from summed residual statistics, as :mod:`skmetalstsq.metrics` computes them.
 
     ``metric`` is a name of ``metrics.SCORERS``. ``losses`` are sums of squared
     (``r2``, ``neg_rmse``, ``neg_mse``) or absolute (``neg_mae``) residuals,
     ``totals`` sums of squared deviations from each column's mean, ``counts``
     numbers of entries (or their summed weights); all broadcast together.
+    Where ``counts`` is 0 (no test row, or none of positive weight) the score
+    is nan, which the means over splits leave out.
     """
     from .metrics import _short_name
 
@@ -847,9 +856,7 @@ def _scores(metric, losses, totals, counts, empty_is_nan=False):
             scores = -np.sqrt(losses / counts)
         else:  # neg_mse, neg_mae: the mean of the statistic
             scores = -losses / counts
-    if empty_is_nan:
-        scores = np.where(counts == 0, np.nan, scores)
-    return scores
+    return np.where(counts == 0, np.nan, scores)
 
 
 def _custom_scores(scoring, solutions, tensor_x, tensor_y, X, y, splits):
@@ -875,6 +882,20 @@ def _rank(means):
     return rankdata(-means, method="min").astype(np.int32)
 
 
+def _mean_of_splits(split_scores):
+    """Mean and standard deviation over the splits (axis 0) of the scores that are not nan.
+
+    A split with nothing to score (nan) is left out; nan where every split is.
+    """
+    valid = ~np.isnan(split_scores)
+    n_valid = valid.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(valid, split_scores, 0.0).sum(0) / n_valid
+        deviation = np.where(valid, split_scores - mean, 0.0)
+        std = np.sqrt((deviation**2).sum(0) / n_valid)
+    return mean, std
+
+
 def _search_results(candidates, scores, params=True):
     """GridSearchCV's result keys for each named (n_splits, n_candidates) score.
 
@@ -898,12 +919,7 @@ def _search_results(candidates, scores, params=True):
         split_scores = np.asarray(split_scores, dtype=float)
         for s, row in enumerate(split_scores):
             results[f"split{s}_test_{name}"] = row
-        valid = ~np.isnan(split_scores)
-        n_valid = valid.sum(0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean = np.where(valid, split_scores, 0.0).sum(0) / n_valid
-            deviation = np.where(valid, split_scores - mean, 0.0)
-            std = np.sqrt((deviation**2).sum(0) / n_valid)
+        mean, std = _mean_of_splits(split_scores)
         results[f"mean_test_{name}"] = mean
         results[f"std_test_{name}"] = std
         results[f"rank_test_{name}"] = _rank(mean)

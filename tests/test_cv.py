@@ -399,3 +399,97 @@ def test_example_runs(capsys):
     out = capsys.readouterr().out
     assert re.search(r"chosen rcond: [0-9.e+-]+", out)
     assert re.search(r"per block: .*center_type=", out)
+
+
+# ---------------------------------------------------------------------------------
+# test folds of one value, empty test folds
+# ---------------------------------------------------------------------------------
+
+
+def test_test_folds_of_one_row_score_as_r2_score_defines_a_constant():
+    # KFold(5) on 6 weighted rows: four test folds of one row, whose weighted mean
+    # does not round back to the value; R^2 is 0.0 there (force_finite), not -1e33
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(3)  # w * y / w is not y in the third test fold
+    X = rng.normal(size=(6, 5))
+    y = X @ rng.normal(size=5) + 0.3 * rng.normal(size=6)
+    weights = rng.uniform(0.5, 3.0, 6)
+    alphas = [0.1, 1.0, 10.0]
+    model = TensorMapLstsqCV(rconds=[None], alphas=alphas, cv=KFold(5), fit_intercept=True)
+    model.fit(X, y, sample_weight=weights)
+    expected = np.empty((5, len(alphas)))
+    for s, (train, test) in enumerate(KFold(5).split(X)):
+        for c, alpha in enumerate(alphas):
+            ridge = Ridge(alpha=alpha).fit(X[train], y[train], sample_weight=weights[train])
+            predicted = ridge.predict(X[test])
+            if len(test) == 1:  # scikit-learn's r2_score needs two rows, then is 0.0 or 1.0
+                expected[s, c] = float(np.allclose(predicted, y[test], rtol=0, atol=1e-12))
+            else:
+                expected[s, c] = r2_score(y[test], predicted, sample_weight=weights[test])
+    got = split_scores(model.cv_results_, 5)
+    np.testing.assert_array_equal(got[1:], expected[1:])
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-10)
+    np.testing.assert_allclose(model.cv_results_["mean_test_score"], expected.mean(0), rtol=1e-10)
+    assert model.alpha_ == alphas[int(np.argmax(expected.mean(0)))]
+
+
+def test_score_sums_of_one_value_have_no_deviation():
+    # the sums each shard of fit_shards sends: columns of one value have m2 exactly 0,
+    # alone or combined, and their mean is that value
+    from types import SimpleNamespace
+
+    from skmetalstsq._cv import _scores, score_sums
+
+    b = np.array([[0.1, 0.7, 1.0], [0.1, 0.7, 1.0], [0.1, 0.7, 3.0]])
+    a = np.ones((3, 1))
+    weights = np.array([0.7, 2.9, 1.3])
+
+    def sums(rows, columns=slice(None)):
+        targets = b[rows, columns]
+        predict_zero = SimpleNamespace(weights=np.zeros((targets.shape[1], 1)), intercept=None)
+        return score_sums(a[rows], targets, weights[rows], [predict_zero], True, "squared")
+
+    deviation = b[:, 2] - np.average(b[:, 2], weights=weights)
+    for got in (sums(slice(0, 3)), sums(slice(0, 1)).combine(sums(slice(1, 3)))):
+        assert got.m2[0] == 0.0 and got.m2[1] == 0.0
+        assert got.mean[0] == 0.1 and got.mean[1] == 0.7
+        np.testing.assert_allclose(got.m2[2], (weights * deviation**2).sum(), rtol=1e-14)
+    # every column of one value: R^2 of a non-zero residual is 0.0, not -1e33
+    constant = sums(slice(0, 3), slice(0, 2))
+    score = _scores("r2", constant.losses, constant.m2.sum(), constant.weight_sum * 2)
+    assert score.tolist() == [0.0]
+
+
+@pytest.mark.parametrize("per_block", [False, True])
+def test_an_empty_test_fold_scores_nan_and_is_left_out(data, per_block):
+    X, y = data
+    folds = list(KFold(3, shuffle=True, random_state=0).split(np.arange(len(X))))
+    cv = [(np.arange(len(X)), np.zeros(0, dtype=int)), *folds]
+    model = TensorMapLstsqCV(rconds=RCONDS, cv=cv, per_block=per_block).fit(X, y)
+    search = GridSearchCV(TensorMapLstsq(driver="gelsd"), {"rcond": RCONDS}, cv=folds).fit(X, y)
+    got = split_scores(model.cv_results_, 4)
+    assert np.isnan(got[0]).all()
+    np.testing.assert_allclose(got[1:], split_scores(search.cv_results_, 3), atol=1e-8)
+    for name in ("mean_test_score", "std_test_score"):
+        np.testing.assert_allclose(model.cv_results_[name], search.cv_results_[name], atol=1e-8)
+    if not per_block:
+        assert model.rcond_ == search.best_params_["rcond"]
+        assert model.best_score_ == pytest.approx(search.best_score_, abs=1e-8)
+        return
+    # each block's split 0 is nan too; the best score is the mean over the other
+    # splits of the pooled R^2 of the blocks' choices, each block fitted alone
+    keys = X.tensor.keys
+    for name in model.block_names_.values():
+        assert np.isnan(model.cv_results_[f"split0_test_{name}"]).all()
+    pooled = []
+    for train, test in folds:
+        predicted = []
+        for position, key in enumerate(keys):
+            rcond = model.rcond_[tuple(int(v) for v in key.values)]
+            block = TensorMapLstsq(driver="gelsd", rcond=rcond)
+            block.fit(single_block(X, position)[train], single_block(y, position)[train])
+            predicted.append(block.predict(single_block(X, position)[test].tensor))
+        pooled.append(metrics.r2(y[test], from_single_blocks(keys, predicted)))
+    assert model.best_score_ == pytest.approx(np.mean(pooled), abs=1e-8)
