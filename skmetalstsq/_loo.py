@@ -26,6 +26,7 @@ when the cut drops the same directions.
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.linalg
 from metatensor import TensorBlock, TensorMap
 
 from ._backends import FACTOR_DTYPE, convert_like
@@ -88,18 +89,34 @@ def _row_weights(system, position):
     return np.asarray(weights, dtype=FACTOR_DTYPE)
 
 
-def _filters(factorization, candidates):
-    """``(rank, 1 / (s^2 + alpha), s / (s^2 + alpha))`` of each candidate's kept values."""
+def _ranks(factorization, candidates):
+    """The number of singular values each candidate keeps (none that are zero)."""
     singular = np.asarray(factorization.singular_values)
-    filters = []
-    for rcond, alpha in candidates:
-        rank = factorization.rank(rcond)
-        kept = singular[:rank]
-        rank = int((kept > 0).sum()) if alpha == 0 else rank
-        kept = kept[:rank]
-        inverse = 1.0 / (kept**2 + alpha)
-        filters.append((rank, inverse, kept * inverse))
-    return filters
+    positive = int((singular > 0).sum())
+    return [min(factorization.rank(rcond), positive) for rcond, _ in candidates]
+
+
+def _cholesky(matrices):
+    """Cholesky factors of a stack of symmetric matrices, and their squared pivots.
+
+    A matrix that is not positive definite keeps the factor of its leading
+    positive definite block, then identity rows with pivots 0 (undetermined).
+    """
+    try:
+        factors = np.linalg.cholesky(matrices)
+        return factors, np.diagonal(factors, axis1=1, axis2=2) ** 2
+    except np.linalg.LinAlgError:
+        pass
+    factors = np.empty_like(matrices)
+    failed = np.full(len(matrices), matrices.shape[-1])
+    for e, matrix in enumerate(matrices):
+        factors[e], info = scipy.linalg.lapack.dpotrf(matrix, lower=True, clean=True)
+        if info > 0:
+            failed[e] = info - 1
+            factors[e, info - 1 :] = np.eye(len(matrix))[info - 1 :]
+    pivots = np.diagonal(factors, axis1=1, axis2=2) ** 2
+    pivots[np.arange(matrices.shape[-1]) >= failed[:, None]] = 0.0
+    return factors, pivots
 
 
 def _entry_chunks(counts, chunk_rows):
@@ -156,26 +173,47 @@ def leave_one_out(system, rows, candidates, scored, statistic, predictions=False
 
 
 class _HeldOut:
-    """The streamed pass of :func:`leave_one_out` over one block's entries."""
+    """The streamed pass of :func:`leave_one_out` over one block's entries.
+
+    Coordinates: the intercept's normalised column ``q`` (with an intercept) and
+    the right singular vectors ``V``. In them, the Gram matrix of all weighted,
+    centred rows is ``diag(1, s^2)`` and ``[A | B]``'s cross products are
+    ``[0, s * U^T Q^T B]``; an entry's rows ``Z_g`` (weighted) give its own
+    ``G_g = Z_g^T Z_g`` and ``h_g``, and its held-out weights solve the leading
+    ``(1 +) rank`` equations of ``(diag(1, s^2 + alpha) - G_g) w = rhs - h_g``.
+    These are scaled by ``diag(1, s^2 + alpha)^(-1/2)`` to ``I - G~``, whose
+    Cholesky factor serves every rank at once (a leading block's factor is the
+    leading block of the factor); a pivot at or below :data:`SINGULAR_LIMIT`
+    marks an entry without which a kept direction is undetermined.
+    """
 
     def __init__(self, system, candidates, scored, statistic):
         self.system, self.scored, self.statistic = system, scored, statistic
         factorization = SVDFactorization(factorize(system))
+        singular = np.asarray(factorization.singular_values)
         self.vt = np.asarray(factorization.vt)
-        projected = np.asarray(factorization.projected)
-        self.x_mean = np.zeros(system.n_features)
-        self.y_mean = np.zeros(system.n_targets)
+        n_features, n_targets = system.n_features, system.n_targets
+        self.x_mean, self.y_mean = np.zeros(n_features), np.zeros(n_targets)
         self.root_total = 0.0  # square root of the value rows' summed weights
         head = factorization.head
         if head is not None:
             head = np.asarray(head)[0]
-            self.x_mean = head[1 : 1 + system.n_features] / head[0]
-            self.y_mean = head[1 + system.n_features :] / head[0]
+            self.x_mean = head[1 : 1 + n_features] / head[0]
+            self.y_mean = head[1 + n_features :] / head[0]
             self.root_total = abs(float(head[0]))
-        self.filters = _filters(factorization, candidates)
-        self.coefficients = [
-            inverse_s[:, None] * projected[:rank] for rank, _, inverse_s in self.filters
-        ]
+        self.offset = int(system.intercept and self.root_total > 0)
+        self.rhs = np.concatenate(
+            [
+                np.zeros((self.offset, n_targets)),
+                singular[:, None] * np.asarray(factorization.projected),
+            ]
+        )
+        self.gram = np.concatenate([np.ones(self.offset), singular**2])
+        ranks = _ranks(factorization, candidates)
+        # candidates grouped by penalty: one Cholesky factor per entry and penalty
+        self.by_alpha = {}
+        for c, ((_, alpha), rank) in enumerate(zip(candidates, ranks)):
+            self.by_alpha.setdefault(float(alpha), []).append((c, self.offset + rank))
         self.losses = np.zeros(len(candidates))
         self.singular = [[] for _ in candidates]
         self.residuals = None
@@ -196,40 +234,40 @@ class _HeldOut:
         value_row = part == 0
         a[value_row] -= self.x_mean
         b[value_row] -= self.y_mean
-        projected_rows = a @ self.vt.T  # the centred rows in the basis of V
-        ones = np.zeros(len(entry))  # the intercept's normalised column
-        if system.intercept and self.root_total > 0:
-            ones = np.where(value_row, root_weight / self.root_total, 0.0)
+        # each row in the coordinates (q, V), in original units
+        rows = np.empty((len(entry), self.offset + self.vt.shape[0]))
+        if self.offset:
+            rows[:, 0] = value_row / self.root_total
+        rows[:, self.offset :] = a @ self.vt.T
         starts = np.flatnonzero(np.r_[True, entry[1:] != entry[:-1]])
         sizes = np.diff(np.r_[starts, len(entry)])
         for size in np.unique(sizes):
             first = starts[sizes == size]
             take = first[:, None] + np.arange(size)  # (entries, rows of each)
-            rows = (projected_rows[take], b[take], root_weight[take], ones[take], value_row[take])
-            for c in range(len(self.filters)):
-                held_out = self._entries(c, *rows)
-                self._record(c, held_out, entry[first], part[take], index[take])
+            held_out = self._entries(rows[take], b[take], root_weight[take])
+            for c, residual in held_out.items():
+                self._record(c, residual, entry[first], part[take], index[take])
 
-    def _entries(self, c, u, b, root_weight, ones, value_row):
-        """Held-out residuals (entries, rows, targets) of candidate ``c``; nan where
-        ``I - H_gg`` is singular."""
-        rank, inverse, _ = self.filters[c]
-        u = u[..., :rank]
-        residual = b - u @ self.coefficients[c]  # of the full fit
-        z = root_weight[..., None] * u
-        scaled = z * inverse
-        hat = scaled @ z.transpose(0, 2, 1) + ones[..., :, None] * ones[..., None, :]
-        complement = np.eye(hat.shape[-1]) - hat
-        singular = np.linalg.eigvalsh(complement)[:, 0] <= SINGULAR_LIMIT
-        complement[singular] = np.eye(hat.shape[-1])
-        weighted = np.linalg.solve(complement, root_weight[..., None] * residual)
-        # the held-out fit's change, on the rows in original units
-        change = u @ (scaled.transpose(0, 2, 1) @ weighted)
-        if self.root_total > 0:
-            level = (ones[:, None, :] @ weighted) / self.root_total
-            change += value_row[..., None] * level
-        held_out = residual + change
-        held_out[singular] = np.nan
+    def _entries(self, rows, b, root_weight):
+        """Held-out residuals (entries, rows, targets) of every candidate, by
+        candidate; nan for an entry without which a kept direction is undetermined."""
+        z = root_weight[..., None] * rows
+        z_t = z.transpose(0, 2, 1)
+        gram = z_t @ z
+        rhs = self.rhs - z_t @ (root_weight[..., None] * b)
+        held_out = {}
+        for alpha, members in self.by_alpha.items():
+            size = max(n for _, n in members)
+            scale = 1.0 / np.sqrt(self.gram[:size] + alpha * (np.arange(size) >= self.offset))
+            scaled = np.eye(size) - scale[:, None] * gram[:, :size, :size] * scale
+            factor, pivots = _cholesky(scaled)
+            inverse = np.linalg.inv(factor)
+            projected = inverse @ (scale[:, None] * rhs[:, :size])
+            for c, n in members:
+                weights = inverse[:, :n, :n].transpose(0, 2, 1) @ projected[:, :n]
+                residual = b - rows[..., :n] @ (scale[:n, None] * weights)
+                residual[pivots[:, :n].min(1, initial=np.inf) <= SINGULAR_LIMIT] = np.nan
+                held_out[c] = residual
         return held_out
 
     def _record(self, c, held_out, entries, part, index):
