@@ -617,7 +617,7 @@ class CVCurveDisplay:
         palette = _curve_colours(len(curves), given)
         lines, bands, bars, colours = [], [], [], {}
         for k, curve in enumerate(curves):
-            colour = {} if palette is None else {"color": palette[k]}
+            pick = {} if palette is None else {"color": palette[k]}
             members = [i for i, label in enumerate(labels) if label == curve and np.isfinite(x[i])]
             if not members:
                 notes.append(f"{curve}: no candidate on the log axis, not drawn")
@@ -626,11 +626,11 @@ class CVCurveDisplay:
             label = ", ".join(part for part in (self.name, curve) if part) or "mean test score"
             xs, ys, spread = x[members], mean[members], std[members]
             if std_display_style == "errorbar":
-                bar = ax.errorbar(xs, ys, spread, label=label, **colour, **errorbar_kwargs)
+                bar = ax.errorbar(xs, ys, spread, label=label, **pick, **errorbar_kwargs)
                 bars.append(bar)
                 colour = bar.lines[0].get_color()
             else:
-                (line,) = ax.plot(xs, ys, label=label, **colour, **line_kwargs)
+                (line,) = ax.plot(xs, ys, label=label, **pick, **line_kwargs)
                 lines.append(line)
                 colour = line.get_color()
                 if std_display_style == "fill_between":
