@@ -464,6 +464,12 @@ def device_type(array):
     return "cpu" if isinstance(array, np.ndarray) else array.device.type
 
 
+def device_of(array):
+    """The torch device of a tensor, None for a numpy array (:func:`convert`'s
+    ``device``: converting an array there puts it back in its library and on its device)."""
+    return None if isinstance(array, np.ndarray) else array.device
+
+
 def all_finite(array):
     """Whether a numpy array or torch tensor holds no NaN or infinity."""
     if isinstance(array, np.ndarray):

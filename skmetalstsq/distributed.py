@@ -11,11 +11,14 @@ workers and the factors are merged in a tree on the cluster. Without one, the sh
 are loaded and folded one after the other in this process, holding one shard at a time.
 """
 
+from dataclasses import replace
+
 import numpy as np
 from metatensor import Labels
 from sklearn.base import clone
 from sklearn.model_selection import check_cv
 
+from ._backends import convert, device_of
 from ._blocks import blocks_in_order, gradient_parameters, key_tuple, row_parts
 from ._cv import (
     _STATISTICS,
@@ -30,6 +33,7 @@ from ._cv import (
 from ._estimator import TensorMapLstsq, _is_array_batch, merge_partial_states
 from ._indexed import unwrap
 from ._solvers import SVDFactorization, default_rcond, factor_solution
+from ._validation import resolve_device
 from ._weights import row_weights
 
 __all__ = ["fit_shards"]
@@ -161,12 +165,13 @@ def fit_shards(estimator, shards, client=None, groups=None):
             result = current if result is None else _merge(result, current)
     else:
         result = _reduce_on_cluster(client, estimator, shards)
-    _, state = result
+    state = result[1].restored()  # solved where fit solves: the data's library and device
     for stale in ("coef_", "n_features_in_", "feature_names_in_"):
         estimator.__dict__.pop(stale, None)
     if state.y_ndim is not None:
         n_features = next(iter(state.records.values())).factor.n_features
         estimator.n_features_in_ = n_features
+    estimator._torch_maps = state.torch_maps
     estimator._solve_factors(state, _CALLER)
     return estimator
 
@@ -237,6 +242,7 @@ def _shard_score_sums(estimator, index, shard, solutions, gradient, statistic):
     y_given = y
     X, y = unwrap(X)[0], unwrap(y)[0]
     row_weight = row_weights(sample_weight, y_given, caller)
+    device = resolve_device(estimator.device, caller)
     sums = {}
     for (key, x_block), y_block in zip(X.items(), blocks_in_order(y, X.keys)):
         key = key_tuple(key)
@@ -244,11 +250,30 @@ def _shard_score_sums(estimator, index, shard, solutions, gradient, statistic):
             continue  # a block no training shard has: it is not scored
         parameters = gradient_parameters(x_block)
         part = 0 if gradient is None else 1 + parameters.index(gradient)
-        a_test = row_parts(x_block, parameters)[part]
-        b_test = row_parts(y_block, parameters)[part]
+        # scored where fit scores: on the estimator's device, else where the data is
+        a_test = convert(row_parts(x_block, parameters)[part], device=device)
+        b_test = convert(row_parts(y_block, parameters)[part], device=device)
         weights = None if row_weight is None else row_weight[key][part]
-        sums[key] = score_sums(a_test, b_test, weights, solutions[key], part == 0, statistic)
+        candidates = _solutions_on(solutions[key], device_of(a_test))
+        sums[key] = score_sums(a_test, b_test, weights, candidates, part == 0, statistic)
     return sums
+
+
+def _solutions_on(solutions, device):
+    """numpy ``solutions`` as torch tensors on ``device`` (None: as they are); a
+    solution that several candidates share stays shared."""
+    if device is None:
+        return solutions
+    placed = {}
+    for solution in solutions:
+        if id(solution) not in placed:
+            intercept = solution.intercept
+            placed[id(solution)] = replace(
+                solution,
+                weights=convert(solution.weights, device=device),
+                intercept=None if intercept is None else convert(intercept, device=device),
+            )
+    return [placed[id(solution)] for solution in solutions]
 
 
 def _cross_validate_shards(search, shards, client, groups):
@@ -269,7 +294,7 @@ def _cross_validate_shards(search, shards, client, groups):
     factorer = _factor_estimator(search)
     run = _LocalRun(factorer, shards) if client is None else _ClusterRun(client, factorer, shards)
     everything = run.merged(range(len(shards)))
-    state = run.result(everything)[1]
+    state = run.result(everything)[1].restored()
     keys = list(state.records)
     split_sums = []
     for train, test in splits:
@@ -305,6 +330,7 @@ def _cross_validate_shards(search, shards, client, groups):
         solutions.append(factor_solution(record.factor, rcond, alpha).cast(record.dtype))
     for stale in ("coef_", "n_features_in_", "feature_names_in_"):
         search.__dict__.pop(stale, None)
+    search._torch_maps = state.torch_maps
     labels = Labels(state.key_names, np.array(keys, dtype=np.int32).reshape(len(keys), -1))
     layouts = [(state.records[k].layout.targets, state.records[k].layout.features) for k in keys]
     search._set_blocks(labels, layouts, solutions, state.y_ndim)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from builders import make_pair
+from builders import make_pair, to_torch, torch_map
 
 from skmetalstsq import IndexedTensorMap
 
@@ -34,11 +34,36 @@ def entry_weights(seed, n_systems=PAIR["n_systems"]):
     return np.random.default_rng(seed + 1000).uniform(0.5, 2.0, size=n_systems)
 
 
-def load_shard(seed, index, n_shards, weighted=False, record_dir=None, die_marker=None):
+def as_kind(tensor, kind, dtype=None, device="cpu"):
+    """``tensor`` (numpy) as ``kind``: ``"numpy"``, ``"torch arrays"`` (a metatensor-core
+    TensorMap of torch tensors) or ``"torch map"`` (a metatensor.torch.TensorMap),
+    with torch ``dtype`` (a name, ``"float64"`` when None) on ``device``."""
+    if kind == "numpy":
+        return tensor
+    import torch
+
+    dtype = getattr(torch, dtype or "float64")
+    if kind == "torch arrays":
+        return to_torch(tensor, dtype=dtype, device=device)
+    return torch_map(tensor, dtype=dtype, device=device)
+
+
+def load_shard(
+    seed,
+    index,
+    n_shards,
+    weighted=False,
+    record_dir=None,
+    die_marker=None,
+    kind="numpy",
+    dtype=None,
+    device="cpu",
+):
     """``(X, y[, sample_weight])`` of one shard, as IndexedTensorMaps.
 
     Parameters
     ----------
+    kind, dtype, device : the arrays of the shard (:func:`as_kind`).
     record_dir : str or None
         Where to write a file named after the shard holding the loading process's id.
     die_marker : str or None
@@ -50,7 +75,7 @@ def load_shard(seed, index, n_shards, weighted=False, record_dir=None, die_marke
         os._exit(1)
     if record_dir is not None:
         (Path(record_dir) / f"shard_{index}").write_text(str(os.getpid()))
-    X, y = full_pair(seed)
+    X, y = (as_kind(tensor, kind, dtype, device) for tensor in full_pair(seed))
     positions = shard_positions(index, n_shards)
     X, y = IndexedTensorMap(X)[positions], IndexedTensorMap(y)[positions]
     if weighted:

@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 import scipy.linalg
 import shard_loaders
-from builders import stacked
+from builders import as_numpy, stacked
 from shard_loaders import entry_weights, full_pair, load_shard
+from sklearn.base import clone
 from sklearn.linear_model import LinearRegression, Ridge
+from sklearn.model_selection import KFold
 
-from skmetalstsq import IndexedTensorMap, TensorMapLstsq
+from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV
 from skmetalstsq.distributed import fit_shards
 
 dask = pytest.importorskip("dask")
@@ -76,19 +78,27 @@ def reference(X, y, weights=None, alpha=0.0, fit_intercept=False):
 
 def assert_joined_fit(model, X, y, **options):
     """``model`` equals the reference fit on every row of X and y, and its factors
-    hold every row (no shard silently left out)."""
+    hold every row (no shard silently left out). ``rtol`` and ``atol``: the
+    tolerances (1e-10 and 1e-12; looser for float32 data)."""
+    rtol, atol = options.pop("rtol", 1e-10), options.pop("atol", 1e-12)
     expected = reference(X, y, **options)
     assert sorted(model.rank_) == sorted(expected)
+    # by position: the fitted maps may be metatensor-torch maps
+    keys = [tuple(int(v) for v in values) for values in model.weights_.keys.values]
     for key, (weights, intercept) in expected.items():
-        position = model.weights_.keys.position(key)
+        position = keys.index(key)
         np.testing.assert_allclose(
-            model.weights_.block(position).values, weights, rtol=1e-10, atol=1e-12
+            as_numpy(model.weights_.block(position).values), weights, rtol=rtol, atol=atol
         )
         np.testing.assert_allclose(
-            model.intercept_.block(position).values[:, 0], intercept, rtol=1e-10, atol=1e-12
+            as_numpy(model.intercept_.block(position).values)[:, 0],
+            intercept,
+            rtol=rtol,
+            atol=atol,
         )
-        x_block = X.block(X.keys.position(key))
-        assert model.factors_[key].factor.n_rows == stacked(x_block).shape[0]
+        if hasattr(model, "factors_"):
+            x_block = X.block(X.keys.position(key))
+            assert model.factors_[key].factor.n_rows == stacked(x_block).shape[0]
 
 
 def loaders(seed=0, n_shards=N_SHARDS, **options):
@@ -348,6 +358,129 @@ def test_a_worker_killed_while_loading_a_shard(client, tmp_path):
     else:
         assert_joined_fit(model, *full_pair(0))
     assert marker.exists()
+
+
+# ---------------------------------------------------------------------------------
+# torch data and devices: the results where fit puts them
+# ---------------------------------------------------------------------------------
+
+
+def _cuda_available():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+needs_cuda = pytest.mark.skipif(not _cuda_available(), reason="CUDA is not available")
+
+#: (shards' kind, their dtype, their device, the estimator's device)
+PLACEMENTS = {
+    "torch arrays": ("torch arrays", None, "cpu", None),
+    "torch map": ("torch map", None, "cpu", None),
+    "float32 torch arrays": ("torch arrays", "float32", "cpu", None),
+    "float32 torch map": ("torch map", "float32", "cpu", None),
+    "numpy, device cpu": ("numpy", None, "cpu", "cpu"),
+    "torch map, device cpu": ("torch map", None, "cpu", "cpu"),
+    "torch arrays on cuda": pytest.param(
+        ("torch arrays", None, "cuda", None), marks=needs_cuda, id="torch arrays on cuda"
+    ),
+    "numpy, device cuda": pytest.param(
+        ("numpy", None, "cpu", "cuda"), marks=needs_cuda, id="numpy, device cuda"
+    ),
+    "float32 torch map on cuda": pytest.param(
+        ("torch map", "float32", "cuda", None), marks=needs_cuda, id="float32 torch map on cuda"
+    ),
+}
+
+
+def placement_loaders(placement, weighted=False, n_shards=N_SHARDS):
+    kind, dtype, data_device, _ = placement
+    options = dict(kind=kind, dtype=dtype, device=data_device, weighted=weighted)
+    return loaders(n_shards=n_shards, **options), load_shard(0, 0, 1, **options)
+
+
+def assert_placed_as_fit(model, fitted, placement):
+    """``model``'s weights, intercept and singular values are of the kind, array
+    library, device and dtype ``placement`` asks for, as those of ``fitted``."""
+    import torch
+
+    kind, dtype, data_device, device = placement
+    torch_map = kind == "torch map"
+    for name in ("weights_", "intercept_"):
+        mine, theirs = getattr(model, name), getattr(fitted, name)
+        assert isinstance(mine, torch.ScriptObject) == torch_map, name
+        assert type(mine) is type(theirs), name
+        for block, other in zip(mine.blocks(), theirs.blocks()):
+            values = block.values
+            assert isinstance(values, torch.Tensor), name
+            assert values.device == torch.device(device or data_device) == other.values.device
+            assert values.dtype == getattr(torch, dtype or "float64") == other.values.dtype
+    for key, singular in fitted.singular_values_.items():
+        assert type(model.singular_values_[key]) is type(singular)
+        assert model.singular_values_[key].device == singular.device
+
+
+@pytest.mark.parametrize("placement", list(PLACEMENTS.values()), ids=list(PLACEMENTS))
+@pytest.mark.parametrize("options", list(OPTIONS.values()), ids=list(OPTIONS))
+def test_torch_data_and_devices_equal_the_joined_fit(placement, options):
+    pytest.importorskip("torch")
+    weighted = options.get("weighted", False)
+    params = {k: v for k, v in options.items() if k != "weighted"}
+    shards, everything = placement_loaders(placement, weighted)
+    device = placement[3]
+    model = fit_shards(TensorMapLstsq(rcond=1e-12, device=device, **params), shards)
+    tolerances = {"rtol": 1e-4, "atol": 1e-5} if placement[1] == "float32" else {}
+    X, y = full_pair(0)
+    weights = entry_weights(0) if weighted else None
+    assert_joined_fit(model, X, y, weights=weights, **params, **tolerances)
+    fitted = TensorMapLstsq(rcond=1e-12, device=device, **params).fit(*everything)
+    assert_placed_as_fit(model, fitted, placement)
+    # predicts and scores as the fit on the joined data
+    X_all, y_all = everything[:2]
+    prediction, expected = model.predict(X_all).tensor, fitted.predict(X_all).tensor
+    assert type(prediction) is type(expected)
+    for position, block in enumerate(expected.blocks()):
+        np.testing.assert_allclose(
+            as_numpy(prediction.block(position).values),
+            as_numpy(block.values),
+            **(tolerances or {"rtol": 1e-9, "atol": 1e-11}),
+        )
+    score = model.score(X_all, y_all, everything[2] if weighted else None)
+    expected_score = fitted.score(X_all, y_all, everything[2] if weighted else None)
+    np.testing.assert_allclose(score, expected_score, rtol=1e-5 if tolerances else 1e-10)
+
+
+def test_torch_shards_on_a_cluster(client):
+    pytest.importorskip("torch")
+    for placement in (PLACEMENTS["torch map"], PLACEMENTS["float32 torch arrays"]):
+        shards, everything = placement_loaders(placement, weighted=True)
+        model = TensorMapLstsq(rcond=1e-12, alpha=0.4, fit_intercept=True)
+        fit_shards(model, shards, client=client)
+        float32 = placement[1] == "float32"
+        assert_joined_fit(
+            model,
+            *full_pair(0),
+            weights=entry_weights(0),
+            alpha=0.4,
+            fit_intercept=True,
+            **({"rtol": 1e-4, "atol": 1e-5} if float32 else {}),
+        )
+        fitted = TensorMapLstsq(rcond=1e-12, alpha=0.4, fit_intercept=True).fit(*everything)
+        assert_placed_as_fit(model, fitted, placement)
+        # cross-validated over the shards: as in this process, where fit puts it
+        search = TensorMapLstsqCV(alphas=[0.0, 0.4], fit_intercept=True, cv=KFold(5))
+        fit_shards(search, shards, client=client)
+        local = fit_shards(clone(search), shards)
+        np.testing.assert_allclose(
+            search.cv_results_["mean_test_score"],
+            local.cv_results_["mean_test_score"],
+            rtol=1e-12,
+        )
+        assert search.best_index_ == local.best_index_
+        assert_placed_as_fit(search, local, placement)
+        assert_placed_as_fit(search, clone(search).fit(*everything[:2]), placement)
 
 
 # ---------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from functools import partial
 import metatensor
 import numpy as np
 import pytest
-from builders import make_pair
+from builders import as_numpy, make_pair, weight_map
+from shard_loaders import as_kind
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold
 
 from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV, metrics
@@ -125,4 +126,115 @@ def test_on_a_local_cluster():
     local = fit_shards(TensorMapLstsqCV(rconds=RCONDS, alphas=ALPHAS, cv=3), shards)
     np.testing.assert_allclose(
         search.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"], rtol=1e-12
+    )
+
+
+# ---------------------------------------------------------------------------------
+# torch data and devices
+# ---------------------------------------------------------------------------------
+
+
+def _cuda_available():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+needs_cuda = pytest.mark.skipif(not _cuda_available(), reason="CUDA is not available")
+
+#: (shards' kind, their dtype, their device, the estimator's device)
+PLACEMENTS = {
+    "torch arrays": ("torch arrays", None, "cpu", None),
+    "torch map": ("torch map", None, "cpu", None),
+    "float32 torch arrays": ("torch arrays", "float32", "cpu", None),
+    "numpy, device cpu": ("numpy", None, "cpu", "cpu"),
+    "torch map, device cpu": ("torch map", None, "cpu", "cpu"),
+    "torch arrays on cuda": pytest.param(
+        ("torch arrays", None, "cuda", None), marks=needs_cuda, id="torch arrays on cuda"
+    ),
+    "numpy, device cuda": pytest.param(
+        ("numpy", None, "cpu", "cuda"), marks=needs_cuda, id="numpy, device cuda"
+    ),
+}
+
+
+def placed_shard(seed, placement, weighted):
+    """Shard ``seed`` as ``placement`` asks, with a TensorMap of row weights in (0.5, 2)."""
+    kind, dtype, device, _ = placement
+    X, y = shard(seed)
+    data = [as_kind(X, kind, dtype, device), as_kind(y, kind, dtype, device)]
+    if weighted:
+        rng = np.random.default_rng(seed + 100)
+        data.append(weight_map(y, lambda shape: rng.uniform(0.5, 2.0, size=shape)))
+    return tuple(data)
+
+
+def joined_placed(placement, weighted):
+    """Every shard joined, indexed by shard: ``(X, y)`` in numpy, ``(X, y)`` as
+    ``placement`` asks, and the keyword arguments of the weights."""
+    kind, dtype, device, _ = placement
+    parts = list(
+        zip(*[placed_shard(s, ("numpy", None, "cpu", None), weighted) for s in range(N_SHARDS)])
+    )
+    tensors = [
+        metatensor.join(list(p), axis="samples", different_keys="union", add_dimension="shard")
+        for p in parts
+    ]
+    weights = {"sample_weight": tensors[2]} if weighted else {}
+    numpy_data = [IndexedTensorMap(t, "shard") for t in tensors[:2]]
+    placed = [IndexedTensorMap(as_kind(t, kind, dtype, device), "shard") for t in tensors[:2]]
+    return numpy_data, placed, weights
+
+
+@pytest.mark.parametrize("placement", list(PLACEMENTS.values()), ids=list(PLACEMENTS))
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("fit_intercept", [False, True], ids=["no intercept", "intercept"])
+def test_torch_data_and_devices(placement, weighted, fit_intercept):
+    torch = pytest.importorskip("torch")
+    kind, dtype, data_device, device = placement
+    shards = [partial(placed_shard, s, placement, weighted) for s in range(N_SHARDS)]
+    options = dict(rconds=RCONDS, alphas=ALPHAS, cv=KFold(3), fit_intercept=fit_intercept)
+    search = fit_shards(TensorMapLstsqCV(device=device, **options), shards)
+    numpy_data, placed, weights = joined_placed(placement, weighted)
+    # the scores and weights of the search on the joined numpy data
+    reference = TensorMapLstsqCV(**options).fit(*numpy_data, **weights)
+    float32 = dtype == "float32"
+    np.testing.assert_allclose(
+        search.cv_results_["mean_test_score"],
+        reference.cv_results_["mean_test_score"],
+        rtol=1e-4 if float32 else 1e-8,
+    )
+    assert search.best_index_ == reference.best_index_
+    for name in ("weights_", "intercept_"):
+        for position, block in enumerate(getattr(reference, name).blocks()):
+            np.testing.assert_allclose(
+                as_numpy(getattr(search, name).block(position).values),
+                block.values,
+                rtol=1e-4 if float32 else 1e-9,
+                atol=1e-5 if float32 else 1e-12,
+            )
+    # where the search on the joined data puts them
+    fitted = TensorMapLstsqCV(device=device, **options).fit(*placed, **weights)
+    for name in ("weights_", "intercept_"):
+        mine, theirs = getattr(search, name), getattr(fitted, name)
+        assert isinstance(mine, torch.ScriptObject) == (kind == "torch map"), name
+        assert type(mine) is type(theirs), name
+        for block, other in zip(mine.blocks(), theirs.blocks()):
+            assert isinstance(block.values, torch.Tensor)
+            assert block.values.device == torch.device(device or data_device)
+            assert block.values.device == other.values.device
+            assert block.values.dtype == getattr(torch, dtype or "float64") == other.values.dtype
+    # predicts and scores as the search on the joined data
+    X, y = placed
+    for position, block in enumerate(fitted.predict(X).tensor.blocks()):
+        np.testing.assert_allclose(
+            as_numpy(search.predict(X).tensor.block(position).values),
+            as_numpy(block.values),
+            rtol=1e-4 if float32 else 1e-9,
+            atol=1e-5 if float32 else 1e-11,
+        )
+    np.testing.assert_allclose(
+        search.score(X, y), fitted.score(X, y), rtol=1e-5 if float32 else 1e-10
     )
