@@ -263,6 +263,7 @@ def block_posterior(factor, priors, label, caller):
                 f"(alpha_={alpha!r}, lambda_={lambda_!r}); the targets are fitted exactly or "
                 "are all zero: use alpha_2 > 0 and lambda_2 > 0 (scikit-learn's defaults)"
             )
+        n_iter[j] = target.evaluations
         mean = target.mean(lambda_ / alpha)
         # scikit-learn's test: one more update changes the weights by less than tol
         alpha_next, lambda_next = target.update(lambda_ / alpha, record=False)
@@ -272,7 +273,6 @@ def block_posterior(factor, priors, label, caller):
         alphas[j], lambdas[j] = alpha, lambda_
         shrink = 1.0 / (alpha * target.s2 + lambda_) - 1.0 / lambda_
         sigma[j] = np.eye(n_features) / lambda_ + (vt.T * shrink) @ vt
-        n_iter[j] = target.evaluations
         scores.append(np.array(target.scores))
     x_mean, intercept, value_weight = np.zeros(n_features), None, 0.0
     if factor.intercept:
@@ -365,7 +365,7 @@ def _rows_std(rows, sigma, alpha, centre, noise):
     for j in range(alpha.shape[0]):
         quadratic = ((rows @ convert_like(sigma[j], rows)) * rows).sum(-1)
         out[:, j] = quadratic + noise / alpha[j]
-    return out**0.5
+    return convert_like(out**0.5, rows)  # scratch memory is float64
 
 
 def _float_rows(array):
@@ -859,12 +859,15 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         """Predictions of weights drawn from the posterior: a committee.
 
         As ``sklearn.gaussian_process.GaussianProcessRegressor.sample_y``: each
-        of the ``n_samples`` members is a draw of every block's weights (and,
-        with an intercept, its intercept ``y_mean - X_offset_ . w``) from their
-        posterior, without observation noise; one draw gives a value and its
-        gradients. Draws are made for every fitted block and target in order,
-        so that a ``random_state`` gives the same committee whichever blocks X
-        holds.
+        of the ``n_samples`` members is a draw of every block's weights from
+        their posterior ``N(weights_, sigma_)`` and, with an intercept, of the
+        intercept given them (``y_mean - X_offset_ . w`` plus its own variance
+        ``1 / (alpha_ * value_weight_sum_)``, as in :meth:`predict`'s std),
+        without observation noise; one draw gives a value and its gradients.
+        The covariance of the members' predictions is :meth:`predict`'s
+        variance less the noise of the row. Draws are made for every fitted
+        block and target in order, so that a ``random_state`` gives the same
+        committee whichever blocks X holds.
 
         Parameters
         ----------
@@ -896,7 +899,7 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
                 out[:, :, j] = rows @ convert_like(weights[j].T, rows)
                 if parameter is None:
                     out[:, :, j] += convert_like(intercepts[j], rows)
-            return out
+            return convert_like(out, rows)  # scratch memory is float64
 
         return self._map_rows(X, caller, predict_draws, extra_component=component)
 
@@ -916,14 +919,21 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         draws = {}
         for key, (weights, intercept) in means.items():
             n_targets, n_features = weights.shape
-            sigma, _, x_mean, _ = self._block_posterior(key, n_features)
+            sigma, alpha, x_mean, value_weight = self._block_posterior(key, n_features)
             drawn = np.empty((n_targets, n_samples, n_features))
             for j in range(n_targets):
                 eigenvalues, vectors = np.linalg.eigh(np.asarray(sigma[j], dtype=np.float64))
                 root = vectors * np.sqrt(np.maximum(eigenvalues, 0.0))
                 drawn[j] = weights[j] + rng.standard_normal((n_samples, n_features)) @ root.T
+            # the intercept: the weighted mean of the residual of the value rows,
+            # of variance 1 / (alpha_ * value_weight_sum_) given the weights
             offsets = (drawn - weights[:, None, :]) @ np.asarray(x_mean, dtype=np.float64)
-            draws[key] = (drawn, intercept[:, None] - offsets)
+            intercepts = intercept[:, None] - offsets
+            if self.fit_intercept:
+                with np.errstate(divide="ignore"):
+                    scale = np.float64(1.0) / np.sqrt(np.asarray(alpha, np.float64) * value_weight)
+                intercepts += rng.standard_normal((n_targets, n_samples)) * scale[:, None]
+            draws[key] = (drawn, intercepts)
         return draws
 
 
