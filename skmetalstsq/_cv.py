@@ -16,6 +16,7 @@ other scorer is called on a fitted model per (fold, candidate).
 """
 
 import numbers
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,14 +96,16 @@ class TensorMapLstsqCV(TensorMapLinearModel):
 
     Parameters
     ----------
-    rconds : array-like of float in [0, 1) or None, default=(1e-12, 1e-11, ..., 1e-1)
+    rconds : float in [0, 1), None or array-like of them, default=(1e-12, 1e-11, ..., 1e-1)
         The candidate cut-offs, with :class:`TensorMapLstsq`'s meaning of
         ``rcond`` (None: float64 epsilon times the larger dimension of the
-        stacked training block).
-    alphas : array-like of float >= 0, default=(0.0,)
+        stacked training block). A single number or None is the one
+        candidate, as ``RidgeCV(alphas=1.0)`` takes one alpha.
+    alphas : float >= 0 or array-like of them, default=(0.0,)
         The candidate ridge penalties, with :class:`TensorMapLstsq`'s meaning of
-        a float ``alpha``; every (rcond, alpha) pair is a candidate, in the order
-        of ``ParameterGrid({"alpha": alphas, "rcond": rconds})``.
+        a float ``alpha`` (a single number is the one candidate); every
+        (rcond, alpha) pair is a candidate, in the order of
+        ``ParameterGrid({"alpha": alphas, "rcond": rconds})``.
     cv : int, cross-validation splitter, iterable of splits or None, default=5
         An int is ``sklearn.model_selection.KFold(cv)`` over the entries (None
         is 5 folds); any splitter is called as ``cv.split(X, y, groups)``.
@@ -114,7 +117,11 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         ``(estimator, X, y) -> float``: a scorer of
         :func:`skmetalstsq.metrics.scorer` (on the values or a gradient) is
         computed from sums without building predictions; any other callable is
-        called with a fitted :class:`TensorMapLstsq` for each fold and candidate.
+        called with a fitted :class:`TensorMapLstsq` for each fold and candidate,
+        and the test entries as ``fit`` got them, as ``GridSearchCV`` calls it:
+        after a fit on plain arrays, arrays (so scikit-learn's scorers, e.g.
+        ``get_scorer("neg_mean_squared_error")``, work), otherwise
+        IndexedTensorMaps.
     per_block : bool, default=False
         False chooses one candidate for all blocks by the pooled score. True
         chooses one per block by that block's own score: the same metric (of
@@ -142,13 +149,27 @@ class TensorMapLstsqCV(TensorMapLinearModel):
     best_index_ : int or dict
         Position of the choice in ``cv_results_["params"]`` (a dict by key with
         ``per_block``).
+    best_params_ : dict
+        ``cv_results_["params"][best_index_]``: ``{"alpha": alpha_, "rcond":
+        rcond_}``, as ``GridSearchCV`` gives it; with ``per_block=True``, a dict
+        from each key to the parameters chosen for that block.
     best_score_ : float
         Mean over the splits of the pooled score of the choice, or with
         ``per_block=True`` of the pooled score with each block at its own choice.
+    refit_time_ : float
+        Seconds spent refitting on all the data with the choice.
     cv_results_ : dict of numpy arrays
-        Keys as in ``GridSearchCV``: ``params``, ``param_alpha``, ``param_rcond``,
-        ``split{k}_test_score``, ``mean_test_score``, ``std_test_score`` and
-        ``rank_test_score`` (pooled over blocks, every block at that candidate).
+        Keys as in ``GridSearchCV``: ``mean_fit_time``, ``std_fit_time``,
+        ``mean_score_time``, ``std_score_time``, ``params``, ``param_alpha``,
+        ``param_rcond``, ``split{k}_test_score``, ``mean_test_score``,
+        ``std_test_score`` and ``rank_test_score`` (pooled over blocks, every
+        block at that candidate). The times are seconds per candidate and split,
+        as in ``GridSearchCV``; all candidates of a split share one
+        decomposition per block, whose time counts in full for each of them
+        (plus the candidate's own solve): a candidate's fit time is what
+        fitting it alone would take. Scores from :mod:`skmetalstsq.metrics`
+        are computed together for every candidate of a split, their time
+        shared equally; any other scorer is timed call by call.
         With ``per_block=True``, the same four score keys for each block with
         ``score`` replaced by the block's name (:attr:`block_names_`), e.g.
         ``mean_test_center_type=6``. A split whose test entries have no row in a
@@ -245,6 +266,10 @@ class TensorMapLstsqCV(TensorMapLinearModel):
             Targets over the same entries, keys, samples and gradients.
         groups : array-like of shape (n_entries,), default=None
             Group of each entry, for group-wise splitters such as ``GroupKFold``.
+            The splits ``cv`` gives are checked before any work: indices of
+            entries in range (negative ones count from the end, as numpy's) or
+            boolean masks over the entries, no entry twice in one set, and a
+            training set in every split.
         sample_weight : None, array-like of shape (n_entries,), TensorMap or IndexedTensorMap
             Row weights, as in :meth:`TensorMapLstsq.fit`; they weigh the fits
             and the test scores.
@@ -262,14 +287,14 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         device = resolve_device(self.device, caller)
         for stale in ("coef_", "n_features_in_", "feature_names_in_", "factors_"):
             self.__dict__.pop(stale, None)
-        y_ndim = None
+        y_ndim = arrays = None
         if _is_array_input(X, y):
             # each row one entry, as scikit-learn's RidgeCV splits arrays
             check_array_like(X, caller, "X")
             if y is not None:  # scikit-learn's own error for a missing y
                 check_array_like(y, caller, "y")
             X, y = validate_data(self, X, y, multi_output=True, y_numeric=True)
-            y_ndim = y.ndim
+            y_ndim, arrays = y.ndim, (X, y)
             X = IndexedTensorMap(array_to_tensor(X), "sample")
             y = IndexedTensorMap(array_to_tensor(y.reshape(len(y), -1)), "sample")
         for name, data in (("X", X), ("y", y)):
@@ -288,7 +313,9 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         weights = row_weights(sample_weight, y, caller)
         check_not_all_zero(weights, caller)
         gradient_weights = check_gradient_weights(self.gradient_weights, tensor_x, caller)
+        groups = _check_groups(groups, len(X), X.sample, caller)
         splits = list(check_cv(self.cv).split(X, y, groups))
+        splits = _check_splits(splits, len(X), X.sample, caller)
 
         systems = block_systems(
             tensor_x, tensor_y, device, weights, gradient_weights, self.fit_intercept, pairs
@@ -302,7 +329,7 @@ class TensorMapLstsqCV(TensorMapLinearModel):
             for block in tensor_x.blocks()
         ]
         statistic = None if custom is not None else _STATISTICS[metric]
-        results = _cross_validate(
+        results, fit_times, score_times = _cross_validate(
             systems,
             row_entries,
             (score_parts, score_weights),
@@ -321,22 +348,56 @@ class TensorMapLstsqCV(TensorMapLinearModel):
             losses, totals, counts = results
             pooled = _scores(metric, losses.sum(1), totals.sum(1)[:, None], counts.sum(1)[:, None])
         else:
-            pooled = _custom_scores(custom, results, tensor_x, tensor_y, X, y, splits)
-        self.cv_results_ = _search_results(candidates, {"score": pooled})
+            scored = self._scored_model(tensor_x, tensor_y, holds_torch_maps(X, y), y_ndim)
+            test_data = (X, y) if arrays is None else arrays
+            pooled, score_times = _custom_scores(
+                custom, candidates, results, scored, test_data, splits
+            )
+        self.cv_results_ = _search_results(
+            candidates, {"score": pooled}, times=(fit_times, score_times)
+        )
         self.n_splits_ = len(splits)
 
         choice = self._choose(candidates, keys, metric, results)
+        start = time.perf_counter()
         solutions = _refit(systems, choice, candidates, self.n_jobs, self.verbose)
         self._torch_maps = holds_torch_maps(X, y)
         self._set_solutions(tensor_x, tensor_y, solutions, y_ndim, pairs)
+        self.refit_time_ = time.perf_counter() - start
         return self
+
+    def _scored_model(self, tensor_x, tensor_y, torch_maps, y_ndim):
+        """A function of (rcond, alpha) and one Solution per block to the fitted
+        TensorMapLstsq that ``GridSearchCV`` would hand a scorer."""
+        fitted_on_arrays = {
+            name: self.__dict__[name]
+            for name in ("n_features_in_", "feature_names_in_")
+            if name in self.__dict__
+        }
+
+        def fitted(rcond, alpha, solutions):
+            model = TensorMapLstsq(
+                rcond=rcond,
+                alpha=alpha,
+                fit_intercept=self.fit_intercept,
+                gradient_weights=self.gradient_weights,
+                device=self.device,
+            )
+            model.__dict__.update(fitted_on_arrays)
+            model._torch_maps = torch_maps
+            model._set_solutions(tensor_x, tensor_y, solutions, y_ndim)
+            return model
+
+        return fitted
 
     def _choose(self, candidates, keys, metric, results):
         """Set the chosen candidate(s) and their scores; return each block's choice."""
+        params = self.cv_results_["params"]
         if not self.per_block:
             best = int(np.argmin(self.cv_results_["rank_test_score"]))
             self.best_score_ = float(self.cv_results_["mean_test_score"][best])
             self.best_index_ = best
+            self.best_params_ = dict(params[best])
             self.rcond_, self.alpha_ = candidates[best]
             return [best] * len(keys)
         losses, totals, counts = results
@@ -350,6 +411,7 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         pooled = _scores(metric, chosen_losses, totals.sum(1), counts.sum(1))
         self.best_score_ = float(_mean_of_splits(pooled)[0])
         self.best_index_ = dict(zip(keys, choice))
+        self.best_params_ = {key: dict(params[i]) for key, i in zip(keys, choice)}
         self.rcond_ = {key: candidates[i][0] for key, i in zip(keys, choice)}
         self.alpha_ = {key: candidates[i][1] for key, i in zip(keys, choice)}
         return choice
@@ -396,8 +458,10 @@ def _check_alphas(alphas, caller):
 def _candidate_list(values, name, caller):
     """``values`` (one value, or a 1-D array-like of them) as a non-empty list."""
     array = np.empty(1, dtype=object)
-    if values is None or isinstance(values, numbers.Number) or getattr(values, "ndim", 1) == 0:
+    if values is None or isinstance(values, numbers.Number):
         array[0] = values
+    elif getattr(values, "ndim", 1) == 0:  # a 0-d numpy array or tensor
+        array[0] = values.item()
     else:
         array = np.asarray(values, dtype=object)
     if array.ndim != 1:
@@ -593,14 +657,20 @@ def _merged(factors):
 
 
 def _candidate_solutions(factorization, candidates):
-    """Solution for each (rcond, alpha); candidates of equal rank and alpha share one."""
-    shared, solutions = {}, []
+    """Solution for each (rcond, alpha); candidates of equal rank and alpha share one.
+
+    Returns the solutions and, for each candidate, the seconds its solve took
+    (a shared solve counts for every candidate that shares it).
+    """
+    shared, solutions, seconds = {}, [], []
     for rcond, alpha in candidates:
         key = (factorization.rank(rcond), alpha)
         if key not in shared:
-            shared[key] = factorization.solve(rcond, alpha)
-        solutions.append(shared[key])
-    return solutions
+            start = time.perf_counter()
+            shared[key] = (factorization.solve(rcond, alpha), time.perf_counter() - start)
+        solutions.append(shared[key][0])
+        seconds.append(shared[key][1])
+    return solutions, np.array(seconds)
 
 
 def _as_float64(part):
@@ -619,26 +689,35 @@ def _fold_block(system, rows, scored, train, test, r_factors, candidates, statis
 
     Returns
     -------
-    (losses, total, count) with losses of shape (n_candidates,) when
-    ``statistic`` is ``"squared"`` or ``"absolute"``, where the sums are weighted
-    and ``count`` is the sum of the weights of the scored entries; the list of
-    candidate solutions when it is None.
+    (result, fit_seconds, score_seconds). ``result`` is (losses, total, count)
+    with losses of shape (n_candidates,) when ``statistic`` is ``"squared"`` or
+    ``"absolute"``, where the sums are weighted and ``count`` is the sum of the
+    weights of the scored entries; the list of candidate solutions when it is
+    None (``score_seconds`` is then 0). ``fit_seconds`` (n_candidates,): the
+    decomposition's time plus each candidate's solve; ``score_seconds``: the
+    time of the sums of every candidate together.
     """
+    start = time.perf_counter()
     if r_factors:
         factor = _merged(r_factors)
     else:
         masks = [train[r] if r_factors is None else np.zeros(len(r), bool) for r in rows]
         factor = factorize(_subsystem(system, masks))
-    solutions = _candidate_solutions(SVDFactorization(factor), candidates)
+    factorization = SVDFactorization(factor)
+    decomposed = time.perf_counter() - start
+    solutions, solve_seconds = _candidate_solutions(factorization, candidates)
+    fit_seconds = decomposed + solve_seconds
     if statistic is None:
-        return solutions
+        return solutions, fit_seconds, 0.0
+    start = time.perf_counter()
     part, part_weights = scored
     test_rows = test[rows[part]]
     a_test = _take(system.a_parts[part], test_rows)
     b_test = _take(system.b_parts[part], test_rows)
     weights = None if part_weights is None else part_weights[test_rows]
     sums = score_sums(a_test, b_test, weights, solutions, part == 0, statistic)
-    return sums.losses, float(sums.m2.sum()), sums.weight_sum * b_test.shape[1]
+    result = (sums.losses, float(sums.m2.sum()), sums.weight_sum * b_test.shape[1])
+    return result, fit_seconds, time.perf_counter() - start
 
 
 @dataclass
@@ -743,10 +822,20 @@ def _cross_validate(systems, row_entries, scored, splits, n_entries, candidates,
 
     Returns
     -------
-    (losses, totals, counts) of shapes (n_splits, n_blocks, n_candidates),
-    (n_splits, n_blocks) and (n_splits, n_blocks) for a known statistic; for
-    None, a nested list [split][block][candidate] of solutions. ``scored`` is
-    (each block's scored row part, each block's weights of those rows or None).
+    (results, fit_seconds, score_seconds). ``results``: (losses, totals, counts)
+    of shapes (n_splits, n_blocks, n_candidates), (n_splits, n_blocks) and
+    (n_splits, n_blocks) for a known statistic; for None, a nested list
+    [split][block][candidate] of solutions. ``scored`` is (each block's scored
+    row part, each block's weights of those rows or None).
+
+    ``fit_seconds`` and ``score_seconds`` have the shape (n_splits,
+    n_candidates). A candidate's fit time in a split is the time of every
+    block's decomposition of that split's training rows, which all its
+    candidates share (with the QR factors of the groups of entries it is made
+    of, each counted in every split that uses it), plus the candidate's own
+    solve: what fitting that candidate alone would take. The sums that score
+    every candidate of a split are computed together: their time is shared
+    equally between the candidates.
     """
     train_masks = np.zeros((len(splits), n_entries), dtype=bool)
     test_masks = np.zeros((len(splits), n_entries), dtype=bool)
@@ -767,9 +856,12 @@ def _cross_validate(systems, row_entries, scored, splits, n_entries, candidates,
         for g in np.flatnonzero((in_splits > 0) & (group_rows > 0)):
             factor_of[b, g] = len(factor_tasks)
             cost = 2.0 * group_rows[g] * width**2
-            args = (system, rows, group_of_entry == g)
-            factor_tasks.append((_group_factor, args, cost))
-    factors = run_tasks(factor_tasks, n_jobs)
+            args = (_group_factor, system, rows, group_of_entry == g)
+            factor_tasks.append((_timed, args, cost))
+    factors, factor_seconds = zip(*run_tasks(factor_tasks, n_jobs)) if factor_tasks else ((), ())
+
+    fit_seconds = np.zeros((len(splits), len(candidates)))
+    score_seconds = np.zeros((len(splits), len(candidates)))
 
     tasks = []
     for s in range(len(splits)):
@@ -778,7 +870,9 @@ def _cross_validate(systems, row_entries, scored, splits, n_entries, candidates,
             cost = solve_cost(system)
             if b in grouped_blocks:
                 groups = np.flatnonzero(patterns[:, s])
-                r_factors = [factors[factor_of[b, g]] for g in groups if (b, g) in factor_of]
+                used = [factor_of[b, g] for g in groups if (b, g) in factor_of]
+                r_factors = [factors[i] for i in used]
+                fit_seconds[s] += sum(factor_seconds[i] for i in used)
                 width = system.width
                 cost = 2.0 * len(r_factors) * width**3 + width**3
             args = (
@@ -792,15 +886,27 @@ def _cross_validate(systems, row_entries, scored, splits, n_entries, candidates,
                 statistic,
             )
             tasks.append((_fold_block, args, cost))
-    results = run_tasks(tasks, n_jobs)
+    outcomes = run_tasks(tasks, n_jobs)
     n_blocks = len(systems)
+    for t, (_, fit_time, score_time) in enumerate(outcomes):
+        fit_seconds[t // n_blocks] += fit_time
+        score_seconds[t // n_blocks] += score_time / len(candidates)
+    results = [outcome[0] for outcome in outcomes]
     nested = [results[s * n_blocks : (s + 1) * n_blocks] for s in range(len(splits))]
     if statistic is None:
-        return nested
+        return nested, fit_seconds, score_seconds
     losses = np.array([[result[0] for result in split] for split in nested])
     totals = np.array([[result[1] for result in split] for split in nested], dtype=float)
     counts = np.array([[result[2] for result in split] for split in nested], dtype=float)
-    return losses.reshape(len(splits), n_blocks, len(candidates)), totals, counts
+    losses = losses.reshape(len(splits), n_blocks, len(candidates))
+    return (losses, totals, counts), fit_seconds, score_seconds
+
+
+def _timed(function, *args):
+    """``function(*args)`` and the seconds it took."""
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
 
 
 def _use_group_factors(group_rows, in_splits, width):
@@ -859,17 +965,31 @@ def _scores(metric, losses, totals, counts):
     return np.where(counts == 0, np.nan, scores)
 
 
-def _custom_scores(scoring, solutions, tensor_x, tensor_y, X, y, splits):
-    """Call a scorer on a TensorMapLstsq carrying each candidate's solutions."""
-    n_candidates = len(solutions[0][0]) if solutions and solutions[0] else 0
-    scores = np.empty((len(splits), n_candidates))
+def _custom_scores(scoring, candidates, solutions, fitted, data, splits):
+    """Call a scorer as ``GridSearchCV`` does, for each split and candidate.
+
+    ``candidates`` are the (rcond, alpha) pairs; ``solutions[s][b][c]`` is the
+    Solution of block ``b`` for candidate ``c`` in split ``s``;
+    ``fitted(rcond, alpha, block_solutions)`` is the fitted
+    TensorMapLstsq handed to the scorer; ``data`` is ``(X, y)`` as given to fit
+    (arrays or IndexedTensorMaps), whose test entries the scorer receives.
+
+    Returns
+    -------
+    (scores, seconds): two arrays of shape (n_splits, n_candidates), the scores
+    and the time each call of the scorer took.
+    """
+    X, y = data
+    scores = np.empty((len(splits), len(candidates)))
+    seconds = np.empty_like(scores)
     for s, (_, test) in enumerate(splits):
         X_test, y_test = X[test], y[test]
-        for c in range(n_candidates):
-            model = TensorMapLstsq()
-            model._set_solutions(tensor_x, tensor_y, [block[c] for block in solutions[s]])
+        for c, (rcond, alpha) in enumerate(candidates):
+            model = fitted(rcond, alpha, [block[c] for block in solutions[s]])
+            start = time.perf_counter()
             scores[s, c] = scoring(model, X_test, y_test)
-    return scores
+            seconds[s, c] = time.perf_counter() - start
+    return scores, seconds
 
 
 def _rank(means):
@@ -896,13 +1016,19 @@ def _mean_of_splits(split_scores):
     return mean, std
 
 
-def _search_results(candidates, scores, params=True):
+def _search_results(candidates, scores, params=True, times=None):
     """GridSearchCV's result keys for each named (n_splits, n_candidates) score.
 
     ``candidates`` are (rcond, alpha) pairs, in the order of GridSearchCV's
-    ``ParameterGrid({"alpha": alphas, "rcond": rconds})``.
+    ``ParameterGrid({"alpha": alphas, "rcond": rconds})``. ``times``: None or
+    (fit seconds, score seconds), each of shape (n_splits, n_candidates), for
+    the keys ``mean_fit_time``, ``std_fit_time``, ``mean_score_time`` and
+    ``std_score_time``.
     """
     results = {}
+    for name, seconds in zip(("fit", "score"), times or ()):
+        results[f"mean_{name}_time"] = np.mean(seconds, axis=0)
+        results[f"std_{name}_time"] = np.std(seconds, axis=0)
     if params:
         rconds = [rcond for rcond, _ in candidates]
         numeric = all(rcond is not None for rcond in rconds)

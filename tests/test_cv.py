@@ -3,6 +3,7 @@
 import pickle
 import re
 import runpy
+import time
 from pathlib import Path
 
 import metatensor
@@ -11,11 +12,14 @@ import pytest
 from builders import make_block, to_torch
 from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.base import clone
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.metrics import get_scorer, make_scorer, mean_squared_error
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, ShuffleSplit
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._param_validation import InvalidParameterError
 
+import skmetalstsq
 import skmetalstsq._cv
 from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV, metrics
 
@@ -266,7 +270,8 @@ def test_cv_results_keys(data):
     grid = {"rcond": RCONDS[:3], "alpha": [0.0]}
     search = GridSearchCV(TensorMapLstsq(driver="gelsd"), grid, cv=3).fit(X, y)
     model = TensorMapLstsqCV(rconds=RCONDS[:3], cv=3, per_block=True).fit(X, y)
-    expected = {key for key in search.cv_results_ if "time" not in key}
+    # every key of GridSearchCV's, the fit and score times included
+    expected = set(search.cv_results_)
     block_keys = {
         f"{kind}_test_center_type={value}"
         for value in (0, 1)
@@ -399,6 +404,218 @@ def test_example_runs(capsys):
     out = capsys.readouterr().out
     assert re.search(r"chosen rcond: [0-9.e+-]+", out)
     assert re.search(r"per block: .*center_type=", out)
+
+
+# ---------------------------------------------------------------------------------
+# scikit-learn's conventions: groups and splits, scalar candidates, callable scorers
+# on arrays, GridSearchCV's attributes and result keys
+# ---------------------------------------------------------------------------------
+
+
+def array_pair(seed=0, n_samples=24, n_targets=None, scales=(1.0, 1e-2, 1e-5, 1e-8)):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_samples, 4)) * scales
+    shape = (n_samples,) if n_targets is None else (n_samples, n_targets)
+    y = (X @ rng.normal(size=(4, n_targets or 1))).reshape(shape) + 0.1 * rng.normal(size=shape)
+    return X, y
+
+
+N = 20  # the entries of the data fixture
+
+
+@pytest.mark.parametrize(
+    "cv, groups, message",
+    [
+        (GroupKFold(3), np.arange(10) % 3, "of the 20 'system' entries of X and y, got 10 entries"),
+        (GroupKFold(3), np.arange(30) % 3, "of the 20 'system' entries of X and y, got 30 entries"),
+        (3, np.zeros((N, 2)), r"got an array of shape \(20, 2\)"),
+        ([(np.arange(10), np.arange(10, 21))], None, "split 0 of cv hold 20, out of range"),
+        (
+            [(np.arange(10), np.arange(10, 20)), (np.arange(-21, -10), np.arange(10))],
+            None,
+            "training indices of split 1 of cv hold -21, out of range for the 20 'system'",
+        ),
+        (
+            [(np.arange(10), np.array([10.0, 11.0]))],
+            None,
+            "integers or booleans, got an array of dtype float64",
+        ),
+        (
+            [(np.arange(N) < 10, np.ones(N + 1, bool))],
+            None,
+            "boolean mask of 21 entries, but X and y have 20",
+        ),
+        ([(np.array([0, 1, 1]), np.arange(10, 20))], None, "hold the entry 1 more than once"),
+        ([(np.array([], int), np.arange(N))], None, "split 0 of cv has no training entries"),
+        ([], None, "cv gave no splits"),
+    ],
+)
+def test_groups_and_splits_are_checked_before_any_work(data, monkeypatch, cv, groups, message):
+    X, y = data
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the blocks were stacked before the check")
+
+    monkeypatch.setattr(skmetalstsq._cv, "block_systems", no_work)
+    with pytest.raises(ValueError, match=rf"TensorMapLstsqCV.fit: .*{message}"):
+        TensorMapLstsqCV(rconds=RCONDS[:2], cv=cv).fit(X, y, groups=groups)
+
+
+def test_negative_and_boolean_split_indices_select_as_in_grid_search(data):
+    X, y = data
+    cv = [
+        (np.arange(-N, -6), np.arange(-6, 0)),  # entries 0..13 and 14..19
+        (np.arange(N) >= 6, np.arange(N) < 6),
+    ]
+    search = GridSearchCV(TensorMapLstsq(driver="gelsd"), {"rcond": RCONDS}, cv=cv).fit(X, y)
+    model = TensorMapLstsqCV(rconds=RCONDS, cv=cv).fit(X, y)
+    np.testing.assert_allclose(
+        split_scores(model.cv_results_, 2), split_scores(search.cv_results_, 2), atol=1e-8
+    )
+
+
+@pytest.mark.parametrize(
+    "alphas, rconds",
+    [(1.0, None), (np.float64(1.0), 1e-6), (np.array(1.0), np.array(1e-6)), (3, [1e-6])],
+)
+def test_a_single_candidate_as_a_number(alphas, rconds):
+    # RidgeCV(alphas=1.0) takes one alpha; rconds=None is TensorMapLstsq's rcond=None
+    X, y = array_pair(scales=(1.0, 0.5, 0.2, 0.1))  # no cut-off below 1e-3 cuts
+    model = TensorMapLstsqCV(alphas=alphas, rconds=rconds, cv=3, fit_intercept=True).fit(X, y)
+    ridge = Ridge(alpha=float(alphas)).fit(X, y)
+    assert model.alpha_ == float(alphas) == RidgeCV(alphas=float(alphas)).fit(X, y).alpha_
+    assert model.rcond_ == (None if rconds is None else 1e-6)
+    assert len(model.cv_results_["params"]) == 1
+    np.testing.assert_allclose(model.coef_, ridge.coef_, rtol=1e-9)
+    np.testing.assert_allclose(model.intercept_, ridge.intercept_, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (
+            {"alphas": [np.array([1.0, 2.0]), 3.0]},
+            r"alphas must hold numbers .*got array\(\[1., 2.\]\) at position 0",
+        ),
+        (
+            {"alphas": [[1.0, 2.0]]},
+            r"alphas must be one candidate or a 1-D list of them, got an array of shape \(1, 2\)",
+        ),
+        ({"rconds": [[1e-6], [1e-3]]}, r"rconds must be one candidate .* shape \(2, 1\)"),
+        (
+            {"rconds": [np.array([1e-6, 1e-3]), 1e-3]},
+            r"rconds must hold numbers in \[0, 1\) or None, got array",
+        ),
+        ({"rconds": 2.0}, r"rconds must hold numbers in \[0, 1\) or None, got 2.0 at position 0"),
+        ({"alphas": -1}, r"alphas\[0\] must be a finite number >= 0, got -1"),
+    ],
+)
+def test_array_values_where_a_candidate_number_is_expected(params, message):
+    X, y = array_pair()
+    with pytest.raises(ValueError, match=rf"TensorMapLstsqCV.fit: {message}"):
+        TensorMapLstsqCV(cv=3, **params).fit(X, y)
+
+
+def mse_of_arrays(estimator, X, y):
+    """A plain callable scorer that only works on arrays."""
+    assert isinstance(X, np.ndarray) and isinstance(y, np.ndarray)
+    assert isinstance(estimator, TensorMapLstsq)
+    return -float(np.mean((estimator.predict(X) - y) ** 2))
+
+
+@pytest.mark.parametrize("n_targets", [None, 2])
+@pytest.mark.parametrize(
+    "scoring",
+    [
+        mse_of_arrays,
+        make_scorer(mean_squared_error),
+        get_scorer("neg_mean_squared_error"),
+        get_scorer("r2"),
+    ],
+)
+def test_callable_scorers_get_arrays_as_in_grid_search(scoring, n_targets):
+    X, y = array_pair(n_targets=n_targets)
+    cv = KFold(4, shuffle=True, random_state=0)
+    rconds, alphas = [1e-12, 1e-6, 1e-3], [0.0, 1e-4]
+    grid = {"rcond": rconds, "alpha": alphas}
+    estimator = TensorMapLstsq(fit_intercept=True)
+    search = GridSearchCV(estimator, grid, cv=cv, scoring=scoring).fit(X, y)
+    model = TensorMapLstsqCV(
+        rconds=rconds, alphas=alphas, cv=cv, scoring=scoring, fit_intercept=True
+    ).fit(X, y)
+    assert np.ptp(search.cv_results_["mean_test_score"]) > 1e-6
+    assert model.cv_results_["params"] == search.cv_results_["params"]
+    np.testing.assert_allclose(
+        split_scores(model.cv_results_, 4), split_scores(search.cv_results_, 4), rtol=1e-7
+    )
+    assert model.best_params_ == search.best_params_
+    np.testing.assert_allclose(model.predict(X), search.predict(X), rtol=1e-8)
+
+
+def test_grid_search_attributes(data):
+    X, y = data
+    cv = KFold(3, shuffle=True, random_state=0)
+    grid = {"rcond": RCONDS[::3], "alpha": [0.0, 1e-3]}
+    search = GridSearchCV(TensorMapLstsq(), grid, cv=cv).fit(X, y)
+    model = TensorMapLstsqCV(rconds=RCONDS[::3], alphas=[0.0, 1e-3], cv=cv).fit(X, y)
+    assert set(model.cv_results_) == set(search.cv_results_)
+    assert list(model.cv_results_)[:4] == list(search.cv_results_)[:4]
+    assert model.best_params_ == search.best_params_
+    assert model.best_index_ == search.best_index_
+    assert model.best_score_ == pytest.approx(search.best_score_, abs=1e-8)
+    assert isinstance(model.refit_time_, float) and model.refit_time_ > 0
+    for name in ("mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time"):
+        times = model.cv_results_[name]
+        assert times.shape == search.cv_results_[name].shape == (len(grid["rcond"]) * 2,)
+        assert np.all(np.isfinite(times)) and np.all(times >= 0)
+    assert np.all(model.cv_results_["mean_fit_time"] > 0)
+
+    per_block = TensorMapLstsqCV(rconds=RCONDS[::3], alphas=[0.0, 1e-3], cv=cv, per_block=True)
+    per_block.fit(X, y)
+    params = per_block.cv_results_["params"]
+    assert per_block.best_params_ == {
+        key: params[index] for key, index in per_block.best_index_.items()
+    }
+    for key, chosen in per_block.best_params_.items():
+        assert chosen == {"alpha": per_block.alpha_[key], "rcond": per_block.rcond_[key]}
+
+
+def test_fit_times_count_the_shared_decomposition_for_every_candidate(data, monkeypatch):
+    # a decomposition made to take 20 ms, a scorer 10 ms: each candidate's fit time in
+    # a split counts every block's decomposition (2 blocks), its score time its own call
+    X, y = data
+
+    class Slow(skmetalstsq._cv.SVDFactorization):
+        def __init__(self, *args, **kwargs):
+            time.sleep(0.02)
+            super().__init__(*args, **kwargs)
+
+    def slow_scorer(estimator, X, y):
+        time.sleep(0.01)
+        return estimator.score(X, y)
+
+    monkeypatch.setattr(skmetalstsq._cv, "SVDFactorization", Slow)
+    rconds = RCONDS[::2]
+    model = TensorMapLstsqCV(rconds=rconds, cv=3, scoring=slow_scorer).fit(X, y)
+    assert np.all(model.cv_results_["mean_fit_time"] >= 2 * 0.02)
+    assert np.all(model.cv_results_["mean_score_time"] >= 0.01)
+    # one decomposition per block and split for all the candidates, not one each
+    total = model.cv_results_["mean_fit_time"].sum() * 3
+    assert total >= len(rconds) * 3 * 2 * 0.02
+
+
+def test_search_attributes_survive_save_and_load(data, tmp_path):
+    X, y = data
+    model = TensorMapLstsqCV(rconds=RCONDS[:3], alphas=1e-3, cv=3, per_block=True).fit(X, y)
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    loaded = skmetalstsq.load(path)
+    assert loaded.best_params_ == model.best_params_
+    assert loaded.refit_time_ == model.refit_time_
+    for name in ("mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time"):
+        np.testing.assert_array_equal(loaded.cv_results_[name], model.cv_results_[name])
+    assert loaded.get_params() == model.get_params()
+    assert metatensor.equal(loaded.predict(X).tensor, model.predict(X).tensor)
 
 
 # ---------------------------------------------------------------------------------
