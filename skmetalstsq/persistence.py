@@ -53,6 +53,7 @@ from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
+from ._blocks import key_text, key_tuples
 from ._cv import TensorMapLstsqCV
 from ._estimator import BatchLayout, PartialBlock, TensorMapLstsq
 from ._factors import Factor
@@ -951,7 +952,56 @@ class _Reader:
                     "name of its class"
                 )
             setattr(estimator, attribute, self.value(value, f"{label} attribute '{attribute}'"))
+        if cls is Pipeline:
+            self._check_steps(estimator, label)
+        else:
+            self._check_fitted(estimator, label)
         return estimator
+
+    def _check_fitted(self, estimator, label):
+        """Refuse fitted attributes that :meth:`predict` or ``transform`` could not use:
+        of another type, shape or dtype, disagreeing with each other, or missing."""
+        checks, groups = FITTED[type(estimator)]
+        state = vars(estimator)
+        public = [name for name in checks if name in state and not name.startswith("_")]
+        for position, (first, *others) in enumerate(groups):
+            if first in state or (position == 0 and public):
+                missing = [name for name in (first, *others) if name not in state]
+                if missing:
+                    having = first if first in state else public[0]
+                    raise self.refuse(
+                        f"{label} has the fitted attribute '{having}' but lacks {missing}"
+                    )
+        for name, check in checks.items():
+            if name in state:
+                problem = check(state[name], state)
+                if problem:
+                    raise self.refuse(f"{label} attribute '{name}' {problem}")
+
+    def _check_steps(self, pipeline, label):
+        """Refuse Pipeline steps that are not (unique name, estimator of the file) with
+        a transformer before the last."""
+        steps, names = pipeline.steps, []
+        if type(steps) is not list or not steps:
+            raise self.refuse(f"{label} parameter 'steps' must be a non-empty list")
+        for position, step in enumerate(steps):
+            if type(step) is not tuple or len(step) != 2 or type(step[0]) is not str:
+                raise self.refuse(f"{label} step {position} must be a (name, estimator) tuple")
+            name, estimator = step
+            skipped = estimator is None or (type(estimator) is str and estimator == "passthrough")
+            if "__" in name or name in names or name in Pipeline._get_param_names():
+                raise self.refuse(
+                    f"{label} step names must be unique, without '__' and not a parameter "
+                    f"name, got {name!r}"
+                )
+            names.append(name)
+            if not skipped and type(estimator) not in CLASSES.values():
+                raise self.refuse(f"{label} step {name!r} is {_what(estimator)}, not an estimator")
+            if not skipped and position < len(steps) - 1 and not hasattr(estimator, "transform"):
+                raise self.refuse(
+                    f"{label} step {name!r} is a {type(estimator).__name__}, which does not "
+                    "transform, before the last step"
+                )
 
     def _step(self, step, label):
         if type(step) is dict and step.get("type") == "tuple":
@@ -1211,3 +1261,342 @@ class _Reader:
         "record": _record,
         "estimator": _estimator_value,
     }
+
+
+# ---------------------------------------------------------------------------------
+# fitted attributes
+# ---------------------------------------------------------------------------------
+
+# What load checks of the fitted attributes of each class, so that a loaded
+# estimator predicts, or the file is refused: each check takes the attribute's
+# value and every attribute of the estimator (``state``), and gives what is wrong
+# with it (or None). Attributes these tables do not name (ones a user set) are
+# loaded as they are. To store a new fitted attribute, add its check here.
+
+_FLOATS = ("float16", "float32", "float64")
+
+
+def _is_array(value):
+    torch = _torch()
+    return type(value) is np.ndarray or (torch is not None and isinstance(value, torch.Tensor))
+
+
+def _dtype_name(array):
+    return str(array.dtype).removeprefix("torch.")
+
+
+def _what(value):
+    if _is_array(value):
+        return f"an array of {_dtype_name(value)} values of shape {list(value.shape)}"
+    if is_torch_map(value):
+        return "a metatensor.torch.TensorMap"
+    text = repr(value)
+    text = text if len(text) <= 40 else f"{text[:37]}..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _float_array(value, ndim):
+    """What is wrong with ``value`` as a numpy or torch array of floats of ``ndim``."""
+    if not (_is_array(value) and _dtype_name(value) in _FLOATS and value.ndim == ndim):
+        return f"must be a {ndim}-D array of floats, got {_what(value)}"
+    return None
+
+
+def _map_of_rows(value, rows=None):
+    """What is wrong with ``value`` as a TensorMap of 2-D float blocks (``rows``
+    rows each), without components or gradients."""
+    tensor = as_core(value) if is_torch_map(value) else value
+    if not isinstance(tensor, TensorMap):
+        return f"must be a TensorMap, got {_what(value)}"
+    for key, block in tensor.items():
+        values = block.values
+        problem = _float_array(values, 2)
+        if problem is None and (block.components or block.gradients_list()):
+            problem = "must have no components or gradients"
+        if problem is None and rows is not None and values.shape[0] != rows:
+            problem = f"must have {rows} row(s), got {values.shape[0]}"
+        if problem:
+            return f"block {key_text(key)}: {problem}"
+    return None
+
+
+def _fitted_keys(state):
+    """The key tuples of ``weights_`` (checked first), or None without it."""
+    weights = state.get("weights_")
+    return None if weights is None else key_tuples(as_core(weights).keys)
+
+
+def _per_key(check):
+    """A check of a dict with the keys of ``weights_``, each value passing ``check``."""
+
+    def per_key(value, state):
+        keys = _fitted_keys(state)
+        if type(value) is not dict or list(value) != keys:
+            shown = list(value) if type(value) is dict else _what(value)
+            return f"must be a dict with the keys of weights_, {keys}, got {shown}"
+        for key, item in value.items():
+            problem = check(item, state)
+            if problem:
+                return f"[{key}] {problem}"
+        return None
+
+    return per_key
+
+
+def _weights(value, state):
+    return _map_of_rows(value)
+
+
+def _intercept(value, state):
+    weights = as_core(state["weights_"])
+    if "coef_" in state:  # fitted on arrays: a float (for all targets), or one per target
+        targets = weights.block(0).values.shape[0] if len(weights) == 1 else None
+        if _is_real(value) and not _is_array(value):
+            return None
+        if type(value) is np.ndarray and _float_array(value, 1) is None:
+            if value.shape == (targets,):
+                return None
+        return f"must be a float or a 1-D array of {targets} floats, got {_what(value)}"
+    problem = _map_of_rows(value)
+    if problem:
+        return problem
+    intercept = as_core(value)
+    if intercept.keys != weights.keys:
+        return "must have the keys of weights_"
+    for key, block in intercept.items():
+        expected = weights.block(key)
+        if block.values.shape != (len(expected.samples), 1) or block.samples != expected.samples:
+            return f"block {key_text(key)} must have one column and the rows of weights_"
+    return None
+
+
+def _rank(value, state):
+    return None if _is_int(value) and value >= 0 else f"must be an int >= 0, got {value!r}"
+
+
+def _singular_values(value, state):
+    return None if value is None else _float_array(value, 1)  # None: gelsy's
+
+
+def _coef(value, state):
+    weights = as_core(state["weights_"])
+    if len(weights) != 1:
+        return f"comes with arrays, but weights_ has {len(weights)} blocks, not 1"
+    shape = tuple(weights.block(0).values.shape)
+    if type(value) is not np.ndarray or _dtype_name(value) not in _FLOATS:
+        return f"must be a numpy array of floats, got {_what(value)}"
+    if value.shape != shape and not (shape[0] == 1 and value.shape == shape[1:]):
+        return f"must have the shape {shape} of weights_ (or {shape[1:]} for one target)"
+    return None
+
+
+def _n_features_in(value, state):
+    coef = state.get("coef_")
+    expected = None if coef is None else coef.shape[-1]
+    if not _is_int(value) or value != expected:
+        return f"must be the number of columns of coef_, {expected}, got {value!r}"
+    return None
+
+
+def _feature_names_in(value, state):
+    count = state.get("n_features_in_")
+    valid = type(value) is np.ndarray and value.dtype == object and value.shape == (count,)
+    if not valid or not all(isinstance(name, str) for name in value):
+        return f"must be a 1-D array of {count} str, got {_what(value)}"
+    return None
+
+
+def _factor(value, state):
+    """A :class:`PartialBlock` whose factor matches its layout."""
+    if type(value) is not PartialBlock:
+        return f"must be a PartialBlock, got {_what(value)}"
+    factor, layout = value.factor, value.layout
+    if type(factor) is not Factor or type(layout) is not BatchLayout:
+        return "must hold a Factor and a BatchLayout"
+    labels = [layout.features, layout.targets, *layout.components]
+    gradients = layout.gradients
+    if type(layout.components) is not list or type(gradients) is not dict:
+        return "has a BatchLayout whose components or gradients are malformed"
+    for parameter, components in gradients.items():
+        if type(parameter) is not str or type(components) is not list:
+            return "has a BatchLayout whose gradients are malformed"
+        labels += components
+    if not all(isinstance(item, Labels) for item in labels):
+        return "has a BatchLayout that holds something else than Labels"
+    if not (_is_int(factor.n_features) and _is_int(factor.n_rows) and factor.n_rows >= 0):
+        return "has a Factor whose n_features or n_rows is not an int"
+    if type(factor.intercept) is not bool or _float_array(factor.r, 2):
+        return f"has a Factor whose r is {_what(factor.r)}, not a 2-D array of floats"
+    width = len(layout.features) + len(layout.targets) + factor.intercept
+    if factor.n_features != len(layout.features) or factor.r.shape[1] != width:
+        return (
+            f"has a Factor of {factor.n_features} features and {factor.r.shape[1]} columns "
+            f"for {len(layout.features)} features and {len(layout.targets)} targets"
+        )
+    if str(value.dtype).removeprefix("torch.") not in _FLOATS:
+        return f"has the dtype {value.dtype!r}, not a float dtype"
+    return None
+
+
+def _key_names(value, state):
+    if "factors_" not in state:
+        return None  # left by a partial fit that fit replaced: not read
+    names = list(as_core(state["weights_"]).keys.names)
+    return None if value == names else f"must be the key names of weights_, {names}"
+
+
+def _y_ndim(value, state):
+    if "factors_" not in state:
+        return None  # left by a partial fit that fit replaced: not read
+    expected = (1, 2) if "coef_" in state else (None,)
+    return None if value in expected and not isinstance(value, bool) else f"must be in {expected}"
+
+
+def _bool(value, state):
+    return None if type(value) is bool else f"must be a bool, got {_what(value)}"
+
+
+def _str(value, state):
+    return None if type(value) is str else f"must be a str, got {_what(value)}"
+
+
+def _real(value, state):
+    return None if _is_real(value) else f"must be a float, got {_what(value)}"
+
+
+def _rcond(value, state):
+    return None if value is None else _real(value, state)
+
+
+def _candidate_index(value, state):
+    count = len(state["cv_results_"]["params"])
+    if not (_is_int(value) and 0 <= value < count):
+        return f"must be an int in [0, {count}), the candidates of cv_results_, got {value!r}"
+    return None
+
+
+def _per_block_choice(check):
+    """A check of a value, or with per_block a dict of such values by key."""
+    per_key = _per_key(check)
+
+    def choice(value, state):
+        return per_key(value, state) if state["per_block"] else check(value, state)
+
+    return choice
+
+
+def _params(value, state):
+    if type(value) is not dict or not all(type(name) is str for name in value):
+        return f"must be a dict of parameters by name, got {_what(value)}"
+    return None
+
+
+def _seconds(value, state):
+    return None if _is_real(value) and value >= 0 else f"must be a float >= 0, got {_what(value)}"
+
+
+def _cv_results(value, state):
+    if type(value) is not dict or type(value.get("params")) is not list:
+        return f"must be a dict with 'params', got {_what(value)}"
+    count = len(value["params"])
+    for name, column in value.items():
+        sized = type(column) is list or isinstance(column, np.ndarray)
+        if type(name) is not str or not sized or len(column) != count:
+            return f"[{name!r}] must be a list or array of {count} values, one per candidate"
+    return None
+
+
+def _n_splits(value, state):
+    return None if _is_int(value) and value >= 1 else f"must be an int >= 1, got {value!r}"
+
+
+def _statistics(value, state):
+    problem = _map_of_rows(value, rows=1)
+    if problem or value is state["mean_"]:
+        return problem
+    value, mean = as_core(value), as_core(state["mean_"])
+    if value.keys != mean.keys or any(
+        block.properties != mean.block(key).properties for key, block in value.items()
+    ):
+        return "must have the keys and properties of mean_"
+    return None
+
+
+#: The fitted attributes of TensorMapLstsq and TensorMapLstsqCV, in the order they
+#: are checked, with what must be true of them.
+_LINEAR = {
+    "_torch_maps": _bool,
+    "weights_": _weights,
+    "intercept_": _intercept,
+    "rank_": _per_key(_rank),
+    "singular_values_": _per_key(_singular_values),
+    "coef_": _coef,
+    "n_features_in_": _n_features_in,
+    "feature_names_in_": _feature_names_in,
+    "factors_": _per_key(_factor),
+    "_key_names": _key_names,
+    "_y_ndim": _y_ndim,
+}
+
+#: What TensorMapLstsqCV adds.
+_CV = {
+    "block_names_": _per_key(_str),
+    "cv_results_": _cv_results,
+    "n_splits_": _n_splits,
+    "best_score_": _real,
+    "best_index_": _per_block_choice(_candidate_index),
+    "rcond_": _per_block_choice(_rcond),
+    "alpha_": _per_block_choice(_real),
+    "best_params_": _per_block_choice(_params),
+    "refit_time_": _seconds,
+}
+
+#: What every fitted TensorMapLstsqCV has (files of earlier versions lack the others).
+_CV_FITTED = (
+    "block_names_",
+    "cv_results_",
+    "n_splits_",
+    "best_score_",
+    "best_index_",
+    "rcond_",
+    "alpha_",
+)
+
+#: The fitted attributes of each class a model file holds: (checks, groups). A
+#: group's first attribute comes with all the others of the group; the first group
+#: is what every fitted estimator has, and comes with any of the others.
+FITTED = {
+    TensorMapLstsq: (
+        _LINEAR,
+        [
+            ("weights_", "intercept_", "rank_", "singular_values_"),
+            ("coef_", "n_features_in_"),
+            ("n_features_in_", "coef_"),
+            ("feature_names_in_", "n_features_in_"),
+            ("factors_", "_key_names", "_y_ndim"),
+        ],
+    ),
+    TensorMapLstsqCV: (
+        {**_LINEAR, **_CV},
+        [
+            ("weights_", "intercept_", "rank_", "singular_values_", *_CV_FITTED),
+            ("coef_", "n_features_in_"),
+            ("n_features_in_", "coef_"),
+            ("feature_names_in_", "n_features_in_"),
+        ],
+    ),
+    TensorMapStandardScaler: (
+        {"mean_": _statistics, "var_": _statistics, "scale_": _statistics},
+        [("mean_", "var_", "scale_")],
+    ),
+}

@@ -1384,3 +1384,269 @@ def test_loading_a_compression_bomb_allocates_nothing_large(saved, tmp_path):
     assert "member 'manifest.json' is compressed" in run.stdout
     growth = int(run.stdout.split("growth_kib:")[1])
     assert growth < 4 * 1024, run.stdout
+
+
+# ---------------------------------------------------------------------------------
+# fitted attributes of the wrong type, shape or dtype
+# ---------------------------------------------------------------------------------
+
+
+def _partial_fit_arrays():
+    model, A = _arrays(3)
+    b = A @ np.ones((4, 3))
+    return TensorMapLstsq(fit_intercept=True).partial_fit(A, b).partial_fit(A, 2 * b), A
+
+
+def _cv_arrays():
+    _, A = _arrays(None)
+    return TensorMapLstsqCV(alphas=(0.0, 1.0), cv=3).fit(A, A @ np.arange(4.0)), A
+
+
+FITTED_CASES = {**CASES, "partial_fit_arrays": _partial_fit_arrays, "cv_arrays": _cv_arrays}
+
+
+def _estimator_nodes(node, where=""):
+    """Every estimator node of a manifest's estimator (a Pipeline's steps too)."""
+    yield where, node
+    if node["class"] == "sklearn.pipeline.Pipeline":
+        for step in node["params"]["steps"]:
+            name, value = step["items"]
+            if isinstance(value, dict):
+                yield from _estimator_nodes(value, f"Pipeline step '{name}': ")
+
+
+def _fitted_attributes(case, tmp_path):
+    """(path of the saved case, [(where, attribute)] of its fitted attributes)."""
+    model, _ = FITTED_CASES[case]()
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    manifest = json.loads(read_members(path)["manifest.json"])
+    found = []
+    for position, (where, node) in enumerate(_estimator_nodes(manifest["estimator"])):
+        found += [(position, where, name) for name in node["attributes"]]
+    return path, found
+
+
+@pytest.mark.parametrize("case", FITTED_CASES)
+def test_load_refuses_every_fitted_attribute_of_another_type(case, tmp_path):
+    path, found = _fitted_attributes(case, tmp_path)
+    assert found
+    original = path.read_bytes()
+    for position, where, name in found:
+        if name in ("_key_names", "_y_ndim") and not any(n == "factors_" for _, _, n in found):
+            continue
+
+        def change(manifest, position=position, name=name):
+            nodes = list(_estimator_nodes(manifest["estimator"]))
+            nodes[position][1]["attributes"][name] = "banana"
+
+        path.write_bytes(original)
+        edit_manifest(path, change)
+        with pytest.raises(ValueError, match=rf"model.zip': {where}\w+ attribute '{name}' "):
+            skmetalstsq.load(path)
+
+
+def _attributes(manifest):
+    return manifest["estimator"]["attributes"]
+
+
+def _cv_results_column(manifest, name):
+    return dict(_attributes(manifest)["cv_results_"]["items"])[name]
+
+
+def _swap(first, second):
+    def change(manifest):
+        attributes = _attributes(manifest)
+        attributes[first], attributes[second] = attributes[second], attributes[first]
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "case, change, match",
+    [
+        (
+            "lstsq",
+            lambda m: _attributes(m).update(weights_=5),
+            r"TensorMapLstsq attribute 'weights_' must be a TensorMap, got 5 \(int\)",
+        ),
+        (
+            "lstsq",
+            lambda m: _attributes(m).pop("intercept_"),
+            r"TensorMapLstsq has the fitted attribute 'weights_' but lacks \['intercept_'\]",
+        ),
+        (
+            "lstsq",
+            lambda m: _attributes(m)["rank_"]["items"].pop(),
+            r"attribute 'rank_' must be a dict with the keys of weights_, \[\(0,\), \(1,\), "
+            r"\(3,\)\], got \[\(0,\), \(1,\)\]",
+        ),
+        (
+            "lstsq",
+            lambda m: _attributes(m)["rank_"]["items"][0].__setitem__(1, -1),
+            r"attribute 'rank_' \[\(0,\)\] must be an int >= 0, got -1",
+        ),
+        (
+            "lstsq",
+            _swap("singular_values_", "rank_"),
+            r"attribute 'rank_' \[\(0,\)\] must be an int >= 0, got array\(",
+        ),
+        (
+            "lstsq",
+            _swap("weights_", "intercept_"),
+            r"attribute 'intercept_' block \(center_type=0\) must have one column and the rows",
+        ),
+        (
+            "alpha_tensor_map",
+            lambda m: _attributes(m).update(weights_=m["estimator"]["params"]["alpha"]),
+            r"attribute 'intercept_' block \(center_type=0\) must have one column and the rows",
+        ),
+        (
+            "arrays_2d",
+            lambda m: _attributes(m)["coef_"].update(shape=[4, 3], order=[1, 0]),
+            r"attribute 'coef_' must have the shape \(3, 4\) of weights_",
+        ),
+        (
+            "arrays_2d",
+            lambda m: _attributes(m).update(n_features_in_=5),
+            r"attribute 'n_features_in_' must be the number of columns of coef_, 4, got 5",
+        ),
+        (
+            "arrays_2d",
+            lambda m: _attributes(m).pop("n_features_in_"),
+            r"has the fitted attribute 'coef_' but lacks \['n_features_in_'\]",
+        ),
+        (
+            "dataframe",
+            lambda m: _attributes(m)["feature_names_in_"]["items"].pop(),
+            r"attribute 'feature_names_in_': 2 items for an array of shape \(3,\)",
+        ),
+        (
+            "dataframe",
+            lambda m: _attributes(m)["feature_names_in_"]["items"].__setitem__(0, 1),
+            r"attribute 'feature_names_in_' must be a 1-D array of 3 str",
+        ),
+        (
+            "partial_fit",
+            lambda m: _attributes(m)["factors_"]["items"][0][1]["fields"]["factor"][
+                "fields"
+            ].update(n_features=4),
+            r"attribute 'factors_' \[\(0,\)\] has a Factor of 4 features and 9 columns for 5 "
+            r"features and 3 targets",
+        ),
+        (
+            "partial_fit",
+            lambda m: _attributes(m).update(_key_names=["system"]),
+            r"attribute '_key_names' must be the key names of weights_, \['center_type'\]",
+        ),
+        (
+            "partial_fit",
+            lambda m: _attributes(m).update(_y_ndim=2),
+            r"attribute '_y_ndim' must be in \(None,\)",
+        ),
+        (
+            "cv",
+            lambda m: _attributes(m).update(best_index_=6),
+            r"attribute 'best_index_' must be an int in \[0, 6\), the candidates of cv_results_",
+        ),
+        (
+            "cv",
+            lambda m: _cv_results_column(m, "params").pop(),
+            r"attribute 'cv_results_' \['mean_fit_time'\] must be a list or array of 5 values",
+        ),
+        (
+            "cv",
+            lambda m: _attributes(m).update(alpha_={"type": "tuple", "items": []}),
+            r"attribute 'alpha_' must be a float, got \(\) \(tuple\)",
+        ),
+        (
+            "cv_per_block",
+            lambda m: _attributes(m).update(rcond_=0.1),
+            r"attribute 'rcond_' must be a dict with the keys of weights_",
+        ),
+        (
+            "cv_per_block",
+            lambda m: m["estimator"]["params"].update(per_block=False),
+            r"attribute 'best_index_' must be an int in \[0, 3\)",
+        ),
+        (
+            "scaler",
+            _swap("var_", "mean_"),
+            None,
+        ),
+        (
+            "scaler",
+            lambda m: _attributes(m).pop("scale_"),
+            r"TensorMapStandardScaler has the fitted attribute 'mean_' but lacks \['scale_'\]",
+        ),
+    ],
+    ids=[
+        "weights_5",
+        "missing_intercept",
+        "rank_keys",
+        "negative_rank",
+        "swapped_rank",
+        "swapped_weights",
+        "alpha_as_weights",
+        "coef_shape",
+        "n_features_in",
+        "missing_n_features_in",
+        "feature_names_count",
+        "feature_names_type",
+        "factor_width",
+        "key_names",
+        "y_ndim",
+        "best_index",
+        "cv_results_length",
+        "alpha_type",
+        "per_block_rcond",
+        "per_block_param",
+        "scaler_swap_loads",
+        "missing_scale",
+    ],
+)
+def test_load_refuses_inconsistent_fitted_attributes(case, change, match, tmp_path):
+    model, X = FITTED_CASES[case]()
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    edit_manifest(path, change)
+    if match is None:  # consistent, only other numbers: loads, and predicts
+        _predict(skmetalstsq.load(path), X)
+        return
+    with pytest.raises(ValueError, match=r"model.zip': .*" + match):
+        skmetalstsq.load(path)
+
+
+def _steps(manifest):
+    return manifest["estimator"]["params"]["steps"]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            lambda m: _steps(m).reverse(),
+            r"Pipeline step 'tensormaplstsq' is a TensorMapLstsq, which does not transform, "
+            r"before the last step",
+        ),
+        (
+            lambda m: _steps(m)[1]["items"].__setitem__(0, "tensormapstandardscaler"),
+            r"Pipeline step names must be unique, without '__' and not a parameter name, got "
+            r"'tensormapstandardscaler'",
+        ),
+        (
+            lambda m: _steps(m)[1]["items"].__setitem__(1, 5),
+            r"Pipeline step 'tensormaplstsq' is 5 \(int\), not an estimator",
+        ),
+        (lambda m: _steps(m).__setitem__(1, 5), r"Pipeline step 1 must be a \(name, estimator\)"),
+        (lambda m: _steps(m).clear(), r"Pipeline parameter 'steps' must be a non-empty list"),
+    ],
+    ids=["order", "repeated_name", "number_step", "number", "empty"],
+)
+def test_load_refuses_malformed_pipeline_steps(change, match, tmp_path):
+    model, _ = _pipeline()
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    edit_manifest(path, change)
+    with pytest.raises(ValueError, match=r"model.zip': " + match):
+        skmetalstsq.load(path)
