@@ -71,12 +71,24 @@ def _to_numpy(array):
     return array.detach().cpu().numpy()
 
 
-def _penalty(value, caller, where):
-    """A penalty checked to be a finite float >= 0 (or an array of them)."""
-    array = np.asarray(_to_numpy(value) if hasattr(value, "detach") else value)
+def _penalty(value, caller, where, n_features=None, block=""):
+    """A penalty checked to be a finite float >= 0, or, where ``n_features`` is
+    given, also a 1-D array of that many (one per feature of the ``block``
+    named)."""
+    try:
+        array = np.asarray(_to_numpy(value) if hasattr(value, "detach") else value)
+    except (ValueError, TypeError):  # ragged nested sequences
+        array = np.asarray(None)
     valid = array.dtype.kind in "iuf" and np.isfinite(array).all() and (array >= 0).all()
     if isinstance(value, (bool, np.bool_)) or not valid:
         raise ValueError(f"{caller}: {where} must be a finite number >= 0, got {value!r}")
+    if array.ndim and (n_features is None or array.shape != (n_features,)):
+        accepted = "a number" if n_features is None else f"a number or {n_features} numbers"
+        per_feature = "" if n_features is None else f", one per property of block {block} of X"
+        raise ValueError(
+            f"{caller}: {where} must be {accepted}{per_feature}, got an array of shape "
+            f"{array.shape}"
+        )
     if array.ndim == 0:
         return float(array)
     if array.size and (array == array.flat[0]).all():
@@ -107,13 +119,29 @@ def resolve_alpha(alpha, X, caller, allow_unseen=False):
                 f"(a tuple of {list(X.keys.names)}): unknown keys {unknown}, missing keys "
                 f"{missing}"
             )
-        return {k: _penalty(named[k], caller, f"alpha[{k}]") for k in keys}
+        return {
+            key_tuple(key): _penalty(
+                named[key_tuple(key)],
+                caller,
+                f"alpha[{key_tuple(key)}]",
+                n_features=len(block.properties),
+                block=key_text(key),
+            )
+            for key, block in X.items()
+        }
     tensor = unwrap(alpha)[0]
     if not isinstance(tensor, TensorMap):
         raise TypeError(
             f"{caller}: alpha must be a float, a dict of floats by key or a TensorMap of "
             f"penalties per property, got {type(alpha).__name__}"
         )
+    if not allow_unseen and tensor.keys.names == X.keys.names:
+        unknown = [key_tuple(key) for key in tensor.keys if X.keys.position(key) is None]
+        if unknown:
+            raise ValueError(
+                f"{caller}: the alpha TensorMap must have the blocks of X and no other: "
+                f"unknown keys {unknown} (tuples of {list(X.keys.names)})"
+            )
     penalties = {}
     for key, x_block in X.items():
         position = tensor.keys.position(key) if tensor.keys.names == X.keys.names else None
@@ -134,7 +162,13 @@ def resolve_alpha(alpha, X, caller, allow_unseen=False):
                 f"has values of shape {tuple(block.values.shape)}"
                 + ("" if block.properties == x_block.properties else " and other properties")
             )
-        penalties[key_tuple(key)] = _penalty(block.values[0], caller, f"alpha {key_text(key)}")
+        penalties[key_tuple(key)] = _penalty(
+            block.values[0],
+            caller,
+            f"alpha {key_text(key)}",
+            n_features=len(x_block.properties),
+            block=key_text(key),
+        )
     return penalties
 
 
@@ -368,11 +402,14 @@ class TensorMapLinearModel(RegressorMixin, BaseEstimator):
             key: solution.singular_values for key, solution in zip(tuples, solutions)
         }
         if y_ndim is not None:
-            # numpy, as scikit-learn's own linear models, even after a torch solve
+            # numpy, as scikit-learn's own linear models, even after a torch solve;
+            # their intercept_ is a numpy scalar for a 1-D y and 0.0 when not fitted
             coef = _to_numpy(solutions[0].weights)
             intercept = _to_numpy(self.intercept_.block(0).values)[:, 0]
             self.coef_ = coef[0] if y_ndim == 1 else coef
-            self.intercept_ = float(intercept[0]) if y_ndim == 1 else intercept
+            self.intercept_ = intercept[0] if y_ndim == 1 else intercept
+            if solutions[0].intercept is None:
+                self.intercept_ = 0.0
         elif self.__dict__.get("_torch_maps", False):
             # fitted on metatensor-torch TensorMaps: the same kind, tensors as solved
             self.weights_ = to_torch_map(self.weights_)
@@ -589,7 +626,8 @@ class TensorMapLstsq(TensorMapLinearModel):
         ``intercept`` (zeros without ``fit_intercept``), of the kind of
         ``weights_``. After a fit on plain
         arrays, as in ``sklearn.linear_model.LinearRegression``: an array of
-        shape (n_targets,), or a float for a 1-D y.
+        shape (n_targets,), or a numpy scalar for a 1-D y, in the dtype of
+        ``coef_``; the float 0.0 without ``fit_intercept``.
     rank_ : dict
         Key (tuple of ints) -> effective rank of the weighted (and centred)
         stacked X block, or None for ``driver="gels"``.
@@ -712,8 +750,9 @@ class TensorMapLstsq(TensorMapLinearModel):
             Features; gradients are fitted together with the values.
         y : metatensor.TensorMap, IndexedTensorMap or array-like of shape (n_samples[, n_targets])
             Targets, with the same keys, samples, components and gradients as X.
-        sample_weight : None, array-like, TensorMap or IndexedTensorMap, default=None
-            Non-negative weights of the rows: for arrays, one per sample; for
+        sample_weight : None, float, array-like, TensorMap or IndexedTensorMap, default=None
+            Non-negative weights of the rows: a number, the same weight on every
+            row (as scikit-learn takes a scalar); for arrays, one per sample; for
             IndexedTensorMaps, an array-like with one weight per entry (applied to
             all its rows, values and gradients), which scikit-learn's splitters
             slice together with X; or a TensorMap with y's keys, samples,
@@ -743,7 +782,17 @@ class TensorMapLstsq(TensorMapLinearModel):
         far, and equal :meth:`fit` on all batches joined (to rounding). Keys may
         first appear in a later batch; a key whose properties, components or
         gradients change between batches is an error. Memory: one batch plus the
-        factors (``width x width`` per block). :meth:`fit` starts over.
+        factors (``width x width`` per block).
+
+        :meth:`fit` starts over, and does not keep the factors: ``partial_fit``
+        continues from earlier ``partial_fit`` calls (or from
+        :func:`~skmetalstsq.distributed.fit_shards`) only, and refuses an
+        estimator fitted by :meth:`fit` rather than forget its rows. Call
+        ``partial_fit`` on every batch from the start, or ``fit`` on all the data.
+
+        As in :meth:`fit`, the rows must not all weigh zero: a first batch whose
+        every row weighs zero is refused; once rows have been seen, a batch
+        whose rows all weigh zero changes nothing.
 
         Parameters
         ----------
@@ -756,15 +805,28 @@ class TensorMapLstsq(TensorMapLinearModel):
         Raises
         ------
         ValueError
-            For a driver other than None (the factors are solved directly), or a
-            batch whose layout differs from earlier batches.
+            For a driver other than None (the factors are solved directly), a
+            batch whose layout differs from earlier batches, an estimator fitted
+            by :meth:`fit`, or a first batch whose every row weighs zero.
         """
         caller = "TensorMapLstsq.partial_fit"
         first = not hasattr(self, "factors_")
+        if first and hasattr(self, "weights_"):
+            raise ValueError(
+                f"{caller}: this estimator was fitted by fit, which does not keep the "
+                "factors of its rows, so partial_fit cannot add to them (and would forget "
+                "them); call partial_fit on every batch from the start, fit on all the data "
+                "at once, or call partial_fit on a new estimator, "
+                "sklearn.base.clone(estimator)"
+            )
         if not first and (hasattr(self, "coef_") != _is_array_batch(X, y)):
             kinds = ("arrays", "TensorMaps") if hasattr(self, "coef_") else ("TensorMaps", "arrays")
             raise TypeError(f"{caller}: earlier batches were {kinds[0]}, this one is {kinds[1]}")
-        batch = self._factor_batch(X, y, sample_weight, caller, reset=first)
+        # the rows seen so far must not all weigh zero: earlier batches with rows had weight
+        weighed = not first and any(record.factor.n_rows for record in self.factors_.values())
+        batch = self._factor_batch(
+            X, y, sample_weight, caller, reset=first, check_weights=not weighed
+        )
         if not first:
             batch = merge_partial_states(self._partial_state(), batch, caller)
         self._torch_maps = holds_torch_maps(X, y)
@@ -774,10 +836,11 @@ class TensorMapLstsq(TensorMapLinearModel):
     def _partial_state(self):
         return PartialState(self.factors_, self._key_names, self._y_ndim)
 
-    def _factor_batch(self, X, y, sample_weight, caller, reset=True):
+    def _factor_batch(self, X, y, sample_weight, caller, reset=True, check_weights=False):
         """The :class:`PartialState` of one batch: each block's factor and layout.
 
-        Everything is checked before anything is factorised.
+        Everything is checked before anything is factorised; with
+        ``check_weights``, that the batch's rows do not all weigh zero.
         """
         if self.driver is not None:
             raise ValueError(
@@ -799,6 +862,9 @@ class TensorMapLstsq(TensorMapLinearModel):
             y_ndim = y.ndim
             X, y = array_to_tensor(X), array_to_tensor(y.reshape(len(y), -1))
             weights = row_weights(sample_weight, y, caller, per_sample=True)
+        if check_weights:
+            check_not_all_zero(weights, caller)
+        resolve_alpha(self.alpha, X, caller, allow_unseen=True)  # its errors, before any work
         gradient_weights = check_gradient_weights(self.gradient_weights, X, caller)
         systems = block_systems(X, y, device, weights, gradient_weights, self.fit_intercept)
         records = {}

@@ -2,9 +2,10 @@
 
 A block is seen as a (rows, properties) matrix, components folded into rows, with
 the rows of each gradient under those of the values (see :mod:`._blocks`). The
-weight of a row applies to all its properties. Three kinds of ``sample_weight``
+weight of a row applies to all its properties. Four kinds of ``sample_weight``
 are accepted:
 
+- a number, the same weight on every row (scikit-learn's scalar ``sample_weight``);
 - an array-like with one weight per entry of an :class:`~._indexed.IndexedTensorMap`
   (in the order of its ``entries``), given to every row of that entry in every
   block, values and gradients alike;
@@ -15,6 +16,8 @@ are accepted:
   y's samples, components and gradients and exactly one property: the weight of
   each row, gradient rows weighted by the gradient blocks of the weight map.
 """
+
+import numbers
 
 import numpy as np
 from metatensor import TensorMap
@@ -29,7 +32,7 @@ def row_weights(sample_weight, y, caller, parameters=None, per_sample=False, nam
 
     Parameters
     ----------
-    sample_weight : None, array-like, TensorMap or IndexedTensorMap
+    sample_weight : None, float, array-like, TensorMap or IndexedTensorMap
         The kinds of the module docstring. An array-like needs ``y`` to be an
         IndexedTensorMap (one weight per entry), or ``per_sample=True``.
     y : TensorMap or IndexedTensorMap
@@ -77,6 +80,16 @@ def row_weights(sample_weight, y, caller, parameters=None, per_sample=False, nam
     parameters = _parameters(tensor, parameters, caller, name)
     if isinstance(unwrap(sample_weight)[0], TensorMap):
         return _from_weight_map(unwrap(sample_weight)[0], tensor, parameters, caller, name)
+    if isinstance(sample_weight, numbers.Real):
+        weight = float(sample_weight)
+        if not (np.isfinite(weight) and weight >= 0):
+            raise ValueError(
+                f"{caller}: sample_weight must be finite and >= 0, got {sample_weight!r}"
+            )
+        return {
+            key_tuple(key): _spread(np.full(len(block.samples), weight), block, block_parameters)
+            for (key, block), block_parameters in zip(tensor.items(), parameters)
+        }
     if not _is_array_like(sample_weight):
         raise TypeError(
             f"{caller}: sample_weight must be None, an array-like of one weight per entry "

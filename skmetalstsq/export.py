@@ -16,6 +16,7 @@ import functools
 
 import numpy as np
 from metatensor import TensorBlock, TensorMap
+from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
@@ -111,6 +112,7 @@ def to_module(estimator):
             f"{_CALLER}: {type(model).__name__} was fitted on plain arrays; the module "
             "predicts metatensor-torch TensorMaps, so fit it on TensorMaps"
         )
+    module_class = _module_class()  # the ImportError with the install hint, before torch is used
     weights, intercept = as_core(model.weights_), as_core(model.intercept_)
     blocks = [
         (key, block.values, intercept.block(key).values[:, 0]) for key, block in weights.items()
@@ -124,28 +126,36 @@ def to_module(estimator):
         intercept_blocks.append(
             TensorBlock(c.reshape(-1, 1), block.samples, [], intercept.block(key).properties)
         )
-    module_class = _module_class()
     return module_class(
         to_torch_map(TensorMap(weights.keys, weight_blocks)),
         to_torch_map(TensorMap(weights.keys, intercept_blocks)),
     )
 
 
+def _is_linear_model(estimator):
+    """Whether ``estimator`` is one of this package's per-block linear models
+    (TensorMapLstsq, TensorMapLstsqCV): an estimator offering ``to_module``.
+
+    Told by what the estimator offers rather than by its class, so that the
+    estimators' module, whose ``to_module`` calls this one, is not imported here.
+    """
+    return isinstance(estimator, BaseEstimator) and callable(getattr(estimator, "to_module", None))
+
+
 def _model_and_scalers(estimator):
     """The linear model and the scalers (in pipeline order) of ``estimator``."""
-    from ._estimator import TensorMapLinearModel
     from .preprocessing import TensorMapStandardScaler
 
     accepted = (
         "a fitted TensorMapLstsq, TensorMapLstsqCV, or a Pipeline of "
         "TensorMapStandardScaler steps ending with one"
     )
-    if isinstance(estimator, TensorMapLinearModel):
+    if _is_linear_model(estimator):
         return estimator, []
     if not isinstance(estimator, Pipeline):
         raise TypeError(f"{_CALLER}: expected {accepted}, got {type(estimator).__name__}")
     *steps, (last_name, model) = estimator.steps
-    if not isinstance(model, TensorMapLinearModel):
+    if not _is_linear_model(model):
         raise TypeError(
             f"{_CALLER}: the last step of the Pipeline, '{last_name}' "
             f"({type(model).__name__}), must be a TensorMapLstsq or a TensorMapLstsqCV"

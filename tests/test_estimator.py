@@ -22,10 +22,12 @@ from builders import (
 )
 from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.base import clone
+from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.metrics import r2_score
 
 from skmetalstsq import IndexedTensorMap, TensorMapLstsq
 from skmetalstsq._parallel import SMALL_SOLVE_FLOPS
+from skmetalstsq.metrics import r2
 
 try:
     import torch
@@ -337,6 +339,74 @@ def test_arrays_with_fewer_rows_than_features_give_minimum_norm():
     for driver in DRIVERS:
         model = TensorMapLstsq(rcond=RCOND, driver=driver).fit(a, b)
         np.testing.assert_allclose(model.coef_, np.linalg.lstsq(a, b, rcond=RCOND)[0].T, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("b_shape", [(30,), (30, 1), (30, 2)])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_array_attributes_have_the_types_of_linear_regression(
+    fit_intercept, b_shape, dtype, method
+):
+    # scikit-learn's LinearRegression: intercept_ a numpy scalar for a 1-D y, an
+    # array for a 2-D y, the float 0.0 without an intercept; coef_ (n_features,)
+    # for a 1-D y, (n_targets, n_features) otherwise, in the data's dtype
+    rng = np.random.default_rng(20)
+    a = rng.normal(size=(30, 4)).astype(dtype)
+    b = (rng.normal(size=b_shape) + 1.0).astype(dtype)
+    model = getattr(TensorMapLstsq(fit_intercept=fit_intercept), method)(a, b)
+    reference = LinearRegression(fit_intercept=fit_intercept).fit(a, b)
+    assert type(model.intercept_) is type(reference.intercept_)
+    assert np.shape(model.intercept_) == np.shape(reference.intercept_)
+    assert getattr(model.intercept_, "dtype", None) == getattr(reference.intercept_, "dtype", None)
+    assert type(model.coef_) is type(reference.coef_)
+    assert model.coef_.shape == reference.coef_.shape and model.coef_.dtype == reference.coef_.dtype
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(model.intercept_, reference.intercept_, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(model.coef_, reference.coef_, rtol=rtol, atol=rtol)
+    predicted, expected = model.predict(a), reference.predict(a)
+    assert predicted.shape == expected.shape and predicted.dtype == expected.dtype
+
+
+@pytest.mark.parametrize("b_shape", [(40,), (40, 2)])
+def test_a_scalar_sample_weight_on_arrays_equals_ridge(b_shape):
+    # scikit-learn takes a number as the same weight on every sample (with a
+    # penalty, not the unweighted fit)
+    rng = np.random.default_rng(21)
+    a, b = rng.normal(size=(40, 5)), rng.normal(size=b_shape)
+    model = TensorMapLstsq(alpha=3.0, fit_intercept=True).fit(a, b, sample_weight=0.5)
+    ridge = Ridge(alpha=3.0, solver="svd").fit(a, b, sample_weight=0.5)
+    np.testing.assert_allclose(model.coef_, ridge.coef_, rtol=1e-10)
+    np.testing.assert_allclose(model.intercept_, ridge.intercept_, rtol=1e-10)
+    assert not np.allclose(model.coef_, Ridge(alpha=3.0, solver="svd").fit(a, b).coef_)
+    a_new, b_new = rng.normal(size=(9, 5)), rng.normal(size=(9, *b_shape[1:]))
+    expected = r2_score(
+        b_new, ridge.predict(a_new), sample_weight=np.full(9, 2.0), multioutput="variance_weighted"
+    )
+    np.testing.assert_allclose(model.score(a_new, b_new, sample_weight=2.0), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["TensorMap", "IndexedTensorMap"])
+def test_a_scalar_sample_weight_on_tensor_maps_weighs_every_row(indexed):
+    # one block with components and a gradient: Ridge on the stacked rows, each
+    # of weight 0.5 (values and gradient rows alike)
+    X, y = make_pair(np.random.default_rng(22), keys=((0,),), n_components=3, n_targets=2)
+    model = TensorMapLstsq(alpha=2.0)
+    wrap = IndexedTensorMap if indexed else (lambda tensor: tensor)
+    model.fit(wrap(X), wrap(y), sample_weight=0.5)
+    a, b = stacked(X.block(0)), stacked(y.block(0))
+    ridge = Ridge(alpha=2.0, fit_intercept=False, solver="svd").fit(a, b, sample_weight=0.5)
+    np.testing.assert_allclose(model.weights_.block(0).values, ridge.coef_, rtol=1e-10)
+    X_new, y_new = make_pair(np.random.default_rng(23), keys=((0,),), n_components=3, n_targets=2)
+    true = y_new.block(0).values.reshape(-1, 2)
+    predicted = X_new.block(0).values.reshape(-1, 4) @ ridge.coef_.T
+    expected = r2_score(
+        true, predicted, sample_weight=np.full(len(true), 4.0), multioutput="variance_weighted"
+    )
+    score = model.score(wrap(X_new), wrap(y_new), sample_weight=4.0)
+    np.testing.assert_allclose(score, expected, rtol=1e-10)
+    prediction = model.predict(wrap(X_new))
+    np.testing.assert_allclose(r2(wrap(y_new), prediction, sample_weight=4.0), expected, rtol=1e-10)
 
 
 # ---------------------------------------------------------------------------------

@@ -1,6 +1,10 @@
 """export.to_module: TorchScript modules predicting as the fitted estimators do."""
 
+import ast
+import functools
 import pickle
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +15,14 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline, make_pipeline
 
+import skmetalstsq
 from skmetalstsq import (
     IndexedTensorMap,
     TensorMapFunctionTransformer,
     TensorMapLstsq,
     TensorMapLstsqCV,
     TensorMapStandardScaler,
+    export,
 )
 from skmetalstsq.export import to_module
 
@@ -314,6 +320,54 @@ def test_unfitted_estimators_are_refused(fitted):
     pipeline.steps[-1][1].fit(X, y)
     with pytest.raises(NotFittedError):
         to_module(pipeline)
+
+
+def test_without_torch_the_install_hint_comes_first(fitted, monkeypatch):
+    # torch unimportable: the documented ImportError, not a bare ModuleNotFoundError
+    # from the first use of torch
+    model, X, y, _ = fitted
+    pipeline = make_pipeline(TensorMapStandardScaler(), TensorMapLstsq()).fit(X, y)
+    for name in (
+        "torch",
+        "metatensor.torch",
+        "metatensor.torch.learn",
+        "metatensor.torch.learn.nn",
+    ):
+        monkeypatch.setitem(sys.modules, name, None)
+    # a cache of its own, so that the module class built by other tests is not seen
+    monkeypatch.setattr(export, "_module_class", functools.cache(export._module_class.__wrapped__))
+    hint = r"export\.to_module needs metatensor-torch: pip install 'skmetalstsq\[mtorch\]'"
+    for convert in (to_module, lambda estimator: estimator.to_module()):
+        with pytest.raises(ImportError, match=hint) as error:
+            convert(model)
+        assert type(error.value) is ImportError
+    with pytest.raises(ImportError, match=hint):
+        to_module(pipeline)
+
+
+def test_export_does_not_import_the_estimators():
+    # imports run one way: the estimators' to_module imports export, so nothing
+    # export imports (at the top or in a function) may lead back to them
+    package = Path(skmetalstsq.__file__).parent
+
+    def imported(name):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found.update(
+                    [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+                )
+        return found
+
+    reached, todo = set(), ["export"]
+    while todo:
+        name = todo.pop()
+        for module in imported(name) - reached:
+            reached.add(module)
+            todo.append(module)
+    assert "_estimator" not in reached and "_cv" not in reached, sorted(reached)
+    assert "export" in imported("_estimator")
 
 
 def test_array_fits_are_refused():

@@ -70,6 +70,7 @@ def no_solve(monkeypatch):
         raise AssertionError("a block was solved before the input error was raised")
 
     monkeypatch.setattr(skmetalstsq._estimator, "solve_systems", forbidden)
+    monkeypatch.setattr(skmetalstsq._estimator, "factorize", forbidden)  # partial_fit's work
 
 
 def raises(error, *parts):
@@ -467,6 +468,92 @@ def test_array_sample_weight_with_a_plain_tensor_map():
         model.score(X, y, sample_weight=np.ones(3))
     with raises(TypeError, "an array-like sample_weight holds one weight per entry"):
         model.fit(X, y, sample_weight=np.ones(3))
+
+
+@pytest.mark.parametrize("weight", [-1.0, np.nan, np.inf, -2])
+def test_a_bad_scalar_sample_weight(weight, no_solve):
+    X, y = data()
+    rng = np.random.default_rng(1)
+    for model_X, model_y in ((X, y), (rng.normal(size=(6, 2)), rng.normal(size=6))):
+        with raises(
+            ValueError, "TensorMapLstsq.fit: sample_weight must be finite and >= 0", repr(weight)
+        ):
+            TensorMapLstsq().fit(model_X, model_y, sample_weight=weight)
+
+
+# ---------------------------------------------------------------------------------
+# penalties and gradient weights
+# ---------------------------------------------------------------------------------
+
+
+def _alpha_map(X, keys):
+    """A TensorMap of penalties (one per property) for ``keys``, laid out as X's blocks."""
+    properties = X.block(0).properties
+    blocks = [
+        TensorBlock(np.full((1, len(properties)), 0.5), Labels.range("_", 1), [], properties)
+        for _ in keys
+    ]
+    return TensorMap(Labels(X.keys.names, np.array(keys, dtype=np.int32)), blocks)
+
+
+def test_an_alpha_tensor_map_with_a_key_x_lacks(no_solve):
+    # as the dict form: a penalty for a block X does not have is an error
+    X, y = data()
+    alpha = _alpha_map(X, [*KEYS, (7,), (9,)])
+    with raises(
+        ValueError,
+        "TensorMapLstsq.fit: the alpha TensorMap must have the blocks of X and no other",
+        "unknown keys [(7,), (9,)] (tuples of ['center_type'])",
+    ):
+        TensorMapLstsq(alpha=alpha).fit(X, y)
+    with raises(
+        ValueError, "alpha must give a penalty for every block of X", "unknown keys [(7,)]"
+    ):
+        TensorMapLstsq(alpha={**dict.fromkeys(KEYS, 0.5), (7,): 0.5}).fit(X, y)
+
+
+def test_an_alpha_tensor_map_with_the_keys_of_x_is_ridge_on_each_block():
+    X, y = data()
+    model = TensorMapLstsq(alpha=_alpha_map(X, list(KEYS))).fit(X, y)
+    for key in X.keys:
+        a, b = stacked(X.block(key)), stacked(y.block(key))
+        expected = np.linalg.solve(a.T @ a + 0.5 * np.eye(a.shape[1]), a.T @ b).T
+        np.testing.assert_allclose(model.weights_.block(key).values, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "alpha, shape",
+    [(np.ones(3), "(3,)"), (np.ones(5), "(5,)"), (np.ones((4, 1)), "(4, 1)"), ([[0.5]], "(1, 1)")],
+)
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_a_per_feature_alpha_of_the_wrong_shape(alpha, shape, method, no_solve):
+    X, y = data()
+    penalties = {**dict.fromkeys(KEYS, 0.1), (1,): alpha}
+    with raises(
+        ValueError,
+        f"TensorMapLstsq.{method}: alpha[(1,)] must be a number or 4 numbers, one per "
+        f"property of block (center_type=1) of X, got an array of shape {shape}",
+    ):
+        getattr(TensorMapLstsq(alpha=penalties), method)(X, y)
+
+
+@pytest.mark.parametrize("value", [np.array([0.1, 0.2]), [0.1], np.ones((1, 1))])
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_an_array_gradient_weight(value, method, no_solve):
+    X, y = data()
+    with raises(
+        ValueError,
+        f"TensorMapLstsq.{method}: gradient_weights['positions'] must be a number, got an "
+        f"array of shape {np.shape(value)}",
+    ):
+        getattr(TensorMapLstsq(gradient_weights={"positions": value}), method)(X, y)
+
+
+def test_a_ragged_penalty_gets_the_penalty_message(no_solve):
+    X, y = data()
+    penalties = {**dict.fromkeys(KEYS, 0.1), (3,): [[1.0], [1.0, 2.0]]}
+    with raises(ValueError, "TensorMapLstsq.fit: alpha[(3,)] must be a finite number >= 0"):
+        TensorMapLstsq(alpha=penalties).fit(X, y)
 
 
 @pytest.mark.parametrize("n_jobs", [0, 1.5])

@@ -883,6 +883,8 @@ def indexed_pair():
 def _assert_same_results(got, expected):
     assert got.keys() == expected.keys()
     for key, value in expected.items():
+        if key.endswith("_time"):  # seconds differ from run to run
+            continue
         if key == "params":
             assert got[key] == value
         else:

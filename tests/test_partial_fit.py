@@ -9,6 +9,7 @@ weighted (and penalty-augmented) arrays, ``numpy.linalg.lstsq`` for the default
 
 import functools
 import pickle
+import re
 
 import metatensor
 import numpy as np
@@ -16,8 +17,10 @@ import pytest
 import scipy.linalg
 from builders import as_dtype, example_pair, make_rank_deficient, stacked, to_torch
 from metatensor import Labels, TensorBlock, TensorMap
-from sklearn.linear_model import Ridge
+from sklearn.base import clone
+from sklearn.linear_model import LinearRegression, Ridge
 
+import skmetalstsq._estimator
 from skmetalstsq import IndexedTensorMap, TensorMapLstsq
 
 RTOL = 1e-10
@@ -359,8 +362,9 @@ def test_array_batches_equal_ridge_on_every_row(y_shape, alpha):
     np.testing.assert_allclose(model.coef_, ridge.coef_, rtol=1e-9)
     np.testing.assert_allclose(model.intercept_, ridge.intercept_, rtol=1e-9)
     np.testing.assert_allclose(model.predict(A), ridge.predict(A), rtol=1e-9)
-    if not y_shape:
-        assert isinstance(model.intercept_, float)
+    # scikit-learn's types: numpy.float64 for a 1-D y, an array for a 2-D y
+    assert type(model.intercept_) is type(ridge.intercept_)
+    assert np.shape(model.intercept_) == np.shape(ridge.intercept_)
 
 
 def test_array_batches_equal_scipy_lstsq():
@@ -536,6 +540,152 @@ def test_arrays_fit_after_tensor_partial_fits_starts_over(pair):
     expected = scipy.linalg.lstsq(A, b, cond=1e-12)[0]
     np.testing.assert_allclose(model.coef_, expected, rtol=RTOL)
     np.testing.assert_allclose(model.predict(A), A @ expected, rtol=RTOL)
+
+
+AFTER_FIT = (
+    r"TensorMapLstsq\.partial_fit: this estimator was fitted by fit, which does not keep "
+    r"the factors of its rows, so partial_fit cannot add to them \(and would forget them\); "
+    r"call partial_fit on every batch from the start, fit on all the data at once, or call "
+    r"partial_fit on a new estimator, sklearn\.base\.clone\(estimator\)"
+)
+
+
+def test_partial_fit_after_fit_is_refused_and_changes_nothing(pair):
+    # fit keeps no factors: a partial_fit after it would silently forget fit's rows
+    X, y = pair
+    Xi, yi = IndexedTensorMap(X), IndexedTensorMap(y)
+    model = TensorMapLstsq(rcond=1e-12).fit(Xi[0:8], yi[0:8])
+    with pytest.raises(ValueError, match=AFTER_FIT):
+        model.partial_fit(Xi[8:12], yi[8:12])
+    assert_matches(model, reference(Xi[0:8].tensor, yi[0:8].tensor))
+    assert not hasattr(model, "factors_")
+    # each way out the message offers gives the fit of its rows
+    model.fit(X, y)
+    assert_matches(model, reference(X, y))
+    restarted = clone(model)
+    for batch in BATCHES:
+        restarted.partial_fit(Xi[batch], yi[batch])
+    assert_matches(restarted, reference(X, y))
+
+
+def test_partial_fit_after_an_array_fit_is_refused_before_any_work(monkeypatch):
+    rng = np.random.default_rng(15)
+    A, b = rng.normal(size=(40, 3)), rng.normal(size=40)
+    model = TensorMapLstsq(fit_intercept=True).fit(A[:20], b[:20])
+    coef, intercept = model.coef_.copy(), model.intercept_
+    monkeypatch.setattr(skmetalstsq._estimator, "factorize", _forbidden)
+    with pytest.raises(ValueError, match=AFTER_FIT):
+        model.partial_fit(A[20:], b[20:])
+    np.testing.assert_array_equal(model.coef_, coef)
+    assert model.intercept_ == intercept and model.n_features_in_ == 3
+    monkeypatch.undo()
+    # sklearn's LinearRegression on the rows of the fit, which the model still is
+    expected = LinearRegression().fit(A[:20], b[:20])
+    np.testing.assert_allclose(model.coef_, expected.coef_, rtol=1e-10)
+
+
+def _forbidden(*args, **kwargs):
+    raise AssertionError("a batch was factorised before the error was raised")
+
+
+def _zero_weight_batches(pair):
+    """The IndexedTensorMap slices of ``pair`` and weights: the first four systems
+    weigh zero, the others in (0.5, 2)."""
+    X, y = pair
+    Xi, yi = IndexedTensorMap(X), IndexedTensorMap(y)
+    weights = np.random.default_rng(16).uniform(0.5, 2.0, size=len(Xi))
+    weights[:4] = 0.0
+    return Xi, yi, weights
+
+
+def test_a_first_batch_of_zero_weights_is_refused_as_fit_refuses(pair, monkeypatch):
+    Xi, yi, weights = _zero_weight_batches(pair)
+    message = (
+        r"every sample weight is zero, so there is nothing to fit; give at least one row "
+        r"a positive weight"
+    )
+    with pytest.raises(ValueError, match=r"TensorMapLstsq\.fit: " + message):
+        TensorMapLstsq().fit(Xi[0:4], yi[0:4], sample_weight=weights[0:4])
+    model = TensorMapLstsq()
+    monkeypatch.setattr(skmetalstsq._estimator, "factorize", _forbidden)
+    for sample_weight in (weights[0:4], 0.0, zero_weight_map(yi[0:4].tensor)):
+        with pytest.raises(ValueError, match=r"TensorMapLstsq\.partial_fit: " + message):
+            model.partial_fit(Xi[0:4], yi[0:4], sample_weight=sample_weight)
+        assert not hasattr(model, "factors_") and not hasattr(model, "weights_")
+    rng = np.random.default_rng(17)
+    with pytest.raises(ValueError, match=r"TensorMapLstsq\.partial_fit: " + message):
+        model.partial_fit(rng.normal(size=(5, 2)), rng.normal(size=5), sample_weight=np.zeros(5))
+
+
+def test_a_batch_of_zero_weights_after_weighted_ones_changes_nothing(pair):
+    # what fit allows: the rows seen so far do not all weigh zero
+    X, y = pair
+    Xi, yi, weights = _zero_weight_batches(pair)
+    model = TensorMapLstsq(rcond=1e-12, fit_intercept=True)
+    model.partial_fit(Xi[4:12], yi[4:12], sample_weight=weights[4:12])
+    model.partial_fit(Xi[0:4], yi[0:4], sample_weight=weights[0:4])
+    row_weights = entry_weight_map(y, "system", Xi.entries, weights)
+    assert_matches(model, reference(X, y, row_weights, fit_intercept=True), check_rank=False)
+    for key, x_block in X.items():  # the zero-weight rows were counted, and weigh nothing
+        assert model.factors_[tuple(int(v) for v in key.values)].factor.n_rows == len(
+            stacked(x_block)
+        )
+
+
+def zero_weight_map(y):
+    """A TensorMap of weights laid out as ``y`` (one property), every one zero."""
+    blocks = []
+    for block in y.blocks():
+        properties = Labels.range("weight", 1)
+        zeros = np.zeros((*block.values.shape[:-1], 1))
+        new = TensorBlock(zeros, block.samples, block.components, properties)
+        for parameter, gradient in block.gradients():
+            zeros = np.zeros((*gradient.values.shape[:-1], 1))
+            new.add_gradient(
+                parameter, TensorBlock(zeros, gradient.samples, gradient.components, properties)
+            )
+        blocks.append(new)
+    return TensorMap(y.keys, blocks)
+
+
+@pytest.mark.parametrize("y_shape", [(), (2,)], ids=["1-D y", "2-D y"])
+def test_a_scalar_sample_weight_in_batches_equals_ridge(y_shape):
+    # scikit-learn takes a number as the same weight on every sample; with a penalty
+    # it is not the unweighted fit
+    rng = np.random.default_rng(18)
+    A = rng.normal(size=(60, 4))
+    b = A @ rng.normal(size=(4, *y_shape)) + 0.1 * rng.normal(size=(60, *y_shape)) + 1.0
+    model = TensorMapLstsq(alpha=2.0, fit_intercept=True)
+    for rows in np.array_split(np.arange(60), 3):
+        model.partial_fit(A[rows], b[rows], sample_weight=0.25)
+    ridge = Ridge(alpha=2.0, solver="svd").fit(A, b, sample_weight=0.25)
+    np.testing.assert_allclose(model.coef_, ridge.coef_, rtol=1e-9)
+    np.testing.assert_allclose(model.intercept_, ridge.intercept_, rtol=1e-9)
+    unweighted = Ridge(alpha=2.0, solver="svd").fit(A, b)
+    assert not np.allclose(model.coef_, unweighted.coef_, rtol=1e-3)
+
+
+def test_a_wrong_alpha_is_refused_before_the_batch_is_factorised(pair, monkeypatch):
+    X, y = pair
+    keys = [tuple(int(v) for v in key.values) for key in X.keys]
+    n_features = len(X.block(0).properties)
+    alpha = dict.fromkeys(keys, 0.1)
+    alpha[keys[0]] = np.ones(n_features + 1)
+    monkeypatch.setattr(skmetalstsq._estimator, "factorize", _forbidden)
+    key_text = ", ".join(f"{n}={v}" for n, v in zip(X.keys.names, keys[0]))
+    message = (
+        f"TensorMapLstsq.partial_fit: alpha[{keys[0]}] must be a number or {n_features} "
+        f"numbers, one per property of block ({key_text}) of X, got an array of shape "
+        f"({n_features + 1},)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TensorMapLstsq(alpha=alpha).partial_fit(X, y)
+    with pytest.raises(
+        ValueError,
+        match=r"TensorMapLstsq\.partial_fit: gradient_weights\['positions'\] must be a "
+        r"number, got an array of shape \(2,\)",
+    ):
+        TensorMapLstsq(gradient_weights={"positions": np.array([0.1, 0.2])}).partial_fit(X, y)
 
 
 def test_pickled_mid_way_and_continued_gives_the_same_result(pair):

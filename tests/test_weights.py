@@ -198,6 +198,28 @@ def test_weight_map_with_only_the_gradients_asked_for(uneven):
         row_weights(weight_map, uneven, "fit")
 
 
+@pytest.mark.parametrize("weight", [2.5, 3, np.float32(0.5), np.int64(4)])
+def test_a_number_weighs_every_row_as_scikit_learn_does(uneven, weight):
+    # scikit-learn's _check_sample_weight: a number is that weight on every sample
+    by_system = dict.fromkeys(range(5), float(weight))
+    for y in (uneven, IndexedTensorMap(uneven)):
+        _assert_same(
+            row_weights(weight, y, "fit"), _by_hand(uneven, by_system, ["cell", "positions"])
+        )
+    parameters = {(0,): ["positions"], (3,): []}
+    got = row_weights(weight, uneven, "score", parameters=parameters)
+    assert [len(parts) for parts in got.values()] == [2, 1]
+    one_block = array_to_tensor(np.ones((6, 2)))
+    got = row_weights(weight, one_block, "fit", per_sample=True)
+    _assert_same(got, {(0,): [np.full(6, float(weight))]})
+
+
+@pytest.mark.parametrize("weight", [-0.5, np.nan, np.inf, -np.inf])
+def test_a_bad_number(uneven, weight):
+    with raises(ValueError, "fit: sample_weight must be finite and >= 0, got"):
+        row_weights(weight, IndexedTensorMap(uneven), "fit")
+
+
 def test_bad_kinds(uneven):
     with raises(
         TypeError,
@@ -218,7 +240,7 @@ def test_bad_arrays(uneven):
     with raises(ValueError, "fit: sample_weight must be 1-D, one weight for each of the 5"):
         row_weights(np.ones((5, 1)), y, "fit")
     with raises(ValueError, "fit: sample_weight must be 1-D"):
-        row_weights(np.float64(2.0), y, "fit")
+        row_weights(np.array(2.0), y, "fit")
     with raises(ValueError, "fit: sample_weight has 4 weights but y has 5 'system' entries"):
         row_weights(np.ones(4), y, "fit")
     with raises(ValueError, "fit: sample_weight has NaN or infinity (first at position 2: nan)"):
