@@ -378,7 +378,7 @@ def _float_rows(array):
 class TensorMapBayesianRidge(TensorMapLinearModel):
     """Bayesian ridge regression fitted block by block and target by target.
 
-    scikit-learn's :class:`~sklearn.linear_model.BayesianRidge` for every block of a
+    scikit-learn's ``sklearn.linear_model.BayesianRidge`` for every block of a
     TensorMap (values with their gradients stacked as rows, as
     :class:`TensorMapLstsq` fits them) and every target property on its own: the
     weights have a Gaussian prior of precision ``lambda_``, each row a Gaussian
@@ -465,11 +465,15 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
     factors_ : dict
         Key -> the block's accumulated factor and layout (as
         :meth:`TensorMapLstsq.partial_fit` keeps them), for :meth:`partial_fit`.
-    coef_, intercept_, alpha_, lambda_, sigma_, n_iter_, scores_, X_offset_ :
-        After a fit on plain arrays, as scikit-learn's ``BayesianRidge`` has
-        them for a 1-D y (``coef_`` (n_features,), floats, ``sigma_``
-        (n_features, n_features)); for a 2-D y, one per target (arrays of
-        shape (n_targets, ...), ``scores_`` a list).
+    coef_ : numpy.ndarray of shape (n_features,) or (n_targets, n_features)
+        Only after a fit on plain arrays. ``intercept_``, ``alpha_``,
+        ``lambda_``, ``sigma_``, ``n_iter_``, ``scores_``, ``X_offset_`` and
+        ``value_weight_sum_`` are then those of the one block, as scikit-learn's
+        ``BayesianRidge`` has them for a 1-D y (numpy floats, an int,
+        ``sigma_`` of shape (n_features, n_features)); for a 2-D y, one per
+        target (arrays of shape (n_targets, ...), ``scores_`` a list).
+    n_features_in_ : int
+        Only after a fit on plain arrays: the number of columns of X.
 
     Notes
     -----

@@ -10,6 +10,13 @@ from sklearn.linear_model import BayesianRidge
 
 from skmetalstsq import TensorMapBayesianRidge, TensorMapLstsq
 
+try:
+    import torch
+
+    CUDA = torch.cuda.is_available()
+except ImportError:  # torch is optional
+    CUDA = False
+
 #: scikit-learn's iteration, run to its fixed point
 TIGHT = dict(tol=1e-10, max_iter=10_000)
 
@@ -505,3 +512,55 @@ def test_clone_and_params_as_sklearn():
     model = TensorMapBayesianRidge(max_iter=10, alpha_init=2.0)
     assert clone(model).get_params() == model.get_params()
     assert set(BayesianRidge().get_params()) - {"copy_X"} <= set(model.get_params())
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="CUDA is not available")),
+    ],
+)
+def test_torch_data_and_devices_give_the_numpy_fit(device):
+    torch = pytest.importorskip("torch")
+    from builders import to_torch
+
+    X, y = make_pair(np.random.default_rng(31), n_components=2)
+    reference = TensorMapBayesianRidge().fit(X, y)
+    X_torch, y_torch = to_torch(X, device=device), to_torch(y, device=device)
+    model = TensorMapBayesianRidge(device=device).fit(X_torch, y_torch)
+    mean, std = model.predict(X_torch, return_std=True)
+    drawn = model.sample_y(X_torch, n_samples=3, random_state=0)
+    expected_mean, expected_std = reference.predict(X, return_std=True)
+    expected_draws = reference.sample_y(X, n_samples=3, random_state=0)
+    for key in expected_std.keys:
+        for ours, theirs in ((std, expected_std), (mean, expected_mean), (drawn, expected_draws)):
+            values = ours.block(key).values
+            assert isinstance(values, torch.Tensor) and values.device.type == device
+            np.testing.assert_allclose(
+                values.cpu().numpy(), theirs.block(key).values, rtol=1e-9, atol=1e-12
+            )
+            gradient = ours.block(key).gradient("positions").values.cpu().numpy()
+            np.testing.assert_allclose(
+                gradient, theirs.block(key).gradient("positions").values, rtol=1e-9, atol=1e-12
+            )
+    for name in ("alpha_", "lambda_", "sigma_"):
+        for key, value in getattr(reference, name).items():
+            np.testing.assert_allclose(getattr(model, name)[key], value, rtol=1e-9)
+
+
+def test_indexed_tensor_maps_give_their_kind():
+    from skmetalstsq import IndexedTensorMap
+
+    X, y = make_pair(np.random.default_rng(32))
+    model = TensorMapBayesianRidge().fit(
+        IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    )
+    mean, std = model.predict(IndexedTensorMap(X, "system"), return_std=True)
+    assert isinstance(mean, IndexedTensorMap) and isinstance(std, IndexedTensorMap)
+    reference = TensorMapBayesianRidge().fit(X, y)
+    _, expected = reference.predict(X, return_std=True)
+    for key, block in expected.items():
+        np.testing.assert_allclose(std.tensor.block(key).values, block.values, rtol=1e-12)
+    drawn = model.sample_y(IndexedTensorMap(X, "system"), n_samples=2, random_state=0)
+    assert isinstance(drawn, IndexedTensorMap)
