@@ -794,7 +794,6 @@ def test_ridge_loo(kind):
     assert_allclose(np.vstack((y_pred, y_pred)).T, Y_pred, rtol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 item 11: scorers on arrays get arrays")
 @pytest.mark.parametrize(
     "scoring",
     [
@@ -976,18 +975,7 @@ def _custom_error(y_true, y_pred):
     return -mean_errors  # pragma: no cover
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            "array",
-            marks=pytest.mark.xfail(
-                strict=True, reason="issue 19 item 11: scorers on arrays get arrays"
-            ),
-        ),
-        "indexed",
-    ],
-)
+@pytest.mark.parametrize("kind", ["array", "indexed"])
 @pytest.mark.parametrize("X_shape", [(50, 10), (10, 50)], ids=["tall", "wide"])
 def test_ridge_cv_custom_multioutput_scorer(kind, X_shape):
     n_samples, n_features = X_shape
