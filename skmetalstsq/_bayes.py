@@ -599,7 +599,7 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         self : TensorMapBayesianRidge
         """
         caller = "TensorMapBayesianRidge.fit"
-        for stale in ("coef_", "n_features_in_", "feature_names_in_", "scores_"):
+        for stale in ("coef_", "n_features_in_", "feature_names_in_"):
             self.__dict__.pop(stale, None)
         torch_maps = holds_torch_maps(X, y)
         rows = self._rows()
@@ -705,6 +705,7 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
                 ConvergenceWarning,
                 stacklevel=3,
             )
+        self.__dict__.pop("scores_", None)
         solutions = [p.solution.cast(dtype) for p, dtype in zip(posteriors, dtypes)]
         self._set_blocks(keys, layouts, solutions, y_ndim)
         tuples = key_tuples(keys)

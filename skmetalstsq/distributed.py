@@ -13,18 +13,23 @@ are loaded and folded one after the other in this process, holding one shard at 
 
 from dataclasses import replace
 
+import time
+
 import numpy as np
 from metatensor import Labels
 from sklearn.base import clone
 from sklearn.model_selection import check_cv
 
 from ._backends import convert, device_of
+from ._bayes import TensorMapBayesianRidge
 from ._blocks import blocks_in_order, gradient_parameters, key_tuple, row_parts
 from ._cv import (
     _STATISTICS,
     TensorMapLstsqCV,
     _check_alphas,
+    _check_groups,
     _check_rconds,
+    _check_splits,
     _resolve_scoring,
     _scores,
     _search_results,
@@ -101,10 +106,12 @@ def fit_shards(estimator, shards, client=None, groups=None):
 
     Parameters
     ----------
-    estimator : TensorMapLstsq or TensorMapLstsqCV
+    estimator : TensorMapLstsq, TensorMapBayesianRidge or TensorMapLstsqCV
         A TensorMapLstsq with ``driver=None`` (the factors are solved directly):
         its weights, penalty, intercept and device apply as in
-        :meth:`TensorMapLstsq.fit`. A TensorMapLstsqCV cross-validates over the
+        :meth:`TensorMapLstsq.fit`. A TensorMapBayesianRidge maximises the
+        evidence of every block from the merged factors, as its ``fit`` does
+        from the factors of all rows. A TensorMapLstsqCV cross-validates over the
         shards: its ``cv`` splits the list of shards (each shard is one entry, a
         fold is a set of shards); each shard is factorised once, each split
         solves every candidate from the merged factors of its training shards,
@@ -122,9 +129,10 @@ def fit_shards(estimator, shards, client=None, groups=None):
 
     Returns
     -------
-    estimator : TensorMapLstsq or TensorMapLstsqCV
+    estimator : TensorMapLstsq, TensorMapBayesianRidge or TensorMapLstsqCV
         The same object, fitted: its attributes equal those of ``fit`` on all
-        shards joined (to rounding); for a TensorMapLstsq, ``factors_`` holds
+        shards joined (to rounding); for a TensorMapLstsq or a
+        TensorMapBayesianRidge, ``factors_`` holds
         the merged factors, so that ``partial_fit`` can add more rows. For a
         TensorMapLstsqCV, ``cv_results_`` are the scores of ``GridSearchCV`` on
         the joined data with the splits of the shards (a ``PredefinedSplit``).
@@ -135,10 +143,10 @@ def fit_shards(estimator, shards, client=None, groups=None):
         For shards whose layouts disagree (naming the shards and the block), or
         a shard that does not give ``(X, y[, sample_weight])``.
     """
-    if not isinstance(estimator, (TensorMapLstsq, TensorMapLstsqCV)):
+    if not isinstance(estimator, (TensorMapLstsq, TensorMapBayesianRidge, TensorMapLstsqCV)):
         raise TypeError(
-            f"{_CALLER}: estimator must be a TensorMapLstsq or a TensorMapLstsqCV, got "
-            f"{type(estimator).__name__}"
+            f"{_CALLER}: estimator must be a TensorMapLstsq, a TensorMapBayesianRidge or a "
+            f"TensorMapLstsqCV, got {type(estimator).__name__}"
         )
     estimator._validate_params()
     if isinstance(estimator, TensorMapLstsq) and estimator.driver is not None:
@@ -290,7 +298,9 @@ def _cross_validate_shards(search, shards, client, groups):
             f"skmetalstsq.metrics (a name or metrics.scorer), got {search.scoring!r}"
         )
     statistic = _STATISTICS[metric]
+    groups = _check_groups(groups, len(shards), "shards", caller)
     splits = list(check_cv(search.cv).split(np.zeros((len(shards), 1)), None, groups))
+    splits = _check_splits(splits, len(shards), "shards", caller)
     factorer = _factor_estimator(search)
     run = _LocalRun(factorer, shards) if client is None else _ClusterRun(client, factorer, shards)
     everything = run.merged(range(len(shards)))
@@ -321,6 +331,7 @@ def _cross_validate_shards(search, shards, client, groups):
     search.cv_results_ = _search_results(candidates, {"score": pooled})
     search.n_splits_ = len(splits)
     choice = search._choose(candidates, keys, metric, results)
+    start = time.perf_counter()
     solutions = []
     for key, index in zip(keys, choice):
         record = state.records[key]
@@ -334,6 +345,7 @@ def _cross_validate_shards(search, shards, client, groups):
     labels = Labels(state.key_names, np.array(keys, dtype=np.int32).reshape(len(keys), -1))
     layouts = [(state.records[k].layout.targets, state.records[k].layout.features) for k in keys]
     search._set_blocks(labels, layouts, solutions, state.y_ndim)
+    search.refit_time_ = time.perf_counter() - start
     return search
 
 

@@ -564,3 +564,31 @@ def test_indexed_tensor_maps_give_their_kind():
         np.testing.assert_allclose(std.tensor.block(key).values, block.values, rtol=1e-12)
     drawn = model.sample_y(IndexedTensorMap(X, "system"), n_samples=2, random_state=0)
     assert isinstance(drawn, IndexedTensorMap)
+
+
+def test_fit_shards_equals_fit():
+    import functools
+
+    import shard_loaders
+
+    from skmetalstsq import IndexedTensorMap
+    from skmetalstsq.distributed import fit_shards
+
+    shards = [functools.partial(shard_loaders.load_shard, 0, i, 3, weighted=True) for i in range(3)]
+    params = dict(gradient_weights={"positions": 0.5})
+    model = TensorMapBayesianRidge(**params)
+    assert fit_shards(model, shards) is model
+    X, y = shard_loaders.full_pair(0)
+    reference = TensorMapBayesianRidge(**params).fit(
+        IndexedTensorMap(X), IndexedTensorMap(y), sample_weight=shard_loaders.entry_weights(0)
+    )
+    assert_same_fit(model, reference)
+    # shards of arrays
+    shards = [functools.partial(shard_loaders.load_arrays, 1, i, 3) for i in range(3)]
+    A, b = (np.concatenate(parts) for parts in zip(*(shard() for shard in shards)))
+    model = fit_shards(TensorMapBayesianRidge(), shards)
+    reference = TensorMapBayesianRidge().fit(A, b)
+    np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-10)
+    np.testing.assert_allclose(model.alpha_, reference.alpha_, rtol=1e-10)
+    np.testing.assert_allclose(model.sigma_, reference.sigma_, rtol=1e-10)
+    assert model.n_features_in_ == 5
