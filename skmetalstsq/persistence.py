@@ -754,13 +754,16 @@ def _verified_members(archive, manifest, source):
     if type(listed) is not dict or not all(type(entry) is dict for entry in listed.values()):
         raise ValueError(f"{_LOAD}: {source}: the manifest's 'members' is malformed")
     present = [name for name in archive.namelist() if name != MANIFEST]
-    missing = [name for name in listed if name not in present]
+    names = set(present)
+    missing = [name for name in listed if name not in names]
     if missing:
-        raise ValueError(f"{_LOAD}: {source} lacks the member(s) {missing} that its manifest lists")
+        raise ValueError(
+            f"{_LOAD}: {source} lacks the member(s) {_some(missing)} that its manifest lists"
+        )
     unknown = [name for name in present if name not in listed]
     if unknown:
         raise ValueError(
-            f"{_LOAD}: {source} has member(s) {unknown} that its manifest does not list"
+            f"{_LOAD}: {source} has member(s) {_some(unknown)} that its manifest does not list"
         )
     members = {}
     for name, entry in listed.items():
@@ -781,6 +784,11 @@ def _verified_members(archive, manifest, source):
         _check_mts(data, name, source)
         members[name] = data
     return members
+
+
+def _some(names, count=5):
+    """The first ``count`` of ``names``, for a message."""
+    return str(names[:count])[:-1] + (", ...]" if len(names) > count else "]")
 
 
 def _check_entries(infos, size, what):
@@ -1054,7 +1062,7 @@ class _Reader:
     def _object_array(self, data, where):
         shape = self._shape(data["shape"], where)
         items = [self.value(item, where) for item in data["items"]]
-        if len(items) != int(np.prod(shape, dtype=np.int64)):
+        if len(items) != math.prod(shape):
             raise self.refuse(f"{where}: {len(items)} items for an array of shape {shape}")
         array = np.empty(len(items), dtype=object)
         array[:] = items
@@ -1064,8 +1072,13 @@ class _Reader:
         shape, length = self._shape(data["shape"], where), data["length"]
         items = data["items"]
         valid = type(length) is int and length >= 0 and all(type(item) is str for item in items)
-        if not valid or len(items) != int(np.prod(shape, dtype=np.int64)):
+        if not valid or len(items) != math.prod(shape):
             raise self.refuse(f"{where}: a malformed array of strings")
+        if 4 * length * len(items) > MAX_MANIFEST_SIZE:  # 4 bytes a character
+            raise self.refuse(
+                f"{where}: an array of {len(items)} strings of {length} characters, more "
+                f"than the {MAX_MANIFEST_SIZE} bytes a manifest holds"
+            )
         return np.array(items, dtype=f"<U{length}").reshape(shape)
 
     def _labels(self, data, where):

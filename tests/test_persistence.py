@@ -1650,3 +1650,24 @@ def test_load_refuses_malformed_pipeline_steps(change, match, tmp_path):
     edit_manifest(path, change)
     with pytest.raises(ValueError, match=r"model.zip': " + match):
         skmetalstsq.load(path)
+
+
+def test_load_refuses_strings_longer_than_a_manifest(saved):
+    edit_manifest(
+        saved,
+        lambda m: _attribute(
+            m, {"type": "str_array", "length": 10**9, "shape": [1], "items": ["a"]}
+        ),
+    )
+    with pytest.raises(
+        ValueError, match=r"attribute 'x_': an array of 1 strings of 1000000000 characters, more"
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_load_names_a_few_of_many_unlisted_members(saved):
+    members = read_members(saved)
+    members.update({f"extra/{i}": b"" for i in range(1000)})
+    write_members(saved, members)
+    with pytest.raises(ValueError, match=r"\['extra/0', .*'extra/4', \.\.\.\] that its manifest"):
+        skmetalstsq.load(saved)
