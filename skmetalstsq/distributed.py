@@ -11,9 +11,8 @@ workers and the factors are merged in a tree on the cluster. Without one, the sh
 are loaded and folded one after the other in this process, holding one shard at a time.
 """
 
-from dataclasses import replace
-
 import time
+from dataclasses import replace
 
 import numpy as np
 from metatensor import Labels
@@ -131,9 +130,11 @@ def fit_shards(estimator, shards, client=None, groups=None):
     -------
     estimator : TensorMapLstsq, TensorMapBayesianRidge or TensorMapLstsqCV
         The same object, fitted: its attributes equal those of ``fit`` on all
-        shards joined (to rounding); for a TensorMapLstsq or a
-        TensorMapBayesianRidge, ``factors_`` holds
-        the merged factors, so that ``partial_fit`` can add more rows. For a
+        shards joined (to rounding), of the same kind, array library, device
+        and dtype (metatensor-torch TensorMaps for metatensor-torch shards,
+        tensors on the estimator's ``device`` or on the shards' one); for a
+        TensorMapLstsq or a TensorMapBayesianRidge, ``factors_`` holds the
+        merged factors, so that ``partial_fit`` can add more rows. For a
         TensorMapLstsqCV, ``cv_results_`` are the scores of ``GridSearchCV`` on
         the joined data with the splits of the shards (a ``PredefinedSplit``).
 

@@ -165,12 +165,18 @@ def test_delayed_shards_without_a_client():
     assert_joined_fit(model, *full_pair(0))
 
 
-def test_array_shards_equal_scikit_learn():
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_array_shards_equal_scikit_learn(device):
+    if device is not None:
+        pytest.importorskip("torch")
     shards = [functools.partial(shard_loaders.load_arrays, 1, i, 3) for i in range(3)]
     A, b = (np.concatenate(parts) for parts in zip(*(shard() for shard in shards)))
-    model = fit_shards(TensorMapLstsq(rcond=1e-12, alpha=0.5, fit_intercept=True), shards)
+    model = TensorMapLstsq(rcond=1e-12, alpha=0.5, fit_intercept=True, device=device)
+    fit_shards(model, shards)
     ridge = Ridge(alpha=0.5, solver="svd").fit(A, b)
     assert model.n_features_in_ == 5
+    # numpy, as after fit (and scikit-learn), whatever the device
+    assert isinstance(model.coef_, np.ndarray)
     np.testing.assert_allclose(model.coef_, ridge.coef_, rtol=1e-10)
     np.testing.assert_allclose(model.intercept_, ridge.intercept_, rtol=1e-10)
     np.testing.assert_allclose(model.predict(A), ridge.predict(A), rtol=1e-10)
