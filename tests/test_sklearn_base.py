@@ -118,7 +118,6 @@ def test_raises_value_error_if_sample_weights_greater_than_1d(kind, n_samples, n
         kinds.fit(linear_regression(), kind, X, y, np.ones((n_samples, 1)))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 item 12: a scalar sample_weight")
 @pytest.mark.parametrize("kind", ["array", "indexed"])
 @pytest.mark.parametrize("n_samples, n_features", [(2, 3), (3, 2)])
 def test_scalar_sample_weights(kind, n_samples, n_features):
@@ -243,7 +242,6 @@ def test_linear_regression_sample_weight_consistency(kind, X_shape, fit_intercep
         assert_allclose(kinds.intercept(reg1), kinds.intercept(reg2))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 item 12: a scalar sample_weight")
 @pytest.mark.parametrize("kind", ["array", "indexed"])
 @pytest.mark.parametrize("fit_intercept", [False, True])
 def test_linear_regression_scalar_sample_weight(kind, fit_intercept):

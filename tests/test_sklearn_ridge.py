@@ -86,8 +86,10 @@ def ridge(**params):
 
 
 def ridge_cv(**params):
-    """``RidgeCV(**params)`` with the cut-off at rounding level, as Ridge has none."""
-    return TensorMapLstsqCV(**{"alphas": RIDGECV_ALPHAS, "rconds": [None], **params})
+    """``RidgeCV(**params)``: an intercept unless told otherwise, and the cut-off at
+    rounding level, as Ridge has none."""
+    params = {"alphas": RIDGECV_ALPHAS, "rconds": [None], "fit_intercept": True, **params}
+    return TensorMapLstsqCV(**params)
 
 
 def skip_gels_rank_deficient(driver, alpha, X, fit_intercept):
@@ -358,7 +360,6 @@ def test_ridge_shapes_type():
     assert isinstance(model.intercept_, np.ndarray)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 item 13: intercept_ after a 1-D fit")
 @pytest.mark.parametrize("estimator", [ridge(), ridge_cv(cv=KFold(5))])
 def test_ridge_intercept_type_after_1d_fit(estimator):
     # test_ridge_shapes_type and _test_ridge_cv: numpy.float64, with a shape
@@ -589,7 +590,6 @@ def test_raises_value_error_if_sample_weights_greater_than_1d(kind):
                 kinds.fit(ridge(alpha=1), kind, X, y, not_ok)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 item 12: a scalar sample_weight")
 @pytest.mark.parametrize("kind", ["array", "indexed"])
 def test_scalar_sample_weights(kind):
     # scikit-learn gives every sample that weight
