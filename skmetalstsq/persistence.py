@@ -24,6 +24,14 @@ the same device. Arrays come back with the same strides (a view into a larger ar
 comes back dense, its axes in the same order in memory), so that a loaded estimator
 predicts bit for bit as the saved one.
 
+Every member is stored (uncompressed): :func:`load` refuses compressed members,
+members that claim more bytes than the file has, and manifests larger than
+:data:`MAX_MANIFEST_SIZE` or nested deeper than :data:`MAX_MANIFEST_DEPTH`, before
+reading them, so that it never reads more than the file holds, and parses at most
+:data:`MAX_MANIFEST_SIZE` bytes of JSON. It then checks every fitted attribute
+against what the estimators set (:data:`FITTED`), so that a loaded estimator
+predicts, or the file is refused.
+
 Loading only builds the classes of :data:`CLASSES` (with their constructors, which
 only store their arguments), the dataclasses of a partial fit's state, Labels,
 TensorMaps (metatensor's, or metatensor-torch's for a model fitted on those), numpy
@@ -590,12 +598,20 @@ def _labels_json(labels):
 def load(path, *, device=None):
     """Load an estimator written by :func:`save`, without running code from the file.
 
-    The file is refused, before anything is built, when it is not a zip archive, has
-    no manifest or another format or a newer format version, lacks a member or has
-    one the manifest does not list, or a member's size or content differs from the
-    size and SHA-256 digest in the manifest; and while building, when it names a
-    class that is not one of the four a model file holds, or an array that differs
-    from what the manifest records of it.
+    The file is refused, before anything is built, when it is not a zip archive or a
+    damaged one (a changed byte, a corrupt header), has a compressed or encrypted
+    member or one that claims more bytes than the file has, has no manifest, one
+    larger than :data:`MAX_MANIFEST_SIZE` or nested deeper than
+    :data:`MAX_MANIFEST_DEPTH`, another format or a newer format version, lacks a
+    member or has one the manifest does not list, or a member whose size or content
+    differs from the size and SHA-256 digest in the manifest or whose arrays are not
+    the size their headers declare; and while building, when it names a class that
+    is not one of the four a model file holds, holds an array that differs from
+    what the manifest records of it, Labels with repeated entries, or fitted
+    attributes of another type, shape or dtype than the estimator sets, or that
+    disagree with each other (see :data:`FITTED`). What is read is bounded by these
+    limits, not by sizes the file gives: no member is inflated, and none is read
+    past the size the file really has.
 
     Parameters
     ----------
