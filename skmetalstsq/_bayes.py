@@ -238,19 +238,21 @@ def block_posterior(factor, priors, label, caller):
     n_features, n_targets = factor.n_features, factor.n_targets
     r_a, projected, head = factor.centred()
     residual = factor.residual_squares()
+    # every right singular vector, the null directions' included (as scikit-learn's)
+    vt_full, singular, rotated = np.eye(n_features), np.zeros(0), np.zeros((0, n_targets))
     if r_a.shape[0] and n_features:
-        u, singular, vt = backend_of(r_a).svd(r_a)
-        projected = u.T @ projected
-    else:
-        singular, vt = np.zeros(0), np.zeros((0, n_features))
-        projected = np.zeros((0, n_targets))
+        u, singular, vt_full = np.linalg.svd(r_a, full_matrices=r_a.shape[0] < n_features)
+        rotated = u.T @ projected
+    vt = vt_full[: singular.shape[0]]
+    squares_full = np.zeros(n_features)
+    squares_full[: singular.shape[0]] = singular**2
     weights = np.zeros((n_targets, n_features))
     alphas, lambdas = np.zeros(n_targets), np.zeros(n_targets)
     sigma = np.zeros((n_targets, n_features, n_features))
     n_iter, scores, converged = np.zeros(n_targets, dtype=int), [], []
     for j in range(n_targets):
         target = _Target(
-            singular, projected[:, j], float(residual[j]), factor.n_rows, n_features, priors
+            singular, rotated[:, j], float(residual[j]), factor.n_rows, n_features, priors
         )
         u0, alpha0, lambda0 = _initial_log_ratio(target, priors)
         if priors.compute_score:
@@ -271,8 +273,7 @@ def block_posterior(factor, priors, label, caller):
         converged.append(found and float(np.abs(change).sum()) < priors.tol)
         weights[j] = vt.T @ mean
         alphas[j], lambdas[j] = alpha, lambda_
-        shrink = 1.0 / (alpha * target.s2 + lambda_) - 1.0 / lambda_
-        sigma[j] = np.eye(n_features) / lambda_ + (vt.T * shrink) @ vt
+        sigma[j] = (vt_full.T / (alpha * squares_full + lambda_)) @ vt_full
         scores.append(np.array(target.scores))
     x_mean, intercept, value_weight = np.zeros(n_features), None, 0.0
     if factor.intercept:

@@ -67,11 +67,20 @@ def assert_same_posterior(model, reference, rtol=1e-7):
 # ---------------------------------------------------------------------------------
 
 
+DATA = {
+    "tall": dict(),
+    "ill-conditioned": dict(conditioning=1e4),
+    "wide": dict(n=12, p=30),
+}
+
+
 @pytest.mark.parametrize("fit_intercept", [True, False])
-@pytest.mark.parametrize("conditioning", [1.0, 1e4])
-def test_arrays_equal_sklearn(fit_intercept, conditioning):
-    # the default tol reaches scikit-learn's fixed point, reached there at tol=1e-10
-    A, y = tall_data(conditioning=conditioning)
+@pytest.mark.parametrize("data", list(DATA.values()), ids=list(DATA))
+def test_arrays_equal_sklearn(fit_intercept, data):
+    # the default tol reaches scikit-learn's fixed point, reached there at tol=1e-10;
+    # on wide data, sigma_ holds the prior's 1 / lambda_ in the null directions, as
+    # scikit-learn's does
+    A, y = tall_data(**data)
     model = TensorMapBayesianRidge(fit_intercept=fit_intercept).fit(A, y)
     reference = sklearn_fixed_point(A, y, fit_intercept)
     assert_same_posterior(model, reference)
