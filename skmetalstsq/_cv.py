@@ -313,9 +313,10 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         weights = row_weights(sample_weight, y, caller)
         check_not_all_zero(weights, caller)
         gradient_weights = check_gradient_weights(self.gradient_weights, tensor_x, caller)
-        groups = _check_groups(groups, len(X), X.sample, caller)
+        entries = f"'{X.sample}' entries of X and y"
+        groups = _check_groups(groups, len(X), entries, caller)
         splits = list(check_cv(self.cv).split(X, y, groups))
-        splits = _check_splits(splits, len(X), X.sample, caller)
+        splits = _check_splits(splits, len(X), entries, caller)
 
         systems = block_systems(
             tensor_x, tensor_y, device, weights, gradient_weights, self.fit_intercept, pairs
@@ -474,21 +475,24 @@ def _candidate_list(values, name, caller):
     return list(array)
 
 
-def _check_groups(groups, n_entries, sample, caller):
-    """``groups`` unchanged, checked to give one group per entry (None passes)."""
+def _check_groups(groups, n_entries, entries, caller):
+    """``groups`` unchanged, checked to give one group per entry (None passes).
+
+    ``entries`` names what is split, for the messages ("'system' entries of X and y").
+    """
     if groups is None:
         return None
     shape = tuple(groups.shape) if hasattr(groups, "shape") else np.shape(groups)
     if len(shape) != 1 or shape[0] != n_entries:
         given = f"{shape[0]} entries" if len(shape) == 1 else f"an array of shape {shape}"
         raise ValueError(
-            f"{caller}: groups must give the group of each of the {n_entries} '{sample}' "
-            f"entries of X and y, got {given}"
+            f"{caller}: groups must give the group of each of the {n_entries} {entries}, "
+            f"got {given}"
         )
     return groups
 
 
-def _check_splits(splits, n_entries, sample, caller):
+def _check_splits(splits, n_entries, entries, caller):
     """Each ``(train, test)`` of ``cv`` as arrays of entry positions, checked.
 
     Indices are integers in ``[-n_entries, n_entries)`` (negative ones count
@@ -505,7 +509,7 @@ def _check_splits(splits, n_entries, sample, caller):
                 f"{len(split)} parts"
             )
         train, test = (
-            _split_positions(index, part, s, n_entries, sample, caller)
+            _split_positions(index, part, s, n_entries, entries, caller)
             for index, part in zip(split, ("training", "test"))
         )
         if not len(train):
@@ -514,15 +518,14 @@ def _check_splits(splits, n_entries, sample, caller):
     return checked
 
 
-def _split_positions(index, part, s, n_entries, sample, caller):
+def _split_positions(index, part, s, n_entries, entries, caller):
     """Positions of the ``part`` ("training" or "test") entries of split ``s``."""
     where = f"{caller}: the {part} indices of split {s} of cv"
     index = np.asarray(index)
     if index.dtype == bool and index.ndim == 1:
         if len(index) != n_entries:
             raise ValueError(
-                f"{where} are a boolean mask of {len(index)} entries, but X and y have "
-                f"{n_entries} '{sample}' entries"
+                f"{where} are a boolean mask of {len(index)} values for the {n_entries} {entries}"
             )
         return np.flatnonzero(index)
     if index.ndim != 1 or (index.size and index.dtype.kind not in "iu"):
@@ -534,8 +537,7 @@ def _split_positions(index, part, s, n_entries, sample, caller):
     outside = index[(index < -n_entries) | (index >= n_entries)]
     if len(outside):
         raise ValueError(
-            f"{where} hold {int(outside[0])}, out of range for the {n_entries} "
-            f"'{sample}' entries of X and y"
+            f"{where} hold {int(outside[0])}, out of range for the {n_entries} {entries}"
         )
     positions = np.where(index < 0, index + n_entries, index)
     ordered = np.sort(positions)

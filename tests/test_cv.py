@@ -443,7 +443,7 @@ N = 20  # the entries of the data fixture
         (
             [(np.arange(N) < 10, np.ones(N + 1, bool))],
             None,
-            "boolean mask of 21 entries, but X and y have 20",
+            "boolean mask of 21 values for the 20 'system' entries of X and y",
         ),
         ([(np.array([0, 1, 1]), np.arange(10, 20))], None, "hold the entry 1 more than once"),
         ([(np.array([], int), np.arange(N))], None, "split 0 of cv has no training entries"),
@@ -710,3 +710,40 @@ def test_an_empty_test_fold_scores_nan_and_is_left_out(data, per_block):
             predicted.append(block.predict(single_block(X, position)[test].tensor))
         pooled.append(metrics.r2(y[test], from_single_blocks(keys, predicted)))
     assert model.best_score_ == pytest.approx(np.mean(pooled), abs=1e-8)
+
+
+@pytest.mark.parametrize(
+    "cv, groups, message",
+    [
+        (GroupKFold(2), [0, 1, 0], "groups must give the group of each of the 4 shards, got 3"),
+        (
+            [(np.arange(3), np.array([4]))],
+            None,
+            "split 0 of cv hold 4, out of range for the 4 shards",
+        ),
+        ([(np.ones(4, bool), np.ones(3, bool))], None, "mask of 3 values for the 4 shards"),
+    ],
+)
+def test_groups_and_splits_over_shards_are_checked_before_any_shard_is_loaded(cv, groups, message):
+    from skmetalstsq.distributed import fit_shards
+
+    def never():
+        raise AssertionError("a shard was loaded")
+
+    with pytest.raises(ValueError, match=rf"fit_shards: .*{message}"):
+        fit_shards(TensorMapLstsqCV(cv=cv), [never] * 4, groups=groups)
+
+
+def test_fit_shards_sets_the_search_attributes(data):
+    from skmetalstsq.distributed import fit_shards
+
+    X, y = data
+    parts = np.array_split(np.arange(len(X)), 4)
+    shards = [lambda part=part: (X[part], y[part]) for part in parts]
+    search = fit_shards(TensorMapLstsqCV(rconds=RCONDS, cv=2), shards)
+    folds = [np.concatenate(parts[:2]), np.concatenate(parts[2:])]
+    joined = TensorMapLstsqCV(rconds=RCONDS, cv=[(folds[1], folds[0]), (folds[0], folds[1])])
+    joined.fit(X, y)
+    assert search.best_params_ == joined.best_params_
+    assert search.best_params_ == search.cv_results_["params"][search.best_index_]
+    assert isinstance(search.refit_time_, float) and search.refit_time_ > 0
