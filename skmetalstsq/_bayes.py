@@ -339,10 +339,14 @@ def _in_library(posterior, like):
 
 
 def _numpy_dtype(dtype):
-    """The numpy dtype of the data dtype ``dtype`` (numpy or torch)."""
+    """The numpy dtype of the data dtype ``dtype`` (numpy or torch; float32 for the
+    torch dtypes numpy lacks, such as bfloat16)."""
     if isinstance(dtype, np.dtype):
         return dtype
-    return np.dtype(str(dtype).replace("torch.", ""))
+    try:
+        return np.dtype(str(dtype).replace("torch.", ""))
+    except TypeError:
+        return np.dtype(np.float32)
 
 
 def _kind_noise(parameter, gradient_weights):
@@ -751,7 +755,7 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
             setattr(self, name, value)
         (self.value_weight_sum_,) = self.value_weight_sum_.values()
 
-    def _block_posterior(self, key, n_features):
+    def _posterior_of(self, key, n_features):
         """``(sigma (T, p, p), alpha (T,), x_mean, value_weight)`` of one fitted key."""
         if hasattr(self, "coef_"):
             sigma = np.asarray(self.sigma_).reshape(-1, n_features, n_features)
@@ -800,7 +804,7 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         return mean, self._map_rows(X, caller, self._std_rows)
 
     def _std_rows(self, rows, parameter, key, n_features):
-        sigma, alpha, x_mean, value_weight = self._block_posterior(key, n_features)
+        sigma, alpha, x_mean, value_weight = self._posterior_of(key, n_features)
         centre = x_mean if parameter is None and self.fit_intercept else None
         return _rows_std(rows, sigma, alpha, centre, self._noise(parameter, value_weight))
 
@@ -891,10 +895,7 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         """
         caller = f"{type(self).__name__}.sample_y"
         check_is_fitted(self)
-        if isinstance(n_samples, (bool, np.bool_)) or not isinstance(n_samples, Integral):
-            raise TypeError(f"{caller}: n_samples must be an int >= 1, got {n_samples!r}")
-        if n_samples < 1:
-            raise ValueError(f"{caller}: n_samples must be an int >= 1, got {n_samples!r}")
+        _check_n_samples(n_samples, caller)
         draws = self._draws(check_random_state(random_state), int(n_samples))
         component = Labels(["sample"], np.arange(n_samples, dtype=np.int32).reshape(-1, 1))
 
@@ -908,6 +909,79 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
             return convert_like(out, rows)  # scratch memory is float64
 
         return self._map_rows(X, caller, predict_draws, extra_component=component)
+
+    def sample_weights(self, n_samples=1, random_state=None):
+        """Weight sets drawn from the posterior: the committee of :meth:`sample_y`.
+
+        The draws that :meth:`sample_y` predicts with, for the same
+        ``n_samples`` and ``random_state``: member ``i`` predicts
+        ``x @ w_i + c_i`` on value rows and ``g @ w_i`` on gradient rows.
+        :func:`skmetalstsq.export.to_module` exports them.
+
+        Parameters
+        ----------
+        n_samples : int >= 1, default=1
+        random_state : None, int or numpy.random.RandomState, default=None
+
+        Returns
+        -------
+        weights, intercepts :
+            After a fit on TensorMaps, metatensor TensorMaps (numpy, float64)
+            laid out as ``weights_`` and ``intercept_`` with one more component,
+            named ``"sample"`` (values 0 to n_samples - 1): values of shape
+            (n_targets, n_samples, n_features) and (n_targets, n_samples, 1).
+            After a fit on arrays, numpy arrays of shape (n_samples,
+            n_features) and (n_samples,) for a 1-D y, (n_targets, n_samples,
+            n_features) and (n_targets, n_samples) for a 2-D y.
+        """
+        caller = f"{type(self).__name__}.sample_weights"
+        check_is_fitted(self)
+        _check_n_samples(n_samples, caller)
+        draws = self._draws(check_random_state(random_state), int(n_samples))
+        if hasattr(self, "coef_"):
+            weights, intercepts = draws[None]
+            if np.ndim(self.coef_) == 1:
+                return weights[0], intercepts[0]
+            return weights, intercepts
+        component = Labels(["sample"], np.arange(n_samples, dtype=np.int32).reshape(-1, 1))
+        weights_map, intercept_map = as_core(self.weights_), as_core(self.intercept_)
+        weight_blocks, intercept_blocks = [], []
+        for key, block, intercept in zip(
+            key_tuples(weights_map.keys), weights_map.blocks(), intercept_map.blocks()
+        ):
+            weights, intercepts = draws[key]
+            weight_blocks.append(TensorBlock(weights, block.samples, [component], block.properties))
+            intercept_blocks.append(
+                TensorBlock(
+                    intercepts[:, :, None], intercept.samples, [component], intercept.properties
+                )
+            )
+        return (
+            TensorMap(weights_map.keys, weight_blocks),
+            TensorMap(intercept_map.keys, intercept_blocks),
+        )
+
+    def to_module(self, n_ensemble=0, random_state=None):
+        """A TorchScript-compatible module: the mean, std and a committee of :meth:`predict`.
+
+        See :func:`skmetalstsq.export.to_module`.
+
+        Parameters
+        ----------
+        n_ensemble : int >= 0, default=0
+            Members drawn from the posterior at export, as by
+            :meth:`sample_y` with ``random_state``.
+        random_state : None, int or numpy.random.RandomState, default=None
+
+        Returns
+        -------
+        torch.nn.Module
+            Its ``forward`` gives the mean; its ``std`` and ``ensemble`` methods
+            :meth:`predict`'s std and :meth:`sample_y`'s committee.
+        """
+        from .export import to_module
+
+        return to_module(self, n_ensemble=n_ensemble, random_state=random_state)
 
     def _draws(self, rng, n_samples):
         """Key -> (weights (T, S, p), intercepts (T, S)) drawn from the posterior, numpy."""
@@ -925,7 +999,7 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         draws = {}
         for key, (weights, intercept) in means.items():
             n_targets, n_features = weights.shape
-            sigma, alpha, x_mean, value_weight = self._block_posterior(key, n_features)
+            sigma, alpha, x_mean, value_weight = self._posterior_of(key, n_features)
             drawn = np.empty((n_targets, n_samples, n_features))
             for j in range(n_targets):
                 eigenvalues, vectors = np.linalg.eigh(np.asarray(sigma[j], dtype=np.float64))
@@ -941,6 +1015,14 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
                 intercepts += rng.standard_normal((n_targets, n_samples)) * scale[:, None]
             draws[key] = (drawn, intercepts)
         return draws
+
+
+def _check_n_samples(n_samples, caller):
+    """Refuse an ``n_samples`` that is not an int >= 1."""
+    if isinstance(n_samples, (bool, np.bool_)) or not isinstance(n_samples, Integral):
+        raise TypeError(f"{caller}: n_samples must be an int >= 1, got {n_samples!r}")
+    if n_samples < 1:
+        raise ValueError(f"{caller}: n_samples must be an int >= 1, got {n_samples!r}")
 
 
 def _numpy(array):

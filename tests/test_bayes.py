@@ -601,3 +601,11 @@ def test_fit_shards_equals_fit():
     np.testing.assert_allclose(model.alpha_, reference.alpha_, rtol=1e-10)
     np.testing.assert_allclose(model.sigma_, reference.sigma_, rtol=1e-10)
     assert model.n_features_in_ == 5
+
+
+def test_verbose_prints_one_line_per_block(capsys):
+    X, y = make_pair(np.random.default_rng(33))
+    TensorMapBayesianRidge(verbose=1).fit(X, y)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("[TensorMapBayesianRidge] block (center_type=0): alpha_=")
