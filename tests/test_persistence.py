@@ -1191,8 +1191,9 @@ def test_any_flipped_byte_is_refused_or_changes_nothing(tmp_path):
     path = tmp_path / "model.zip"
     skmetalstsq.save(path, model)
     content = path.read_bytes()
+    positions = range(0, len(content), len(content) // 150 | 1)  # every part of the file
     refused = 0
-    for position in range(0, len(content), 7):
+    for position in positions:
         path.write_bytes(content)
         _flip(path, position)
         try:
@@ -1202,7 +1203,7 @@ def test_any_flipped_byte_is_refused_or_changes_nothing(tmp_path):
             refused += 1
         else:  # a byte zip readers ignore (a date, a version)
             assert_same(loaded, model)
-    assert refused > 0.9 * len(range(0, len(content), 7))
+    assert refused > 0.9 * len(positions)
 
 
 def test_load_refuses_a_corrupt_member_header(saved):
@@ -1363,10 +1364,11 @@ print("growth_kib:", peak() - before)
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc")
 def test_loading_a_compression_bomb_allocates_nothing_large(saved, tmp_path):
-    # a manifest of 300 MB of JSON that deflates to a 0.3 MB file
+    # a manifest of 300 MB of JSON that deflates to a file of 1.4 MB (0.3 MB with
+    # compresslevel=9, slower to write)
     members = read_members(saved)
     bomb = tmp_path / "bomb.zip"
-    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         with archive.open("manifest.json", "w", force_zip64=True) as stream:
             stream.write(members["manifest.json"][:-1])
             padding = b" " * 2**20
@@ -1376,7 +1378,7 @@ def test_loading_a_compression_bomb_allocates_nothing_large(saved, tmp_path):
         for name, data in members.items():
             if name != "manifest.json":
                 archive.writestr(name, data, compress_type=zipfile.ZIP_STORED)
-    assert bomb.stat().st_size < 2**20
+    assert bomb.stat().st_size < 2 * 2**20
     run = subprocess.run(
         [sys.executable, "-c", _PEAK_MEMORY, str(bomb)], capture_output=True, text=True, check=True
     )
@@ -1671,3 +1673,13 @@ def test_load_names_a_few_of_many_unlisted_members(saved):
     write_members(saved, members)
     with pytest.raises(ValueError, match=r"\['extra/0', .*'extra/4', \.\.\.\] that its manifest"):
         skmetalstsq.load(saved)
+
+
+def test_fit_after_partial_fit_loads(tmp_path):
+    # fit leaves the partial fit's key names behind, which nothing reads without factors_
+    (x1, y1), _ = _batches()
+    X, y = _data()
+    model = TensorMapLstsq().partial_fit(x1, y1).fit(X, y)
+    loaded = roundtrip(model, tmp_path)
+    assert_same(loaded, model)
+    assert_same_prediction(loaded.predict(X), model.predict(X))
