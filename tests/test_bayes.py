@@ -95,6 +95,23 @@ def test_arrays_equal_sklearn(fit_intercept, data):
     np.testing.assert_allclose(model.predict(A), reference.predict(A), rtol=1e-9)
 
 
+def test_fixed_point_where_sklearn_iterates_for_long():
+    # a weak signal: MacKay's updates creep to their fixed point (scikit-learn's
+    # default tol stops them 1e-3 away); the root search reaches it in tens of
+    # evaluations, at the default tol
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(40, 30))
+    rng.normal(size=70)  # skipped
+    y = A @ (0.1 * rng.normal(size=30)) + rng.normal(size=40)
+    model = TensorMapBayesianRidge(fit_intercept=False).fit(A, y)
+    reference = BayesianRidge(tol=1e-14, max_iter=100_000, fit_intercept=False).fit(A, y)
+    assert 1000 < reference.n_iter_ < 100_000
+    assert model.n_iter_ < 30
+    assert_same_posterior(model, reference, rtol=1e-10)
+    stopped = BayesianRidge(fit_intercept=False).fit(A, y)
+    assert abs(stopped.lambda_ / reference.lambda_ - 1) > 1e-3
+
+
 def test_scores_end_at_sklearn_evidence():
     A, y = tall_data(seed=1)
     model = TensorMapBayesianRidge(compute_score=True).fit(A, y)
