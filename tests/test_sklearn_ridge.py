@@ -19,6 +19,7 @@ test_ridge_regression_custom_scoring, test_ridgecv_alphas_conversion,
 test_ridgecv_alphas_zero, test_ridgecv_sample_weight,
 test_raises_value_error_if_sample_weights_greater_than_1d, test_ridgecv_int_alphas,
 test_ridgecv_alphas_validation, test_ridgecv_alphas_scalar, test_dtype_match,
+test_ridge_regression_check_arguments_validity (dense, through the estimator),
 test_ridge_regression_dtype_stability, test_ridge_sample_weight_consistency,
 test_ridge_cv_results_predictions and test_ridge_cv_multioutput_sample_weight
 (through the per-split scores of leave-one-out, which RidgeCV keeps as
@@ -573,6 +574,27 @@ def test_ridge_sample_weight_consistency(kind, driver, data, fit_intercept):
     assert_allclose(kinds.coef(reg1), kinds.coef(reg2))
     if fit_intercept:
         assert_allclose(kinds.intercept(reg1), kinds.intercept(reg2))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("return_intercept", [False, True])
+@pytest.mark.parametrize("sample_weight", [None, np.ones(1000)])
+def test_ridge_regression_check_arguments_validity(kind, driver, return_intercept, sample_weight):
+    # ridge_regression(return_intercept=...) is fit_intercept; the true weights back
+    rng = np.random.RandomState(42)
+    X = rng.rand(1000, 3)
+    true_coefs = [1, 2, 0.1]
+    y = np.dot(X, true_coefs)
+    true_intercept = 10000.0 if return_intercept else 0.0
+    y += true_intercept
+    alpha, atol = 1e-3, 1e-4
+
+    model = ridge(alpha=alpha, fit_intercept=return_intercept, driver=driver)
+    kinds.fit(model, kind, X, y, sample_weight)
+    assert_allclose(kinds.coef(model), true_coefs, rtol=0, atol=atol)
+    if return_intercept:
+        assert_allclose(kinds.intercept(model), true_intercept, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("kind", ["array", "indexed"])
