@@ -1371,8 +1371,8 @@ def _per_key(check):
     def per_key(value, state):
         keys = _fitted_keys(state)
         if type(value) is not dict or list(value) != keys:
-            shown = list(value) if type(value) is dict else _what(value)
-            return f"must be a dict with the keys of weights_, {keys}, got {shown}"
+            shown = _some(list(value)) if type(value) is dict else _what(value)
+            return f"must be a dict with the keys of weights_, {_some(keys)}, got {shown}"
         for key, item in value.items():
             problem = check(item, state)
             if problem:
