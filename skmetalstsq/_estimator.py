@@ -101,9 +101,10 @@ def resolve_alpha(alpha, X, caller, allow_unseen=False):
     """The ridge penalty of every block of X: key tuple -> float or 1-D array.
 
     ``alpha`` is a float (every block), a dict ``{key tuple: float}`` naming every
-    block, or a TensorMap with X's keys, one sample and X's properties (one
-    penalty per property). ``allow_unseen`` accepts penalties for keys X does not
-    have (partial fits, whose later batches may bring them).
+    block (an entry may be a 1-D array of one penalty per property of that
+    block), or a TensorMap with X's keys, one sample and X's properties (one
+    penalty per property), and no other keys. ``allow_unseen`` accepts penalties
+    for keys X does not have (partial fits, whose later batches may bring them).
     """
     keys = key_tuples(X.keys)
     if isinstance(alpha, numbers.Real) and not isinstance(alpha, (bool, np.bool_)):
@@ -583,9 +584,10 @@ class TensorMapLstsq(TensorMapLinearModel):
     alpha : float >= 0, dict or TensorMap, default=0.0
         Ridge penalty ``alpha * ||w||^2`` of each block, as
         ``sklearn.linear_model.Ridge(alpha)``: one float for every block, a dict
-        ``{key tuple: float}`` naming every block, or a TensorMap with X's keys,
-        one sample and X's properties holding a penalty per property (diagonal
-        Tikhonov). The intercept is not penalised.
+        ``{key tuple: float}`` naming every block (an entry may be a 1-D array
+        with a penalty per property of that block), or a TensorMap with X's keys
+        (and no other), one sample and X's properties holding a penalty per
+        property (diagonal Tikhonov). The intercept is not penalised.
     fit_intercept : bool, default=False
         Fit an unpenalised intercept per block and target on the value rows
         (gradients of a constant are zero), by weighted centring as scikit-learn's
