@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
+from joblib import effective_n_jobs
 from metatensor import Labels, TensorBlock, TensorMap
 from scipy.optimize import brentq
 from sklearn.base import _fit_context
@@ -52,7 +53,7 @@ from ._estimator import (
 )
 from ._factors import factorize
 from ._indexed import holds_torch_maps, unwrap
-from ._parallel import run_tasks, single_threaded, solve_cost
+from ._parallel import blas_threads, run_tasks, single_threaded, solve_cost
 from ._solvers import Solution, default_rcond
 from ._torch_maps import as_core, type_name
 from ._validation import check_array_like, check_predict_input
@@ -433,9 +434,11 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         Where the rows are factorised, as in :class:`TensorMapLstsq`; the
         evidence is maximised in numpy from the small factor.
     n_jobs : int or None, default=None
-        Blocks factorised and fitted concurrently (joblib's meaning, threads
-        preferred); every LAPACK call runs with BLAS on one thread, so the
-        results are the same, bit for bit, for every ``n_jobs``.
+        Workers factorising and fitting blocks concurrently, with joblib's
+        meaning (threads preferred); one worker runs as many threads as BLAS may
+        use, as in :class:`TensorMapLstsq`. Every LAPACK call runs with BLAS on
+        one thread, so the results are the same, bit for bit, for every
+        ``n_jobs`` and thread setting.
     verbose : int, default=0
         Print one line per block when > 0.
 
@@ -583,6 +586,12 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
             device=self.device,
         )
 
+    def _workers(self):
+        """Threads for the blocks: ``n_jobs``, or as many as BLAS may use where
+        ``n_jobs`` means one worker (as :class:`TensorMapLstsq`)."""
+        n_jobs = effective_n_jobs(self.n_jobs)
+        return blas_threads() if n_jobs == 1 else self.n_jobs
+
     def _take_feature_checks(self, rows):
         """Keep what ``validate_data`` recorded on ``rows`` (a fit on arrays)."""
         for name in ("n_features_in_", "feature_names_in_"):
@@ -611,7 +620,7 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         X, y, systems, y_ndim, pairs = rows._systems(X, y, sample_weight, caller)
         self._take_feature_checks(rows)
         tasks = [(_factorize, (system,), solve_cost(system)) for system in systems]
-        factors = run_tasks(tasks, self.n_jobs)
+        factors = run_tasks(tasks, self._workers())
         records = {
             key_tuple(key): PartialBlock(factor, _layout(x_block, y_block), system.dtype)
             for (key, x_block, y_block), factor, system in zip(pairs, factors, systems)
@@ -686,7 +695,7 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
             )
             for key, record in records.items()
         ]
-        posteriors = run_tasks(tasks, self.n_jobs)
+        posteriors = run_tasks(tasks, self._workers())
         self.factors_ = records
         self._key_names, self._y_ndim = list(state.key_names), state.y_ndim
         layouts = [(record.layout.targets, record.layout.features) for record in records.values()]

@@ -626,3 +626,15 @@ def test_verbose_prints_one_line_per_block(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("[TensorMapBayesianRidge] block (center_type=0): alpha_=")
+
+
+def test_bit_identical_for_every_blas_thread_setting():
+    from threadpoolctl import threadpool_limits
+
+    X, y = make_pair(np.random.default_rng(34), keys=((0,), (1,), (2,)), n_features=30)
+    model = TensorMapBayesianRidge().fit(X, y)
+    with threadpool_limits(1):
+        single = TensorMapBayesianRidge().fit(X, y)
+    for key, value in model.sigma_.items():
+        np.testing.assert_array_equal(single.sigma_[key], value)
+        np.testing.assert_array_equal(single.alpha_[key], model.alpha_[key])
