@@ -17,11 +17,13 @@ other scorer is called on a fitted model per (fold, candidate).
 
 import numbers
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from metatensor import TensorMap
 from sklearn.base import _fit_context
+from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import validate_data
@@ -34,6 +36,7 @@ from ._blocks import (
     gradient_parameters,
     key_text,
     key_tuple,
+    tensor_to_array,
 )
 from ._estimator import (
     N_JOBS,
@@ -44,13 +47,8 @@ from ._estimator import (
     check_gradient_weights,
 )
 from ._factors import Factor, factorize, fold_factors
-from ._indexed import (
-    IndexedTensorMap,
-    check_same_entries,
-    entry_positions,
-    holds_torch_maps,
-    unwrap,
-)
+from ._indexed import IndexedTensorMap, check_same_entries, holds_torch_maps, unwrap
+from ._loo import held_out_tensor, leave_one_out_blocks, row_entries
 from ._parallel import (
     run_tasks,
     solve_cost,
@@ -220,7 +218,7 @@ class TensorMapLstsqCV(TensorMapLinearModel):
     _parameter_constraints = {
         "rconds": ["array-like", numbers.Real, None],
         "alphas": ["array-like", numbers.Real],
-        "cv": ["cv_object"],
+        "cv": ["cv_object", StrOptions({"loo"})],
         "scoring": [StrOptions(set(SCORERS)), callable, None],
         "per_block": ["boolean"],
         "fit_intercept": ["boolean"],
@@ -314,9 +312,17 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         check_not_all_zero(weights, caller)
         gradient_weights = check_gradient_weights(self.gradient_weights, tensor_x, caller)
         entries = f"'{X.sample}' entries of X and y"
-        groups = _check_groups(groups, len(X), entries, caller)
-        splits = list(check_cv(self.cv).split(X, y, groups))
-        splits = _check_splits(splits, len(X), entries, caller)
+        leave_one_out = isinstance(self.cv, str)  # "loo"
+        if leave_one_out and groups is not None:
+            raise ValueError(
+                f"{caller}: cv='loo' leaves every entry out on its own and takes no groups; "
+                "use cv=sklearn.model_selection.LeaveOneGroupOut() to leave groups out"
+            )
+        splits = None
+        if not leave_one_out:
+            groups = _check_groups(groups, len(X), entries, caller)
+            splits = list(check_cv(self.cv).split(X, y, groups))
+            splits = _check_splits(splits, len(X), entries, caller)
 
         systems = block_systems(
             tensor_x, tensor_y, device, weights, gradient_weights, self.fit_intercept, pairs
@@ -325,21 +331,22 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         score_weights = [
             None if weights is None else weights[key][part] for key, part in zip(keys, score_parts)
         ]
-        row_entries = [
-            _row_entries(block, gradient_parameters(block), X.sample, X.entries)
+        rows = [
+            row_entries(block, gradient_parameters(block), X.sample, X.entries)
             for block in tensor_x.blocks()
         ]
         statistic = None if custom is not None else _STATISTICS[metric]
-        results, fit_times, score_times = _cross_validate(
-            systems,
-            row_entries,
-            (score_parts, score_weights),
-            splits,
-            len(X),
-            candidates,
-            statistic,
-            self.n_jobs,
-        )
+        scored = (score_parts, score_weights)
+        if leave_one_out:
+            held_out, fit_times, score_times = _leave_one_out(
+                systems, rows, scored, candidates, statistic, self.n_jobs
+            )
+            results = _leave_one_out_sums(held_out)
+            _warn_singular(held_out, tensor_x.keys, candidates, X, caller)
+        else:
+            results, fit_times, score_times = _cross_validate(
+                systems, rows, scored, splits, len(X), candidates, statistic, self.n_jobs
+            )
 
         self.block_names_ = {
             key_tuple(key): ",".join(f"{n}={int(v)}" for n, v in zip(key.names, key.values))
@@ -348,6 +355,10 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         if custom is None:
             losses, totals, counts = results
             pooled = _scores(metric, losses.sum(1), totals.sum(1)[:, None], counts.sum(1)[:, None])
+        elif leave_one_out:
+            pooled, score_times = _held_out_scores(
+                custom, held_out, systems, tensor_x.keys, tensor_y, (X, y), arrays, y_ndim
+            )
         else:
             scored = self._scored_model(tensor_x, tensor_y, holds_torch_maps(X, y), y_ndim)
             test_data = (X, y) if arrays is None else arrays
@@ -357,7 +368,10 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         self.cv_results_ = _search_results(
             candidates, {"score": pooled}, times=(fit_times, score_times)
         )
-        self.n_splits_ = len(splits)
+        self.n_splits_ = len(X) if leave_one_out else len(splits)
+        if leave_one_out:  # one pooled score per candidate: no splits to list or spread
+            for name in ("split0_test_score", "std_test_score"):
+                del self.cv_results_[name]
 
         choice = self._choose(candidates, keys, metric, results)
         start = time.perf_counter()
@@ -602,21 +616,6 @@ def _score_parts(X, gradient, caller):
 # ---------------------------------------------------------------------------------
 # folds
 # ---------------------------------------------------------------------------------
-
-
-def _row_entries(block, parameters, sample, entries):
-    """Entry position of every row of each row part (values, then gradients)."""
-    position = entry_positions(entries, block.samples.column(sample))
-    rows = [np.repeat(position, _n_component_rows(block))]
-    for parameter in parameters:
-        gradient = block.gradient(parameter)
-        parent = np.asarray(gradient.samples.column("sample"))
-        rows.append(np.repeat(position[parent], _n_component_rows(gradient)))
-    return rows
-
-
-def _n_component_rows(block):
-    return int(np.prod([len(component) for component in block.components], dtype=np.int64))
 
 
 def _take(part, mask):
@@ -935,6 +934,85 @@ def _refit(systems, choice, candidates, n_jobs, verbose=0):
         for b, solution in zip(positions, solve_systems(chosen, rcond, None, n_jobs, verbose)):
             solutions[b] = solution
     return solutions
+
+
+def _leave_one_out(systems, rows, scored, candidates, statistic, n_jobs):
+    """Every entry left out of every block (:func:`~._loo.leave_one_out_blocks`);
+    with ``statistic`` None (a scorer of its own), the held-out residuals are kept.
+
+    Returns
+    -------
+    (one LeaveOneOut per block, fit seconds, score seconds): the seconds of shape
+    (1, n_candidates), the whole pass counted for every candidate (it serves
+    them all) and no separate scoring.
+    """
+    start = time.perf_counter()
+    held_out = leave_one_out_blocks(
+        systems, rows, candidates, scored, statistic or "squared", n_jobs, statistic is None
+    )
+    seconds = np.full((1, len(candidates)), time.perf_counter() - start)
+    return held_out, seconds, np.zeros_like(seconds)
+
+
+def _leave_one_out_sums(held_out):
+    """(losses, totals, counts) of the pooled held-out predictions, as one split."""
+    losses = np.array([[block.losses for block in held_out]])
+    totals = np.array([[block.total for block in held_out]], dtype=float)
+    counts = np.array([[block.count for block in held_out]], dtype=float)
+    return losses, totals, counts
+
+
+def _warn_singular(held_out, keys, candidates, X, caller):
+    """Warn, per block, of candidates whose score is nan for an undetermined entry."""
+    for key, block in zip(keys, held_out):
+        failed = [c for c, entries in enumerate(block.singular) if entries.size]
+        if not failed:
+            continue
+        entries = np.unique(np.concatenate([block.singular[c] for c in failed]))
+        named = [f"(rcond={candidates[c][0]}, alpha={candidates[c][1]})" for c in failed[:5]]
+        warnings.warn(
+            f"{caller}: in block {key_text(key)}, leaving out '{X.sample}' "
+            f"{X.entries[entries[:10]].tolist()} ({entries.size} in all) leaves a direction "
+            f"of the features that no other entry has; candidates {', '.join(named)} "
+            f"({len(failed)} in all) score nan (a penalty alpha > 0 or a larger rcond "
+            "determines it)",
+            FitFailedWarning,
+            stacklevel=3,
+        )
+
+
+class _HeldOutPredictions:
+    """What a scorer is handed under ``cv="loo"``: predict returns the held-out predictions."""
+
+    def __init__(self, predictions):
+        self.predictions = predictions
+
+    def predict(self, X):
+        return self.predictions
+
+
+def _held_out_scores(scoring, held_out, systems, keys, tensor_y, data, arrays, y_ndim):
+    """Call a scorer on the held-out predictions of each candidate, pooled.
+
+    Returns (scores, seconds), each of shape (1, n_candidates).
+    """
+    n_candidates = len(held_out[0].losses)
+    scores = np.empty((1, n_candidates))
+    seconds = np.empty_like(scores)
+    for c in range(n_candidates):
+        residuals = [block.residuals[c] for block in held_out]
+        predicted = held_out_tensor(keys, tensor_y, systems, residuals)
+        if arrays is not None:
+            predicted = tensor_to_array(predicted)
+            predicted = predicted.reshape(-1) if y_ndim == 1 else predicted
+            X, y = arrays
+        else:
+            X, y = data
+            predicted = unwrap(y)[1](predicted)
+        start = time.perf_counter()
+        scores[0, c] = scoring(_HeldOutPredictions(predicted), X, y)
+        seconds[0, c] = time.perf_counter() - start
+    return scores, seconds
 
 
 # ---------------------------------------------------------------------------------

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 from builders import example_pair, make_pair, make_rank_deficient, torch_map
 from metatensor import Labels, TensorBlock, TensorMap
-from sklearn.model_selection import LeaveOneOut
+from sklearn.exceptions import FitFailedWarning
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import GridSearchCV, KFold, LeaveOneOut
 
-from skmetalstsq import TensorMapLstsq, TensorMapLstsqCV
+from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV, metrics
 from skmetalstsq._torch_maps import is_torch_map
 from skmetalstsq.model_selection import cross_val_predict
 
@@ -140,3 +142,187 @@ def test_inputs_are_not_mutated():
     after = [b.values for b in X.blocks()] + [b.values for b in y.blocks()]
     for first, second in zip(before, after):
         np.testing.assert_array_equal(first, second)
+
+
+# ---------------------------------------------------------------------------------
+# TensorMapLstsqCV(cv="loo")
+# ---------------------------------------------------------------------------------
+
+ALPHAS = [1e-4, 1e-2, 1.0, 100.0]
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("n_targets", [1, 3])
+def test_equals_ridgecv_on_arrays(fit_intercept, n_targets):
+    rng = np.random.default_rng(7)
+    A = rng.normal(size=(30, 6)) + 2.0
+    b = A @ rng.normal(size=(6, n_targets)) + 0.5 * rng.normal(size=(30, n_targets)) + 4.0
+    b = b[:, 0] if n_targets == 1 else b
+    reference = RidgeCV(
+        alphas=ALPHAS, fit_intercept=fit_intercept, scoring="neg_mean_squared_error"
+    ).fit(A, b)
+    model = TensorMapLstsqCV(
+        alphas=ALPHAS, rconds=[1e-14], fit_intercept=fit_intercept, cv="loo", scoring="neg_mse"
+    ).fit(A, b)
+    assert model.alpha_ == reference.alpha_
+    np.testing.assert_allclose(model.best_score_, reference.best_score_, rtol=1e-10)
+    np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model.intercept_, reference.intercept_, rtol=1e-10, atol=1e-12)
+    assert model.n_splits_ == 30
+
+
+def test_scores_equal_leave_one_out_grid_search_on_indexed_maps():
+    """With one scored row per entry, the mean over splits is the pooled score."""
+    X, y = make_pair(np.random.default_rng(8), n_systems=9, n_atoms=1, n_targets=1)
+    Xi, yi = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    options = {"fit_intercept": True, "gradient_weights": {"positions": 0.2}}
+    search = GridSearchCV(
+        TensorMapLstsq(rcond=1e-14, **options),
+        {"alpha": ALPHAS},
+        cv=LeaveOneOut(),
+        scoring=metrics.scorer("neg_mse"),
+    ).fit(Xi, yi)
+    model = TensorMapLstsqCV(
+        alphas=ALPHAS, rconds=[1e-14], cv="loo", scoring="neg_mse", **options
+    ).fit(Xi, yi)
+    np.testing.assert_allclose(
+        model.cv_results_["mean_test_score"], search.cv_results_["mean_test_score"], rtol=1e-9
+    )
+    assert model.best_params_["alpha"] == search.best_params_["alpha"]
+    np.testing.assert_array_equal(
+        model.cv_results_["rank_test_score"], search.cv_results_["rank_test_score"]
+    )
+    assert "split0_test_score" not in model.cv_results_
+    assert "std_test_score" not in model.cv_results_
+
+
+def held_out_errors_by_refits(X, y, options, alpha, sample_weight, gradient):
+    """Pooled weighted squared held-out errors of the scored rows, by refitting."""
+    Xi, yi = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    loss = total_weight = 0.0
+    for left_out in range(len(Xi)):
+        train = np.arange(len(Xi)) != left_out
+        model = TensorMapLstsq(rcond=1e-14, alpha=alpha, **options)
+        model.fit(Xi[train], yi[train], sample_weight=sample_weight[train])
+        predicted = model.predict(Xi[[left_out]]).tensor
+        for key, block in yi[[left_out]].tensor.items():
+            expected = block if gradient is None else block.gradient(gradient)
+            got = predicted.block(key)
+            got = got if gradient is None else got.gradient(gradient)
+            parents = (
+                expected.samples.column("system")
+                if gradient is None
+                else block.samples.column("system")[expected.samples.column("sample")]
+            )
+            rows = np.asarray(expected.values).reshape(len(expected.samples), -1)
+            rows_got = np.asarray(got.values).reshape(len(expected.samples), -1)
+            w = sample_weight[np.searchsorted(Xi.entries, parents)]
+            loss += float((w[:, None] * (rows - rows_got) ** 2).sum())
+            total_weight += float(w.sum()) * rows.shape[1]
+    return -loss / total_weight
+
+
+@pytest.mark.parametrize("gradient", [None, "positions"])
+def test_weighted_scores_equal_refits_by_hand(gradient):
+    X, y = example_pair(seed=9, n_systems=6, gradients=("positions",))
+    rng = np.random.default_rng(9)
+    sample_weight = rng.uniform(0.2, 3.0, size=6)
+    options = {"fit_intercept": True, "gradient_weights": {"positions": 0.3}}
+    alphas = [1e-3, 0.5]
+    model = TensorMapLstsqCV(
+        alphas=alphas,
+        rconds=[1e-14],
+        cv="loo",
+        scoring=metrics.scorer("neg_mse", gradient=gradient),
+        **options,
+    ).fit(IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system"), sample_weight=sample_weight)
+    expected = [
+        held_out_errors_by_refits(X, y, options, alpha, sample_weight, gradient) for alpha in alphas
+    ]
+    np.testing.assert_allclose(model.cv_results_["mean_test_score"], expected, rtol=1e-9)
+
+
+def test_per_block_choice_equals_per_block_refits():
+    X, y = example_pair(seed=10, n_systems=6)
+    Xi, yi = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    model = TensorMapLstsqCV(
+        alphas=ALPHAS, rconds=[1e-14], cv="loo", per_block=True, scoring="neg_rmse"
+    ).fit(Xi, yi)
+    for key in X.keys:
+        key = tuple(int(v) for v in key.values)
+        name = model.block_names_[key]
+        scores = []
+        for alpha in ALPHAS:
+            predicted = cross_val_predict(TensorMapLstsq(rcond=1e-14, alpha=alpha), X, y, cv="loo")
+            residual = (
+                y.block(dict(zip(y.keys.names, key))).values
+                - predicted.block(dict(zip(y.keys.names, key))).values
+            )
+            scores.append(-np.sqrt(np.mean(residual**2)))
+        np.testing.assert_allclose(model.cv_results_[f"mean_test_{name}"], scores, rtol=1e-9)
+        assert model.alpha_[key] == ALPHAS[int(np.argmax(scores))]
+
+
+def test_custom_scorer_gets_the_held_out_predictions():
+    X, y = make_pair(np.random.default_rng(11), n_systems=7)
+    Xi, yi = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    seen = []
+
+    def scoring(estimator, X_test, y_test):
+        seen.append(len(X_test))
+        return metrics.rmse(y_test, estimator.predict(X_test), gradient="positions")
+
+    model = TensorMapLstsqCV(alphas=ALPHAS[:2], rconds=[1e-14], cv="loo", scoring=scoring)
+    model.fit(Xi, yi)
+    assert seen == [7, 7]  # once per candidate, on every entry
+    for alpha, score in zip(ALPHAS[:2], model.cv_results_["mean_test_score"]):
+        predicted = refit_predictions(TensorMapLstsq(rcond=1e-14, alpha=alpha), X, y)
+        np.testing.assert_allclose(score, metrics.rmse(y, predicted, gradient="positions"))
+
+
+def test_undetermined_entry_scores_nan_with_a_warning():
+    rng = np.random.default_rng(12)
+    A = rng.normal(size=(8, 3))
+    A[:, 2] = 0.0
+    A[5, 2] = 1.0
+    X = TensorMap(
+        Labels(["center_type"], np.array([[1]])),
+        [TensorBlock(A, Labels.range("system", 8), [], Labels.range("feature", 3))],
+    )
+    y = TensorMap(
+        X.keys,
+        [TensorBlock(rng.normal(size=(8, 1)), X.block(0).samples, [], Labels.range("t", 1))],
+    )
+    Xi, yi = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    model = TensorMapLstsqCV(alphas=[0.0, 0.1], rconds=[1e-14], cv="loo", scoring="neg_mse")
+    match = r"block \(center_type=1\).*'system' \[5\].*alpha=0\.0"
+    with pytest.warns(FitFailedWarning, match=match):
+        model.fit(Xi, yi)
+    assert np.isnan(model.cv_results_["mean_test_score"][0])
+    assert model.alpha_ == 0.1
+    expected = refit_predictions(TensorMapLstsq(rcond=1e-14, alpha=0.1), X, y)
+    score = -np.mean((expected.block(0).values - y.block(0).values) ** 2)
+    np.testing.assert_allclose(model.best_score_, score, rtol=1e-10)
+
+
+def test_loo_takes_no_groups():
+    X, y = make_pair(np.random.default_rng(13), n_systems=4)
+    Xi, yi = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    with pytest.raises(ValueError, match="LeaveOneGroupOut"):
+        TensorMapLstsqCV(cv="loo").fit(Xi, yi, groups=[0, 0, 1, 1])
+
+
+def test_kfold_results_unchanged_by_the_loo_option():
+    X, y = make_pair(np.random.default_rng(14), n_systems=10)
+    Xi, yi = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    search = GridSearchCV(
+        TensorMapLstsq(rcond=1e-14),
+        {"alpha": ALPHAS},
+        cv=KFold(3),
+        scoring=metrics.scorer("neg_mse"),
+    ).fit(Xi, yi)
+    model = TensorMapLstsqCV(alphas=ALPHAS, rconds=[1e-14], cv=KFold(3), scoring="neg_mse")
+    model.fit(Xi, yi)
+    np.testing.assert_allclose(
+        model.cv_results_["split1_test_score"], search.cv_results_["split1_test_score"], rtol=1e-9
+    )
