@@ -13,14 +13,15 @@ imports without it.
 """
 
 import functools
+from numbers import Integral
 
 import numpy as np
-from metatensor import TensorBlock, TensorMap
+from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from ._blocks import key_text
+from ._blocks import key_text, key_tuple
 from ._torch_maps import as_core, to_torch_map
 
 __all__ = ["to_module"]
@@ -28,23 +29,35 @@ __all__ = ["to_module"]
 _CALLER = "export.to_module"
 
 
-def to_module(estimator):
+def to_module(estimator, *, n_ensemble=0, random_state=None):
     """A ``torch.nn.Module`` that predicts as a fitted estimator, on metatensor-torch maps.
 
     Parameters
     ----------
-    estimator : TensorMapLstsq, TensorMapLstsqCV or sklearn.pipeline.Pipeline
+    estimator : TensorMapLstsq, TensorMapLstsqCV, TensorMapBayesianRidge or Pipeline
         Fitted on TensorMaps (metatensor-core or metatensor-torch ones). A
         Pipeline must end with one of those estimators; every step before it
         must be a :class:`~skmetalstsq.preprocessing.TensorMapStandardScaler`
         (or ``"passthrough"``): a scaler folds into the weights and intercept
         of each block, ``w' = w / scale`` and ``c' = c - w' @ mean`` (the mean
         only with ``with_mean=True``), as the scaled values are
-        ``(x - mean) / scale`` and the scaled gradients ``g / scale``.
+        ``(x - mean) / scale`` and the scaled gradients ``g / scale``; for a
+        TensorMapBayesianRidge, the posterior covariance folds as
+        ``sigma' = sigma / (scale scale^T)``, the centre of the value rows as
+        ``offset' = mean + scale * offset``, and each member of the ensemble as
+        the weights do.
+    n_ensemble : int >= 0, default=0
+        Only for a TensorMapBayesianRidge: the number of weight sets drawn
+        from the posterior at export, exactly as
+        :meth:`~skmetalstsq.TensorMapBayesianRidge.sample_y` draws them with
+        ``n_samples=n_ensemble`` and the same ``random_state`` (both call
+        :meth:`~skmetalstsq.TensorMapBayesianRidge.sample_weights`).
+    random_state : None, int or numpy.random.RandomState, default=None
+        Seeds the draws of the ensemble.
 
     Returns
     -------
-    TensorMapLinearModule
+    TensorMapLinearModule or TensorMapBayesianModule
         A ``torch.nn.Module`` (a ``metatensor.torch.learn.nn.Module``) whose
         ``forward(features: metatensor.torch.TensorMap) ->
         metatensor.torch.TensorMap`` computes, for each block of ``features``,
@@ -59,14 +72,41 @@ def to_module(estimator):
         compiles with ``torch.jit.script`` and round-trips through
         ``torch.jit.save`` / ``torch.jit.load``.
 
+        For a TensorMapBayesianRidge, a ``TensorMapBayesianModule``: its
+        ``forward`` gives the posterior mean as above, and two more methods,
+        kept by TorchScript, take the same features:
+
+        - ``std(features)``: what ``predict(X, return_std=True)`` gives as std,
+          the standard deviation of a new observation of each value and
+          gradient row (each force component its own),
+          ``sqrt(x_c^T sigma_ x_c + noise)``, with value rows centred on
+          ``X_offset_`` (with an intercept) and the noise of a row of that kind
+          (``1 / alpha_`` over ``gradient_weights[parameter]`` for gradient
+          rows, ``1 / alpha_`` plus the intercept's variance
+          ``1 / (alpha_ * value_weight_sum_)`` for value rows);
+        - ``ensemble(features)``: the predictions of the ``n_ensemble``
+          members, what ``sample_y(X, n_ensemble, random_state)`` gives: the
+          layout of ``forward``'s with one more component, last, named
+          ``"sample"`` (values 0 to n_ensemble - 1), in the values and every
+          gradient. metatomic's ``energy_ensemble`` output numbers the members
+          as properties instead: ``output.components_to_properties("sample")``
+          then metatensor's ``remove_dimension`` and ``rename_dimension`` make
+          it (see the example :ref:`sphx_glr_examples_bayesian_md.py`).
+
+        The std and the ensemble are computed as the mean is, in the features'
+        dtype and on their device; ``ensemble`` raises a ``ValueError`` when
+        the module was exported with ``n_ensemble=0``.
+
     Raises
     ------
     TypeError
         For an estimator that is not one of those above, a Pipeline step that
-        the module cannot express (naming it), or an estimator fitted on plain
-        arrays.
+        the module cannot express (naming it), an estimator fitted on plain
+        arrays, an ``n_ensemble`` that is not an int, or an ``n_ensemble`` for
+        an estimator without a posterior.
     ValueError
-        When a scaler lacks a block of the estimator or has other properties.
+        When a scaler lacks a block of the estimator or has other properties,
+        or for a negative ``n_ensemble``.
     sklearn.exceptions.NotFittedError
         For an estimator (or scaler) that is not fitted.
     ImportError
@@ -106,35 +146,156 @@ def to_module(estimator):
     tensor([[5.5000]], dtype=torch.float64)
     """
     model, scalers = _model_and_scalers(estimator)
+    bayesian = _is_bayesian(model)
+    if isinstance(n_ensemble, (bool, np.bool_)) or not isinstance(n_ensemble, Integral):
+        raise TypeError(f"{_CALLER}: n_ensemble must be an int >= 0, got {n_ensemble!r}")
+    if n_ensemble < 0:
+        raise ValueError(f"{_CALLER}: n_ensemble must be an int >= 0, got {n_ensemble!r}")
+    if n_ensemble and not bayesian:
+        raise TypeError(
+            f"{_CALLER}: n_ensemble={n_ensemble} draws weights from a posterior, which "
+            f"{type(model).__name__} does not have: use a TensorMapBayesianRidge"
+        )
     check_is_fitted(model)
     if hasattr(model, "coef_"):
         raise TypeError(
             f"{_CALLER}: {type(model).__name__} was fitted on plain arrays; the module "
             "predicts metatensor-torch TensorMaps, so fit it on TensorMaps"
         )
-    module_class = _module_class()  # the ImportError with the install hint, before torch is used
+    # the ImportError with the install hint, before torch is used
+    module_class = _bayesian_module_class() if bayesian else _module_class()
     weights, intercept = as_core(model.weights_), as_core(model.intercept_)
-    blocks = [
-        (key, block.values, intercept.block(key).values[:, 0]) for key, block in weights.items()
-    ]
-    if scalers:
-        blocks = [(key, *_folded(key, w, c, scalers, weights)) for key, w, c in blocks]
-    weight_blocks, intercept_blocks = [], []
-    for (key, w, c), (_, block) in zip(blocks, weights.items()):
-        w, c = _torch_like(w, block.values), _torch_like(c, block.values)
-        weight_blocks.append(TensorBlock(w, block.samples, [], block.properties))
-        intercept_blocks.append(
-            TensorBlock(c.reshape(-1, 1), block.samples, [], intercept.block(key).properties)
-        )
+    steps = {key_tuple(key): _scaler_steps(key, scalers, weights) for key in weights.keys}
+    maps = _Maps(weights)
+    folded = {
+        name: _folded(weights.block(i).values, intercept.block(i).values[:, 0], steps[name])
+        for i, name in enumerate(maps.names)
+    }
+    mean = (
+        maps.torch_map({name: w for name, (w, _) in folded.items()}),
+        maps.torch_map({name: c[:, None] for name, (_, c) in folded.items()}, intercept),
+    )
+    if not bayesian:
+        return module_class(*mean)
+    gradient_weights = {
+        str(name): float(weight) for name, weight in (model.gradient_weights or {}).items()
+    }
     return module_class(
-        to_torch_map(TensorMap(weights.keys, weight_blocks)),
-        to_torch_map(TensorMap(weights.keys, intercept_blocks)),
+        *mean,
+        *_posterior_maps(model, steps, maps),
+        *_ensemble_maps(model, n_ensemble, random_state, steps, maps, intercept),
+        gradient_weights,
+    )
+
+
+class _Maps:
+    """Per-key arrays as metatensor-torch maps with the keys of the fitted weights,
+    in the weights' dtype and on their device."""
+
+    def __init__(self, weights):
+        self.weights = weights
+        self.names = [key_tuple(key) for key in weights.keys]
+
+    def torch_map(self, values, like=None, components=None, properties=None):
+        """``values`` (key tuple -> array) as a metatensor-torch map.
+
+        Samples and properties are those of the blocks of ``like`` (default:
+        the weights), unless ``properties`` (Labels) replaces them;
+        ``components`` (key tuple -> list of Labels) default to none.
+        """
+        like = self.weights if like is None else like
+        blocks = []
+        for i, name in enumerate(self.names):
+            block = like.block(i)
+            blocks.append(
+                TensorBlock(
+                    _torch_like(values[name], self.weights.block(i).values),
+                    block.samples,
+                    [] if components is None else components[name],
+                    block.properties if properties is None else properties,
+                )
+            )
+        return to_torch_map(TensorMap(self.weights.keys, blocks))
+
+
+#: the properties of the noise map of a TensorMapBayesianModule
+_NOISE = Labels(["noise"], np.array([[0], [1]], dtype=np.int32))
+
+
+def _is_bayesian(estimator):
+    """Whether ``estimator`` has a posterior to draw from (a TensorMapBayesianRidge),
+    told by what it offers, as :func:`_is_linear_model` does."""
+    return callable(getattr(estimator, "sample_weights", None))
+
+
+def _posterior_maps(model, steps, maps):
+    """The maps of a TensorMapBayesianRidge's std, with its scalers folded in.
+
+    ``sigma``: values (n_targets, n_features, n_features), the middle axis a
+    component named ``"covariance_row"``; ``offset``: the centre of the value
+    rows, values (1, n_features); ``noise``: values (n_targets, 2), the noise
+    variance of a value row (the intercept's variance included) and that of a
+    gradient row of unit weight, ``1 / alpha_``.
+    """
+    sigma, offset, noise, rows = {}, {}, {}, {}
+    for i, name in enumerate(maps.names):
+        n_features = len(maps.weights.block(i).properties)
+        alpha = np.asarray(model.alpha_[name], dtype=np.float64)
+        centre = np.zeros(n_features)
+        if model.fit_intercept:
+            centre = np.asarray(model.X_offset_[name], dtype=np.float64)
+        covariance = np.asarray(model.sigma_[name], dtype=np.float64)
+        for scale, mean in steps[name]:
+            covariance = covariance / np.outer(scale, scale)
+            centre = scale * centre + (0.0 if mean is None else mean)
+        value_noise = np.float64(1.0)
+        if model.fit_intercept:
+            with np.errstate(divide="ignore"):
+                value_noise += np.float64(1.0) / model.value_weight_sum_[name]
+        noise[name] = np.stack([value_noise / alpha, 1.0 / alpha], axis=1)
+        sigma[name], offset[name] = covariance, centre.reshape(1, -1)
+        rows[name] = [Labels.range("covariance_row", n_features)]
+    # the offset map's blocks: one row, the features as properties
+    one_row = TensorMap(
+        maps.weights.keys,
+        [
+            TensorBlock(offset[name], Labels.range("_", 1), [], maps.weights.block(i).properties)
+            for i, name in enumerate(maps.names)
+        ],
+    )
+    return (
+        maps.torch_map(sigma, components=rows),
+        maps.torch_map(offset, one_row),
+        maps.torch_map(noise, properties=_NOISE),
+    )
+
+
+def _ensemble_maps(model, n_ensemble, random_state, steps, maps, intercept):
+    """The weights and intercepts of ``n_ensemble`` members drawn from the posterior
+    (by the estimator's ``sample_weights``, as ``sample_y`` draws them), with the
+    scalers folded in: values (n_targets, n_ensemble, n_features) and
+    (n_targets, n_ensemble, 1), the middle axis a component named ``"sample"``;
+    maps without blocks for ``n_ensemble=0``."""
+    if n_ensemble == 0:
+        empty = TensorMap(Labels.empty(maps.weights.keys.names), [])
+        return to_torch_map(empty), to_torch_map(empty)
+    drawn, drawn_intercepts = model.sample_weights(n_ensemble, random_state)
+    weights, intercepts, components = {}, {}, {}
+    for i, name in enumerate(maps.names):
+        w, c = drawn.block(i).values, drawn_intercepts.block(i).values[..., 0]
+        w, c = _folded(w, c, steps[name])
+        weights[name], intercepts[name] = w, c[..., None]
+        components[name] = list(drawn.block(i).components)
+    return (
+        maps.torch_map(weights, components=components),
+        maps.torch_map(intercepts, intercept, components=components),
     )
 
 
 def _is_linear_model(estimator):
     """Whether ``estimator`` is one of this package's per-block linear models
-    (TensorMapLstsq, TensorMapLstsqCV): an estimator offering ``to_module``.
+    (TensorMapLstsq, TensorMapLstsqCV, TensorMapBayesianRidge): an estimator
+    offering ``to_module``.
 
     Told by what the estimator offers rather than by its class, so that the
     estimators' module, whose ``to_module`` calls this one, is not imported here.
@@ -147,8 +308,8 @@ def _model_and_scalers(estimator):
     from .preprocessing import TensorMapStandardScaler
 
     accepted = (
-        "a fitted TensorMapLstsq, TensorMapLstsqCV, or a Pipeline of "
-        "TensorMapStandardScaler steps ending with one"
+        "a fitted TensorMapLstsq, TensorMapLstsqCV, TensorMapBayesianRidge, or a "
+        "Pipeline of TensorMapStandardScaler steps ending with one"
     )
     if _is_linear_model(estimator):
         return estimator, []
@@ -158,7 +319,8 @@ def _model_and_scalers(estimator):
     if not _is_linear_model(model):
         raise TypeError(
             f"{_CALLER}: the last step of the Pipeline, '{last_name}' "
-            f"({type(model).__name__}), must be a TensorMapLstsq or a TensorMapLstsqCV"
+            f"({type(model).__name__}), must be a TensorMapLstsq, a TensorMapLstsqCV or a "
+            "TensorMapBayesianRidge"
         )
     scalers = []
     for name, step in steps:
@@ -181,13 +343,11 @@ def _as_float64(array):
     return array.detach().cpu().numpy().astype(np.float64)
 
 
-def _folded(key, weights, intercept, scalers, fitted):
-    """Weights and intercept of one block with the scalers folded in (float64 numpy).
-
-    The last scaler is next to the model: it is folded first.
-    """
-    w, c = _as_float64(weights), _as_float64(intercept)
+def _scaler_steps(key, scalers, fitted):
+    """``(scale, mean or None)`` of each scaler for the block ``key``, float64 numpy,
+    in the order they fold: the last scaler, next to the model, first."""
     features = fitted.block(key).properties
+    steps = []
     for name, scaler in reversed(scalers):
         position = scaler.scale_.keys.position(key)
         if position is None:
@@ -203,9 +363,19 @@ def _folded(key, weights, intercept, scalers, fitted):
                 f"(TensorMapStandardScaler) but {len(features)} named "
                 f"{list(features.names)} in the last step; they must be the same"
             )
-        w = w / np.asarray(scale.values[0], dtype=np.float64)
-        if scaler.with_mean:
-            c = c - w @ np.asarray(scaler.mean_.block(position).values[0], dtype=np.float64)
+        mean = _as_float64(scaler.mean_.block(position).values[0]) if scaler.with_mean else None
+        steps.append((_as_float64(scale.values[0]), mean))
+    return steps
+
+
+def _folded(weights, intercept, steps):
+    """Weights (..., n_features) and intercepts (...) with the scalers' ``steps``
+    folded in, float64 numpy: ``w' = w / scale``, ``c' = c - w' @ mean``."""
+    w, c = _as_float64(weights), _as_float64(intercept)
+    for scale, mean in steps:
+        w = w / scale
+        if mean is not None:
+            c = c - w @ mean
     return w, c
 
 
@@ -237,6 +407,9 @@ def _module_class():
         raise ImportError(
             f"{_CALLER} needs metatensor-torch: pip install 'skmetalstsq[mtorch]'"
         ) from error
+    # TorchScript resolves a function's annotations from its closure, which holds
+    # only the names its body uses, then from this module's globals
+    globals().update(mts=mts, torch=torch)
 
     def _names(names: list[str]) -> str:
         # as Python prints a list of str, in TorchScript too
@@ -268,50 +441,15 @@ def _module_class():
 
         def forward(self, features: mts.TensorMap) -> mts.TensorMap:
             """Predict every block of ``features`` (values and gradients)."""
-            names = features.keys.names
-            if names != self.weights.keys.names:
-                raise ValueError(
-                    "TensorMapLinearModule.forward: keys are named "
-                    + _names(names)
-                    + " in features but "
-                    + _names(self.weights.keys.names)
-                    + " were seen in fit"
-                )
+            positions = self._positions(features, "TensorMapLinearModule.forward")
             blocks: list[mts.TensorBlock] = []
-            for i in range(len(features.keys)):
-                key = features.keys.entry(i)
-                position = self.weights.keys.position(key)
-                text = "("
-                for j in range(len(names)):
-                    text += ", " if j > 0 else ""
-                    text += names[j] + "=" + str(int(key.values[j]))
-                text += ")"
-                if position is None:
-                    raise ValueError(
-                        "TensorMapLinearModule.forward: block " + text + " of features "
-                        "was not seen in fit"
-                    )
-                fitted = self.weights.block_by_id(position)
+            for i in range(len(positions)):
+                fitted = self.weights.block_by_id(positions[i])
                 block = features.block_by_id(i)
-                properties = block.properties
-                if properties != fitted.properties:
-                    raise ValueError(
-                        "TensorMapLinearModule.forward: block "
-                        + text
-                        + " has "
-                        + str(len(properties))
-                        + " properties named "
-                        + _names(properties.names)
-                        + " in features but "
-                        + str(len(fitted.properties))
-                        + " named "
-                        + _names(fitted.properties.names)
-                        + " were seen in fit (they must be the same, in the same order)"
-                    )
                 values = block.values
-                dtype = values.dtype if values.is_floating_point() else torch.float64
+                dtype = self._dtype(values)
                 transposed = fitted.values.to(dtype=dtype, device=values.device).T
-                intercept = self.intercept.block_by_id(position).values[:, 0]
+                intercept = self.intercept.block_by_id(positions[i]).values[:, 0]
                 targets = fitted.samples.to(values.device)
                 predicted = mts.TensorBlock(
                     values.to(dtype) @ transposed + intercept.to(dtype=dtype, device=values.device),
@@ -332,13 +470,220 @@ def _module_class():
                 blocks.append(predicted)
             return mts.TensorMap(features.keys, blocks)
 
+        def _dtype(self, values: torch.Tensor) -> torch.dtype:
+            """Predictions are made in the features' dtype, float64 for integers."""
+            return values.dtype if values.is_floating_point() else torch.float64
+
+        def _positions(self, features: mts.TensorMap, caller: str) -> list[int]:
+            """The position of each block of ``features`` among the fitted blocks,
+            after checking its key and properties (errors name ``caller``)."""
+            names = features.keys.names
+            if names != self.weights.keys.names:
+                raise ValueError(
+                    caller
+                    + ": keys are named "
+                    + _names(names)
+                    + " in features but "
+                    + _names(self.weights.keys.names)
+                    + " were seen in fit"
+                )
+            positions: list[int] = []
+            for i in range(len(features.keys)):
+                key = features.keys.entry(i)
+                position = self.weights.keys.position(key)
+                text = "("
+                for j in range(len(names)):
+                    text += ", " if j > 0 else ""
+                    text += names[j] + "=" + str(int(key.values[j]))
+                text += ")"
+                if position is None:
+                    raise ValueError(
+                        caller + ": block " + text + " of features was not seen in fit"
+                    )
+                fitted = self.weights.block_by_id(position)
+                properties = features.block_by_id(i).properties
+                if properties != fitted.properties:
+                    raise ValueError(
+                        caller
+                        + ": block "
+                        + text
+                        + " has "
+                        + str(len(properties))
+                        + " properties named "
+                        + _names(properties.names)
+                        + " in features but "
+                        + str(len(fitted.properties))
+                        + " named "
+                        + _names(fitted.properties.names)
+                        + " were seen in fit (they must be the same, in the same order)"
+                    )
+                positions.append(position)
+            return positions
+
     TensorMapLinearModule.__module__ = __name__
     TensorMapLinearModule.__qualname__ = "TensorMapLinearModule"
     return TensorMapLinearModule
+
+
+@functools.cache
+def _bayesian_module_class():
+    """The :class:`TensorMapBayesianModule` class (imports torch and metatensor-torch)."""
+    base = _module_class()
+    import metatensor.torch as mts
+    import torch
+
+    def _rows_std(rows: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        # sqrt(x^T sigma_j x + noise_j) of every row x (the last axis) and target j
+        n_features = rows.shape[-1]
+        flat = rows.reshape(-1, n_features)
+        quadratic = ((flat @ sigma) * flat).sum(-1)  # (n_targets, n_rows)
+        shape = list(rows.shape[:-1])
+        shape.append(sigma.shape[0])
+        return (quadratic + noise.reshape(-1, 1)).sqrt().T.reshape(shape)
+
+    def _members(rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        # rows @ w_sj for every member s and target j: (..., n_members, n_targets)
+        n_targets, n_members, n_features = weights.shape
+        flat = weights.transpose(0, 1).reshape(n_members * n_targets, n_features)
+        shape = list(rows.shape[:-1])
+        shape.append(n_members)
+        shape.append(n_targets)
+        return (rows.reshape(-1, n_features) @ flat.T).reshape(shape)
+
+    class TensorMapBayesianModule(base):
+        """The mean, std and committee of a TensorMapBayesianRidge on metatensor-torch maps.
+
+        Made by :func:`skmetalstsq.export.to_module`, which documents it.
+
+        Parameters
+        ----------
+        weights, intercept : metatensor.torch.TensorMap
+            The posterior mean, as for :class:`TensorMapLinearModule`.
+        sigma : metatensor.torch.TensorMap
+            Values (n_targets, n_features, n_features): the posterior covariance.
+        offset : metatensor.torch.TensorMap
+            Values (1, n_features): the centre of the value rows.
+        noise : metatensor.torch.TensorMap
+            Values (n_targets, 2): the noise variance of a value row and of a
+            gradient row of unit weight.
+        ensemble_weights, ensemble_intercept : metatensor.torch.TensorMap
+            Values (n_targets, n_members, n_features) and (n_targets,
+            n_members, 1), the members a component named ``"sample"``.
+        gradient_weights : dict
+            ``{parameter: weight}`` of the fit (1 for the others).
+        """
+
+        gradient_weights: dict[str, float]
+
+        def __init__(
+            self,
+            weights: mts.TensorMap,
+            intercept: mts.TensorMap,
+            sigma: mts.TensorMap,
+            offset: mts.TensorMap,
+            noise: mts.TensorMap,
+            ensemble_weights: mts.TensorMap,
+            ensemble_intercept: mts.TensorMap,
+            gradient_weights: dict[str, float],
+        ):
+            super().__init__(weights, intercept)
+            self.register_buffer("sigma", sigma)
+            self.register_buffer("offset", offset)
+            self.register_buffer("noise", noise)
+            self.register_buffer("ensemble_weights", ensemble_weights)
+            self.register_buffer("ensemble_intercept", ensemble_intercept)
+            self.gradient_weights = dict(gradient_weights)
+            self.n_ensemble = 0
+            if len(ensemble_weights) > 0:
+                self.n_ensemble = int(ensemble_weights.block_by_id(0).values.shape[1])
+
+        @torch.jit.export
+        def std(self, features: mts.TensorMap) -> mts.TensorMap:
+            """The std of a new observation of every value and gradient row of
+            ``features``, as ``predict(X, return_std=True)`` gives it."""
+            positions = self._positions(features, "TensorMapBayesianModule.std")
+            blocks: list[mts.TensorBlock] = []
+            for i in range(len(positions)):
+                block = features.block_by_id(i)
+                values = block.values
+                dtype, device = self._dtype(values), values.device
+                sigma = self.sigma.block_by_id(positions[i]).values.to(dtype=dtype, device=device)
+                noise = self.noise.block_by_id(positions[i]).values.to(dtype=dtype, device=device)
+                offset = self.offset.block_by_id(positions[i]).values[0]
+                targets = self.weights.block_by_id(positions[i]).samples.to(device)
+                centred = values.to(dtype) - offset.to(dtype=dtype, device=device)
+                std = mts.TensorBlock(
+                    _rows_std(centred, sigma, noise[:, 0]), block.samples, block.components, targets
+                )
+                for parameter, gradient in block.gradients():
+                    weight = 1.0
+                    if parameter in self.gradient_weights:
+                        weight = self.gradient_weights[parameter]
+                    std.add_gradient(
+                        parameter,
+                        mts.TensorBlock(
+                            _rows_std(gradient.values.to(dtype), sigma, noise[:, 1] / weight),
+                            gradient.samples,
+                            gradient.components,
+                            targets,
+                        ),
+                    )
+                blocks.append(std)
+            return mts.TensorMap(features.keys, blocks)
+
+        @torch.jit.export
+        def ensemble(self, features: mts.TensorMap) -> mts.TensorMap:
+            """The predictions of every member, as ``sample_y(X, n_ensemble,
+            random_state)`` gives them: one more component, last, ``"sample"``."""
+            if self.n_ensemble == 0:
+                raise ValueError(
+                    "TensorMapBayesianModule.ensemble: the module was exported without "
+                    "an ensemble; to_module(estimator, n_ensemble=n, random_state=...) "
+                    "draws n members"
+                )
+            positions = self._positions(features, "TensorMapBayesianModule.ensemble")
+            blocks: list[mts.TensorBlock] = []
+            for i in range(len(positions)):
+                block = features.block_by_id(i)
+                values = block.values
+                dtype, device = self._dtype(values), values.device
+                drawn = self.ensemble_weights.block_by_id(positions[i])
+                weights = drawn.values.to(dtype=dtype, device=device)
+                intercept = self.ensemble_intercept.block_by_id(positions[i]).values[:, :, 0]
+                intercept = intercept.to(dtype=dtype, device=device).T  # (members, targets)
+                targets = self.weights.block_by_id(positions[i]).samples.to(device)
+                components = block.components
+                components.append(drawn.components[0].to(device))
+                members = mts.TensorBlock(
+                    _members(values.to(dtype), weights) + intercept,
+                    block.samples,
+                    components,
+                    targets,
+                )
+                for parameter, gradient in block.gradients():
+                    gradient_components = gradient.components
+                    gradient_components.append(drawn.components[0].to(device))
+                    members.add_gradient(
+                        parameter,
+                        mts.TensorBlock(
+                            _members(gradient.values.to(dtype), weights),
+                            gradient.samples,
+                            gradient_components,
+                            targets,
+                        ),
+                    )
+                blocks.append(members)
+            return mts.TensorMap(features.keys, blocks)
+
+    TensorMapBayesianModule.__module__ = __name__
+    TensorMapBayesianModule.__qualname__ = "TensorMapBayesianModule"
+    return TensorMapBayesianModule
 
 
 def __getattr__(name):
     # the module class exists once metatensor-torch is imported (and pickles by name)
     if name == "TensorMapLinearModule":
         return _module_class()
+    if name == "TensorMapBayesianModule":
+        return _bayesian_module_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
