@@ -104,9 +104,19 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         a float ``alpha`` (a single number is the one candidate); every
         (rcond, alpha) pair is a candidate, in the order of
         ``ParameterGrid({"alpha": alphas, "rcond": rconds})``.
-    cv : int, cross-validation splitter, iterable of splits or None, default=5
+    cv : int, cross-validation splitter, iterable of splits, "loo" or None, default=5
         An int is ``sklearn.model_selection.KFold(cv)`` over the entries (None
         is 5 folds); any splitter is called as ``cv.split(X, y, groups)``.
+        ``"loo"``: every entry left out in turn (every row on plain arrays),
+        exactly, from one factorisation of each block and one pass over its
+        rows: the scoring is applied to all held-out predictions pooled, as
+        ``RidgeCV(cv=None)`` does, so ``cv_results_`` has one score per
+        candidate (no ``split*`` or ``std_test_*`` keys) and ``n_splits_`` is
+        the number of entries. Exact for ``alphas``; an ``rconds`` candidate
+        keeps the directions the cut keeps on all the data. A candidate for
+        which leaving an entry out leaves a direction undetermined scores nan,
+        with a ``FitFailedWarning`` naming the block and the entries. See the
+        user guide's leave-one-structure-out page.
     scoring : str of :data:`skmetalstsq.metrics.SCORERS`, callable or None, default=None
         None and ``"r2"`` are the estimator's :meth:`score` (R^2 of the values
         pooled over blocks); ``"neg_rmse"``, ``"neg_mae"``, ``"neg_mse"`` (or

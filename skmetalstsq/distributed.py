@@ -298,6 +298,11 @@ def _cross_validate_shards(search, shards, client, groups):
             f"{caller}: cross-validation over shards scores with the metrics of "
             f"skmetalstsq.metrics (a name or metrics.scorer), got {search.scoring!r}"
         )
+    if isinstance(search.cv, str):  # "loo"
+        raise ValueError(
+            f"{caller}: cv='loo' leaves out entries of one IndexedTensorMap; over shards, "
+            "leave one shard out with cv=sklearn.model_selection.LeaveOneOut()"
+        )
     statistic = _STATISTICS[metric]
     groups = _check_groups(groups, len(shards), "shards", caller)
     splits = list(check_cv(search.cv).split(np.zeros((len(shards), 1)), None, groups))

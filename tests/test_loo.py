@@ -326,3 +326,11 @@ def test_kfold_results_unchanged_by_the_loo_option():
     np.testing.assert_allclose(
         model.cv_results_["split1_test_score"], search.cv_results_["split1_test_score"], rtol=1e-9
     )
+
+
+def test_loo_over_shards_is_refused_naming_the_alternative():
+    from skmetalstsq.distributed import fit_shards
+
+    X, y = make_pair(np.random.default_rng(15), n_systems=4)
+    with pytest.raises(ValueError, match=r"cv='loo'.*LeaveOneOut\(\)"):
+        fit_shards(TensorMapLstsqCV(cv="loo"), [lambda: (X, y), lambda: (X, y)])
