@@ -16,6 +16,9 @@ and ``sklearn.model_selection.ValidationCurveDisplay`` do.
 - :class:`SingularValuesDisplay`: the singular values of each block of a fitted
   :class:`~skmetalstsq.TensorMapLstsq`, relative to the largest, with the rcond
   cut-off.
+- :class:`UncertaintyCalibrationDisplay`: observed errors against the predicted
+  standard deviations of a :class:`~skmetalstsq.TensorMapBayesianRidge` (binned,
+  with the ideal line) and the coverage of its 68 % and 95 % intervals.
 
 matplotlib is only imported when something is drawn; it is not a dependency of
 the package.
@@ -26,6 +29,7 @@ left out of the picture, and said so in a note written in the Axes, also kept in
 the display's ``notes_``.
 """
 
+import inspect
 from collections.abc import Mapping
 from numbers import Integral, Real
 
@@ -39,7 +43,12 @@ from ._indexed import unwrap
 from ._solvers import default_rcond
 from .metrics import TensorMapScorer, _paired_rows, mae, rmse
 
-__all__ = ["CVCurveDisplay", "ParityDisplay", "SingularValuesDisplay"]
+__all__ = [
+    "CVCurveDisplay",
+    "ParityDisplay",
+    "SingularValuesDisplay",
+    "UncertaintyCalibrationDisplay",
+]
 
 
 # ---------------------------------------------------------------------------------
@@ -1315,3 +1324,437 @@ def _default_cutoffs(X, weights, caller):
             n_rows += int(np.prod(gradient.values.shape[:-1]))
         cutoffs[name] = default_rcond(n_rows, n_features)
     return cutoffs
+
+
+# ---------------------------------------------------------------------------------
+# UncertaintyCalibrationDisplay
+# ---------------------------------------------------------------------------------
+
+#: nominal coverage of the central intervals ``y_pred +- z std`` whose coverage is given
+CALIBRATION_LEVELS = (0.68, 0.95)
+
+
+class UncertaintyCalibrationDisplay:
+    """Observed errors against predicted standard deviations: are the error bars honest?
+
+    Every predicted entry (each value or gradient component, of every block and
+    property) is a point: its predicted standard deviation on the x axis, its
+    absolute error ``|y_pred - y_true|`` on the y axis. The entries are then
+    sorted by predicted std and cut into ``n_bins`` bins of (nearly) equal
+    counts; each bin is drawn at its root mean predicted variance (x) and the
+    root mean squared error of its entries (y). Error bars are honest where the
+    bins lie on the identity line, ``RMSE == predicted std``: above it the
+    predictions are over-confident, below it under-confident.
+
+    The legend's title gives the coverage of the central 68 % and 95 % intervals,
+    ``y_pred +- z std`` with ``z`` the normal quantiles (0.994 and 1.960): the
+    fraction of entries whose error is within ``z std``, which is 68 % and
+    95 % for honest Gaussian error bars.
+
+    Use :meth:`from_estimator` or :meth:`from_predictions` to make one; all
+    parameters are stored as attributes.
+
+    Parameters
+    ----------
+    y_std, abs_error : numpy.ndarray of shape (n_entries,)
+        The predicted std and the absolute error of every entry.
+    bin_std, bin_rmse : numpy.ndarray of shape (n_bins,)
+        The root mean predicted variance and the RMSE of each bin, smallest std
+        first.
+    bin_count : numpy.ndarray of shape (n_bins,)
+        The number of entries of each bin.
+    coverage : dict of float to float
+        For each nominal level (0.68 and 0.95), the fraction of entries whose
+        interval at that level holds the true value.
+    gradient : str or None, default=None
+        The gradient compared (None: the values), for the axis labels.
+
+    Attributes
+    ----------
+    scatter_ : matplotlib.collections.PathCollection
+        The entries.
+    line_ : matplotlib.lines.Line2D
+        The bins.
+    ideal_line_ : matplotlib.lines.AxLine
+        The identity line, ``RMSE == predicted std``, across the Axes.
+    notes_ : list of str
+        What is left out of the picture, and why.
+    note_ : matplotlib.text.Text or None
+        ``notes_`` as written in the Axes.
+    ax_ : matplotlib.axes.Axes
+        The Axes drawn on.
+    figure_ : matplotlib.figure.Figure
+        The Figure of ``ax_``.
+
+    See Also
+    --------
+    skmetalstsq.TensorMapBayesianRidge : predicts a std with ``return_std=True``.
+    ParityDisplay : predicted against true values.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skmetalstsq.display import UncertaintyCalibrationDisplay
+    >>> y_std = np.array([0.1, 0.1, 1.0, 1.0])
+    >>> y_pred = np.array([0.0, 0.0, 0.0, 0.0])
+    >>> y_true = np.array([0.05, -0.15, 0.5, 3.0])
+    >>> display = UncertaintyCalibrationDisplay.from_predictions(
+    ...     y_true, y_pred, y_std, n_bins=2
+    ... )
+    >>> display.bin_std.tolist(), display.bin_rmse.round(3).tolist()
+    ([0.1, 1.0], [0.112, 2.151])
+    >>> display.coverage
+    {0.68: 0.5, 0.95: 0.75}
+    >>> print(display.ax_.get_legend().get_title().get_text())
+    within the 68% interval: 50%
+    within the 95% interval: 75%
+    >>> import matplotlib.pyplot as plt
+    >>> plt.close("all")
+    """
+
+    def __init__(self, *, y_std, abs_error, bin_std, bin_rmse, bin_count, coverage, gradient=None):
+        self.y_std = y_std
+        self.abs_error = abs_error
+        self.bin_std = bin_std
+        self.bin_rmse = bin_rmse
+        self.bin_count = bin_count
+        self.coverage = coverage
+        self.gradient = gradient
+
+    def plot(
+        self, ax=None, *, log_scale=True, scatter_kwargs=None, line_kwargs=None, ideal_kwargs=None
+    ):
+        """Draw the entries, the bins, the identity line and the legend.
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes, default=None
+            The Axes to draw on; None draws on a new figure.
+        log_scale : bool, default=True
+            Log x and y axes, where predicted stds spanning orders of magnitude
+            (an extrapolating structure's) stay readable. Entries (and bins) of
+            zero std or error cannot be drawn on them: they are left out of the
+            picture, not of the bins and coverage, with a note.
+        scatter_kwargs : dict, default=None
+            Keyword arguments of the ``Axes.scatter`` call of the entries.
+        line_kwargs : dict, default=None
+            Keyword arguments of the ``Axes.plot`` call of the bins.
+        ideal_kwargs : dict, default=None
+            Keyword arguments of the ``Axes.axline`` call of the identity line.
+
+        Returns
+        -------
+        display : UncertaintyCalibrationDisplay
+            This display, with ``ax_``, ``figure_``, ``scatter_``, ``line_``,
+            ``ideal_line_`` and ``notes_`` set.
+        """
+        check_matplotlib_support(f"{self.__class__.__name__}.plot")
+        scatter_kwargs = _validate_style_kwargs(
+            {"s": 4, "alpha": 0.3, "color": "tab:blue", "linewidths": 0}, scatter_kwargs or {}
+        )
+        line_kwargs = _validate_style_kwargs(
+            {"color": "tab:red", "marker": "o", "markersize": 4}, line_kwargs or {}
+        )
+        ideal_kwargs = _validate_style_kwargs(
+            {"color": "black", "alpha": 0.7, "linestyle": "--"}, ideal_kwargs or {}
+        )
+        y_std, abs_error = _numpy(self.y_std), _numpy(self.abs_error)
+        bin_std, bin_rmse = _numpy(self.bin_std), _numpy(self.bin_rmse)
+        notes = []
+        shown = np.ones(y_std.shape, dtype=bool)
+        shown_bins = np.ones(bin_std.shape, dtype=bool)
+        if log_scale:
+            shown = (y_std > 0) & (abs_error > 0)
+            shown_bins = (bin_std > 0) & (bin_rmse > 0)
+            if not shown.all():
+                notes.append(
+                    f"{int((~shown).sum())} entries of zero std or error not drawn (log axes)"
+                )
+            if not shown_bins.all():
+                notes.append(
+                    f"{int((~shown_bins).sum())} bins of zero std or RMSE not drawn (log axes)"
+                )
+        ax = _axes(ax)
+
+        self.scatter_ = ax.scatter(
+            y_std[shown], abs_error[shown], label=f"{y_std.size} entries", **scatter_kwargs
+        )
+        (self.line_,) = ax.plot(
+            bin_std[shown_bins],
+            bin_rmse[shown_bins],
+            label=f"RMSE of {bin_std.size} bins by std",
+            **line_kwargs,
+        )
+        # y = x across the whole Axes, on linear and log axes
+        self.ideal_line_ = ax.axline((1, 1), (10, 10), label="ideal: RMSE = std", **ideal_kwargs)
+        if log_scale:
+            ax.set(xscale="log", yscale="log")
+            _two_powers_of_ten(ax)
+        what = "values" if self.gradient is None else f"'{self.gradient}' gradient"
+        ax.set(xlabel=f"Predicted std of the {what}", ylabel="Absolute error")
+        coverage = "\n".join(
+            f"within the {_percent(level)} interval: {_percent(fraction)}"
+            for level, fraction in self.coverage.items()
+        )
+        ax.legend(loc="best", fontsize="small", title=coverage, title_fontsize="small")
+        self.notes_ = notes
+        self.note_ = _write_notes(ax, notes)
+        self.ax_ = ax
+        self.figure_ = ax.figure
+        return self
+
+    @classmethod
+    def from_estimator(
+        cls,
+        estimator,
+        X,
+        y,
+        *,
+        gradient=None,
+        n_bins=10,
+        ax=None,
+        log_scale=True,
+        scatter_kwargs=None,
+        line_kwargs=None,
+        ideal_kwargs=None,
+    ):
+        """Calibration of a fitted estimator's predicted std on ``X`` against ``y``.
+
+        Parameters
+        ----------
+        estimator : fitted estimator
+            A :class:`~skmetalstsq.TensorMapBayesianRidge`, or anything (a
+            Pipeline ending in one) whose ``predict(X, return_std=True)``
+            returns the mean and std in the layout of ``y``.
+        X : metatensor.TensorMap, IndexedTensorMap or array-like
+            The features to predict from.
+        y : metatensor.TensorMap, IndexedTensorMap or array-like
+            The true targets.
+        gradient, n_bins, ax, log_scale, scatter_kwargs, line_kwargs, ideal_kwargs :
+            As in :meth:`from_predictions`.
+
+        Returns
+        -------
+        display : UncertaintyCalibrationDisplay
+
+        Examples
+        --------
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import numpy as np
+        >>> from metatensor import Labels, TensorBlock, TensorMap
+        >>> from skmetalstsq import TensorMapBayesianRidge
+        >>> from skmetalstsq.display import UncertaintyCalibrationDisplay
+        >>> rng = np.random.default_rng(0)
+        >>> samples = Labels.range("system", 400)
+        >>> x = TensorBlock(rng.normal(size=(400, 3)), samples, [], Labels.range("feature", 3))
+        >>> energy = x.values @ [[1.0], [2.0], [0.5]] + 0.1 * rng.normal(size=(400, 1))
+        >>> y = TensorBlock(energy, samples, [], Labels.range("energy", 1))
+        >>> keys = Labels(["center_type"], np.array([[1]]))
+        >>> X, Y = TensorMap(keys, [x]), TensorMap(keys, [y])
+        >>> model = TensorMapBayesianRidge().fit(X, Y)
+        >>> display = UncertaintyCalibrationDisplay.from_estimator(model, X, Y)
+        >>> bool(abs(display.coverage[0.95] - 0.95) < 0.03)
+        True
+        >>> import matplotlib.pyplot as plt
+        >>> plt.close("all")
+        """
+        check_matplotlib_support(f"{cls.__name__}.from_estimator")
+        caller = f"{cls.__name__}.from_estimator"
+        _check_bins(n_bins, caller)
+        if not _takes_return_std(estimator):
+            raise TypeError(
+                f"{caller}: {type(estimator).__name__}.predict takes no return_std; pass an "
+                "estimator that predicts a std, such as a fitted TensorMapBayesianRidge"
+            )
+        y_pred, y_std = estimator.predict(X, return_std=True)
+        display = cls(**_calibration_data(y, y_pred, y_std, gradient, n_bins, caller))
+        return display.plot(
+            ax=ax,
+            log_scale=log_scale,
+            scatter_kwargs=scatter_kwargs,
+            line_kwargs=line_kwargs,
+            ideal_kwargs=ideal_kwargs,
+        )
+
+    @classmethod
+    def from_predictions(
+        cls,
+        y_true,
+        y_pred,
+        y_std,
+        *,
+        gradient=None,
+        n_bins=10,
+        ax=None,
+        log_scale=True,
+        scatter_kwargs=None,
+        line_kwargs=None,
+        ideal_kwargs=None,
+    ):
+        """Calibration of predicted stds against the errors of the predictions.
+
+        Parameters
+        ----------
+        y_true, y_pred, y_std : metatensor.TensorMap, IndexedTensorMap or array-like
+            The true values, the predicted ones and their predicted std: three
+            TensorMaps with the same keys (in any order) and, in each block, the
+            same samples, components and properties (in any order), as
+            :func:`skmetalstsq.metrics.rmse` compares them; or three arrays of
+            the same shape. Every entry of every block and property is pooled.
+        gradient : str or None, default=None
+            None compares the values; a gradient parameter (e.g.
+            ``"positions"``) compares that gradient (TensorMaps only).
+        n_bins : int, default=10
+            The number of bins of (nearly) equal counts, by predicted std; at
+            most one per entry.
+        ax : matplotlib.axes.Axes, default=None
+            The Axes to draw on; None draws on a new figure.
+        log_scale, scatter_kwargs, line_kwargs, ideal_kwargs :
+            As in :meth:`plot`.
+
+        Returns
+        -------
+        display : UncertaintyCalibrationDisplay
+
+        Raises
+        ------
+        ValueError
+            For layouts that differ, a std that is negative, NaN or infinite
+            (naming the block), or no entry at all.
+        """
+        check_matplotlib_support(f"{cls.__name__}.from_predictions")
+        caller = f"{cls.__name__}.from_predictions"
+        _check_bins(n_bins, caller)
+        display = cls(**_calibration_data(y_true, y_pred, y_std, gradient, n_bins, caller))
+        return display.plot(
+            ax=ax,
+            log_scale=log_scale,
+            scatter_kwargs=scatter_kwargs,
+            line_kwargs=line_kwargs,
+            ideal_kwargs=ideal_kwargs,
+        )
+
+
+def _two_powers_of_ten(ax):
+    """Extend each log axis of ``ax`` past the nearest powers of ten until it holds two.
+
+    matplotlib labels the minor ticks of a log axis holding fewer, in labels that
+    run into each other (``2x10^-1 3x10^-1 ...``). Each power is passed by 2 % of
+    a decade, so that it is inside the axis, not on its edge.
+    """
+    for get, set_ in ((ax.get_xlim, ax.set_xlim), (ax.get_ylim, ax.set_ylim)):
+        low, high = np.log10(get())
+        while np.floor(high) - np.ceil(low) < 1:
+            below, above = np.ceil(low) - 1.02, np.floor(high) + 1.02
+            if low - below <= above - high:
+                low = below
+            else:
+                high = above
+        set_(10**low, 10**high)
+
+
+def _percent(fraction):
+    """``0.683`` as ``'68.3%'``, ``0.95`` as ``'95%'``."""
+    return f"{100 * fraction:.3g}%"
+
+
+def _check_bins(n_bins, caller):
+    if isinstance(n_bins, (bool, np.bool_)) or not isinstance(n_bins, Integral) or n_bins < 1:
+        raise ValueError(f"{caller}: n_bins must be an int >= 1, got {n_bins!r}")
+
+
+def _takes_return_std(estimator):
+    """Whether ``estimator.predict`` accepts ``return_std`` (or any keyword)."""
+    try:
+        parameters = inspect.signature(estimator.predict).parameters.values()
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return any(
+        p.name == "return_std" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters
+    )
+
+
+def _calibration_entries(y_true, y_pred, y_std, gradient, caller):
+    """Every entry's (true, predicted, std), float64 numpy 1-D arrays, all checked."""
+    kinds = [isinstance(unwrap(data)[0], TensorMap) for data in (y_true, y_pred, y_std)]
+    if not any(kinds):
+        if gradient is not None:
+            raise ValueError(
+                f"{caller}: gradient={gradient!r} needs TensorMaps; arrays have no gradients"
+            )
+        arrays = {}
+        for name, data in (("y_true", y_true), ("y_pred", y_pred), ("y_std", y_std)):
+            array = _numpy(data)
+            if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+                raise TypeError(f"{caller}: {name} must hold real numbers, got {array.dtype}")
+            arrays[name] = array.astype(np.float64)
+        shapes = {name: array.shape for name, array in arrays.items()}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(
+                f"{caller}: y_true, y_pred and y_std must have the same shape, got "
+                + ", ".join(f"{shape} in {name}" for name, shape in shapes.items())
+            )
+        for name, array in arrays.items():
+            if not np.isfinite(array).all():
+                raise ValueError(f"{caller}: {name} has NaN or infinity")
+        if (arrays["y_std"] < 0).any():
+            raise ValueError(
+                f"{caller}: y_std has negative values (the smallest is "
+                f"{arrays['y_std'].min():.3g}); a standard deviation is >= 0"
+            )
+        return tuple(arrays[name].reshape(-1) for name in ("y_true", "y_pred", "y_std"))
+    if not all(kinds):
+        given = ", ".join(
+            f"{name} is {type(unwrap(data)[0]).__name__}"
+            for name, data in (("y_true", y_true), ("y_pred", y_pred), ("y_std", y_std))
+        )
+        raise TypeError(
+            f"{caller}: y_true, y_pred and y_std must all be TensorMaps or arrays; {given}"
+        )
+    pairs = _paired_rows(y_true, y_pred, gradient, None, caller)
+    try:
+        # the same checks for y_std: y_true's pairing, whose messages call the second side y_pred
+        std_pairs = _paired_rows(y_true, y_std, gradient, None, caller)
+    except (TypeError, ValueError) as error:
+        raise type(error)(str(error).replace("y_pred", "y_std")) from None
+    where = "values" if gradient is None else f"'{gradient}' gradient"
+    true, pred, std = [], [], []
+    for key, (block_true, block_pred, _), (_, block_std, _) in zip(
+        unwrap(y_true)[0].keys, pairs, std_pairs
+    ):
+        block_std = _numpy(block_std).astype(np.float64)
+        if (block_std < 0).any():
+            raise ValueError(
+                f"{caller}: y_std block ({_block_name(key.names, key.values)}) has negative "
+                f"{where} (the smallest is {block_std.min():.3g}); a standard deviation is >= 0"
+            )
+        true.append(_numpy(block_true).astype(np.float64).reshape(-1))
+        pred.append(_numpy(block_pred).astype(np.float64).reshape(-1))
+        std.append(block_std.reshape(-1))
+    return tuple(np.concatenate(parts) if parts else np.empty(0) for parts in (true, pred, std))
+
+
+def _calibration_data(y_true, y_pred, y_std, gradient, n_bins, caller):
+    """The keyword arguments of :class:`UncertaintyCalibrationDisplay`."""
+    from scipy.special import ndtri
+
+    true, pred, std = _calibration_entries(y_true, y_pred, y_std, gradient, caller)
+    if std.size == 0:
+        raise ValueError(f"{caller}: there is no entry to compare")
+    abs_error = np.abs(pred - true)
+    bins = np.array_split(np.argsort(std, kind="stable"), min(n_bins, std.size))
+    return {
+        "y_std": std,
+        "abs_error": abs_error,
+        "bin_std": np.array([np.sqrt(np.mean(std[b] ** 2)) for b in bins]),
+        "bin_rmse": np.array([np.sqrt(np.mean(abs_error[b] ** 2)) for b in bins]),
+        "bin_count": np.array([b.size for b in bins]),
+        "coverage": {
+            level: float(np.mean(abs_error <= ndtri(0.5 + level / 2) * std))
+            for level in CALIBRATION_LEVELS
+        },
+        "gradient": gradient,
+    }

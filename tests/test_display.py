@@ -11,14 +11,25 @@ import matplotlib
 import numpy as np
 import pytest
 import sklearn.metrics
-from builders import make_pair, reorder_keys, stacked, to_torch, weight_map
+from builders import make_pair, map_arrays, reorder_keys, stacked, to_torch, weight_map
 from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 
-from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV, metrics
-from skmetalstsq.display import CVCurveDisplay, ParityDisplay, SingularValuesDisplay
+from skmetalstsq import (
+    IndexedTensorMap,
+    TensorMapBayesianRidge,
+    TensorMapLstsq,
+    TensorMapLstsqCV,
+    metrics,
+)
+from skmetalstsq.display import (
+    CVCurveDisplay,
+    ParityDisplay,
+    SingularValuesDisplay,
+    UncertaintyCalibrationDisplay,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -737,3 +748,282 @@ def test_a_single_block_map_is_labelled_without_its_key():
     singular = SingularValuesDisplay.from_estimator(model)
     assert legend_texts(singular.ax_) == ["singular values"]
     assert singular.notes_ == ["the block: no cut-off given (rcond=None), not drawn"]
+
+
+# ---------------------------------------------------------------------------------
+# UncertaintyCalibrationDisplay
+# ---------------------------------------------------------------------------------
+
+#: the normal quantiles of the central 68 % and 95 % intervals, from tables
+Z68, Z95 = 0.994457883209753, 1.959963984540054
+
+
+def known_calibration(seed=0, levels=(0.1, 1.0, 10.0), n=300, scale=1.0):
+    """(y_true, y_pred, y_std) where entry i has std ``levels[k]`` and an error of
+    ``scale`` times that std: honest error bars for scale 1, shuffled."""
+    rng = np.random.default_rng(seed)
+    std = np.repeat(levels, n)
+    y_pred = rng.normal(size=std.size)
+    y_true = y_pred + scale * std * rng.standard_normal(std.size)
+    order = rng.permutation(std.size)
+    return y_true[order], y_pred[order], std[order]
+
+
+def expected_calibration(y_true, y_pred, std, levels):
+    """Per level of std: RMSE and count; pooled coverage, by numpy on masks."""
+    error = np.abs(y_pred - y_true)
+    rmse_ = [np.sqrt(np.mean(error[std == level] ** 2)) for level in levels]
+    counts = [int((std == level).sum()) for level in levels]
+    coverage = {0.68: np.mean(error <= Z68 * std), 0.95: np.mean(error <= Z95 * std)}
+    return np.array(rmse_), np.array(counts), coverage
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_calibration_bins_and_coverage_of_arrays(scale):
+    levels = (0.1, 1.0, 10.0)
+    y_true, y_pred, std = known_calibration(levels=levels, scale=scale)
+    display = UncertaintyCalibrationDisplay.from_predictions(y_true, y_pred, std, n_bins=3)
+    rmse_, counts, coverage = expected_calibration(y_true, y_pred, std, levels)
+    np.testing.assert_allclose(display.bin_std, levels, rtol=1e-14)
+    np.testing.assert_allclose(display.bin_rmse, rmse_, rtol=1e-12)
+    np.testing.assert_array_equal(display.bin_count, counts)
+    assert display.coverage == pytest.approx(coverage, abs=0)
+    if scale == 1.0:  # honest error bars: the bins near the line, the nominal coverage
+        np.testing.assert_allclose(display.bin_rmse / display.bin_std, 1, atol=0.15)
+        assert display.coverage == pytest.approx({0.68: 0.68, 0.95: 0.95}, abs=0.04)
+    else:  # over-confident three times: far above the line, far too few inside
+        assert (display.bin_rmse > 2 * display.bin_std).all()
+        assert display.coverage[0.95] < 0.6
+    # what is drawn
+    np.testing.assert_allclose(display.line_.get_xdata(), levels, rtol=1e-14)
+    np.testing.assert_allclose(display.line_.get_ydata(), rmse_, rtol=1e-12)
+    x, y = offsets(display.scatter_)
+    np.testing.assert_array_equal(x, std)
+    np.testing.assert_allclose(y, np.abs(y_pred - y_true), rtol=0, atol=0)
+    assert display.ideal_line_.get_xy1() == (1, 1) and display.ideal_line_.get_xy2() == (10, 10)
+    assert display.ax_.get_xscale() == display.ax_.get_yscale() == "log"
+    assert legend_texts(display.ax_) == [
+        "900 entries",
+        "RMSE of 3 bins by std",
+        "ideal: RMSE = std",
+    ]
+    assert display.ax_.get_legend().get_title().get_text() == (
+        f"within the 68% interval: {100 * coverage[0.68]:.3g}%\n"
+        f"within the 95% interval: {100 * coverage[0.95]:.3g}%"
+    )
+    assert display.ax_.get_xlabel() == "Predicted std of the values"
+    assert display.ax_.get_ylabel() == "Absolute error"
+    assert display.notes_ == [] and display.note_ is None
+
+
+def test_calibration_bins_of_equal_counts_by_std():
+    """Bins cut the entries sorted by std into equal counts: the RMS std and RMSE
+    of each, and the coverage, against numpy on the sorted arrays."""
+    rng = np.random.default_rng(3)
+    std = rng.uniform(0.5, 2.0, size=(50, 2))  # two targets, pooled
+    y_pred = rng.normal(size=(50, 2))
+    y_true = y_pred + std * rng.standard_normal((50, 2))
+    display = UncertaintyCalibrationDisplay.from_predictions(y_true, y_pred, std, n_bins=4)
+    order = np.argsort(std.ravel())
+    sorted_std = std.ravel()[order]
+    sorted_error = np.abs(y_pred - y_true).ravel()[order]
+    edges = [0, 25, 50, 75, 100]
+    for b, (start, stop) in enumerate(zip(edges[:-1], edges[1:])):
+        assert display.bin_count[b] == 25
+        assert display.bin_std[b] == pytest.approx(
+            np.sqrt(np.mean(sorted_std[start:stop] ** 2)), rel=1e-14
+        )
+        assert display.bin_rmse[b] == pytest.approx(
+            np.sqrt(np.mean(sorted_error[start:stop] ** 2)), rel=1e-14
+        )
+    assert display.coverage[0.95] == np.mean(sorted_error <= Z95 * sorted_std)
+    # more bins than entries: one per entry
+    one_each = UncertaintyCalibrationDisplay.from_predictions(
+        y_true[:3, 0], y_pred[:3, 0], std[:3, 0], n_bins=10
+    )
+    assert one_each.bin_count.tolist() == [1, 1, 1]
+    np.testing.assert_array_equal(one_each.bin_std, np.sort(std[:3, 0]))
+
+
+def block_like(block, values, gradient_values):
+    """A block of ``block``'s metadata (with its positions gradient) holding new arrays."""
+    new = TensorBlock(values, block.samples, block.components, block.properties)
+    gradient = block.gradient("positions")
+    new.add_gradient(
+        "positions",
+        TensorBlock(gradient_values, gradient.samples, gradient.components, block.properties),
+    )
+    return new
+
+
+def reversed_properties(tensor):
+    """A copy of ``tensor`` with the properties of every block (and gradient) reversed."""
+    blocks = []
+    for block in tensor.blocks():
+        properties = Labels(block.properties.names, np.asarray(block.properties.values)[::-1])
+        new = TensorBlock(block.values[..., ::-1], block.samples, block.components, properties)
+        gradient = block.gradient("positions")
+        new.add_gradient(
+            "positions",
+            TensorBlock(
+                gradient.values[..., ::-1], gradient.samples, gradient.components, properties
+            ),
+        )
+        blocks.append(new)
+    return TensorMap(tensor.keys, blocks)
+
+
+def rows_of(tensor, gradient):
+    """Every entry of the values (or the positions gradient) of every block, 1-D, by numpy."""
+    parts = []
+    for block in tensor.blocks():
+        part = block if gradient is None else block.gradient(gradient)
+        parts.append(np.asarray(part.values).ravel())
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("gradient", [None, "positions"])
+def test_calibration_of_tensor_maps_pairs_entries_by_labels(data, gradient):
+    """TensorMaps: entries paired by labels (y_pred and y_std with their keys and
+    properties in other orders), every block, component and property pooled."""
+    _, y_true = data
+    rng = np.random.default_rng(7)
+    std_blocks, pred_blocks = [], []
+    for scale, block in zip((0.5, 2.0), y_true.blocks()):  # one std per block and kind
+        gradient_shape = block.gradient("positions").values.shape
+        std = block_like(
+            block, np.full(block.values.shape, scale), np.full(gradient_shape, 0.1 * scale)
+        )
+        pred = block_like(
+            block,
+            block.values + scale * rng.standard_normal(block.values.shape),
+            block.gradient("positions").values + 0.1 * scale * rng.standard_normal(gradient_shape),
+        )
+        std_blocks.append(std)
+        pred_blocks.append(pred)
+    y_std, y_pred = TensorMap(y_true.keys, std_blocks), TensorMap(y_true.keys, pred_blocks)
+    display = UncertaintyCalibrationDisplay.from_predictions(
+        y_true,
+        reorder_keys(reversed_properties(y_pred), [1, 0]),
+        reversed_properties(reorder_keys(y_std, [1, 0])),
+        gradient=gradient,
+        n_bins=2,
+    )
+    true, pred, std = (rows_of(t, gradient) for t in (y_true, y_pred, y_std))
+    levels = sorted(set(std.tolist()))
+    rmse_, counts, coverage = expected_calibration(true, pred, std, levels)
+    np.testing.assert_allclose(display.bin_std, levels, rtol=1e-14)
+    np.testing.assert_allclose(display.bin_rmse, rmse_, rtol=1e-12)
+    np.testing.assert_array_equal(display.bin_count, counts)
+    assert display.coverage == pytest.approx(coverage, abs=0)
+    what = "values" if gradient is None else "'positions' gradient"
+    assert display.ax_.get_xlabel() == f"Predicted std of the {what}"
+
+
+@pytest.mark.parametrize("gradient", [None, "positions"])
+def test_calibration_from_bayesian_ridge_on_data_of_known_noise(gradient):
+    """Every value and force component has noise of std 0.3, as the model assumes:
+    the bins lie on the line and the intervals hold their nominal share."""
+    X, y = make_pair(np.random.default_rng(11), n_systems=150, n_features=4, noise=0.3)
+    model = TensorMapBayesianRidge().fit(X, y)
+    display = UncertaintyCalibrationDisplay.from_estimator(model, X, y, gradient=gradient, n_bins=5)
+    mean, std = model.predict(X, return_std=True)
+    np.testing.assert_array_equal(display.y_std, rows_of(std, gradient))
+    np.testing.assert_array_equal(
+        display.abs_error, np.abs(rows_of(mean, gradient) - rows_of(y, gradient))
+    )
+    np.testing.assert_allclose(display.bin_std, 0.3, rtol=0.05)
+    np.testing.assert_allclose(display.bin_rmse, 0.3, rtol=0.15)
+    assert display.coverage == pytest.approx({0.68: 0.68, 0.95: 0.95}, abs=0.03)
+
+
+def test_calibration_from_estimator_on_arrays():
+    rng = np.random.default_rng(12)
+    A = rng.normal(size=(3000, 5))
+    y = A @ rng.normal(size=5) + 2.0 + 0.5 * rng.normal(size=3000)
+    model = TensorMapBayesianRidge().fit(A[:1000], y[:1000])
+    display = UncertaintyCalibrationDisplay.from_estimator(model, A[1000:], y[1000:])
+    mean, std = model.predict(A[1000:], return_std=True)
+    error = np.abs(mean - y[1000:])
+    expected = {0.68: np.mean(error <= Z68 * std), 0.95: np.mean(error <= Z95 * std)}
+    assert display.coverage == pytest.approx(expected, abs=0)
+    assert display.coverage == pytest.approx({0.68: 0.68, 0.95: 0.95}, abs=0.03)
+    assert display.bin_count.sum() == 2000 and display.bin_count.size == 10
+
+
+def test_calibration_zero_errors_on_log_axes_are_noted():
+    y_true = np.array([1.0, 2.0, 3.0, 4.0])
+    y_pred = np.array([1.0, 2.5, 3.0, 3.0])
+    y_std = np.array([0.5, 0.5, 0.0, 1.0])
+    display = UncertaintyCalibrationDisplay.from_predictions(y_true, y_pred, y_std, n_bins=2)
+    # bins: std [0.0, 0.5] (errors 0, 0) and [0.5, 1.0] (errors 0.5, 1.0)
+    np.testing.assert_allclose(display.bin_std, [np.sqrt(0.125), np.sqrt(0.625)])
+    np.testing.assert_allclose(display.bin_rmse, [0.0, np.sqrt(0.625)])
+    assert display.coverage == {0.68: 0.5, 0.95: 1.0}  # 0.5 > 0.994 * 0.5, 1 > 0.994
+    assert display.notes_ == [
+        "2 entries of zero std or error not drawn (log axes)",
+        "1 bins of zero std or RMSE not drawn (log axes)",
+    ]
+    assert display.note_.get_text() == "\n".join(display.notes_)
+    x, y = offsets(display.scatter_)
+    assert x.tolist() == [0.5, 1.0] and y.tolist() == [0.5, 1.0]
+    assert display.line_.get_xdata().tolist() == [np.sqrt(0.625)]
+    linear = UncertaintyCalibrationDisplay.from_predictions(
+        y_true, y_pred, y_std, n_bins=2, log_scale=False, line_kwargs={"color": "green"}
+    )
+    assert linear.notes_ == [] and linear.ax_.get_xscale() == "linear"
+    assert len(offsets(linear.scatter_)[0]) == 4 and linear.line_.get_color() == "green"
+    _, ax = plt.subplots()
+    assert UncertaintyCalibrationDisplay.from_predictions(y_true, y_pred, y_std, ax=ax).ax_ is ax
+
+
+def test_calibration_errors_name_the_caller_and_the_block(data):
+    X, y = data
+    caller = "UncertaintyCalibrationDisplay.from_predictions"
+    negative = map_arrays(y, lambda a: -np.ones_like(a) if a.shape[-1] else a)
+    with raises(ValueError, caller, "y_std block (center_type=0) has negative values", "-1"):
+        UncertaintyCalibrationDisplay.from_predictions(y, y, negative)
+    # y_std of another layout: the error names y_std, not y_pred
+    fewer = TensorMap(Labels(["center_type"], np.array([[0]])), [y.block(0).copy()])
+    with raises(ValueError, caller, "y_std") as error:
+        UncertaintyCalibrationDisplay.from_predictions(y, y, fewer)
+    assert "y_pred" not in str(error.value)
+    other = [y.block(0).properties, Labels(["target"], np.array([[0], [5]]))]
+    renamed = [
+        TensorBlock(np.ones_like(block.values), block.samples, block.components, properties)
+        for block, properties in zip(y.blocks(), other)
+    ]
+    renamed = TensorMap(y.keys, renamed)
+    with raises(ValueError, caller, "block (center_type=1)", "properties", "in y_std") as error:
+        UncertaintyCalibrationDisplay.from_predictions(y, y, renamed)
+    assert "y_pred" not in str(error.value)
+    ones = map_arrays(y, np.ones_like)
+    with raises(TypeError, caller, "all be TensorMaps or arrays", "y_std is ndarray"):
+        UncertaintyCalibrationDisplay.from_predictions(y, y, np.ones(3))
+    with raises(ValueError, caller, "has no 'cell' gradient"):
+        UncertaintyCalibrationDisplay.from_predictions(y, y, ones, gradient="cell")
+    arrays = (np.zeros(4), np.zeros(4))
+    with raises(ValueError, caller, "same shape", "(4,) in y_true", "(3,) in y_std"):
+        UncertaintyCalibrationDisplay.from_predictions(*arrays, np.ones(3))
+    with raises(ValueError, caller, "y_std has negative values"):
+        UncertaintyCalibrationDisplay.from_predictions(*arrays, -np.ones(4))
+    with raises(ValueError, caller, "y_pred has NaN"):
+        UncertaintyCalibrationDisplay.from_predictions(np.zeros(4), np.full(4, np.nan), np.ones(4))
+    with raises(ValueError, caller, "gradient='positions' needs TensorMaps"):
+        UncertaintyCalibrationDisplay.from_predictions(*arrays, np.ones(4), gradient="positions")
+    with raises(ValueError, caller, "no entry"):
+        UncertaintyCalibrationDisplay.from_predictions(np.zeros(0), np.zeros(0), np.zeros(0))
+    for n_bins in (0, 2.5, True):
+        with raises(ValueError, caller, "n_bins must be an int >= 1", repr(n_bins)):
+            UncertaintyCalibrationDisplay.from_predictions(*arrays, np.ones(4), n_bins=n_bins)
+    with raises(TypeError, "from_estimator", "TensorMapLstsq.predict takes no return_std"):
+        UncertaintyCalibrationDisplay.from_estimator(TensorMapLstsq().fit(X, y), X, y)
+
+
+def _calibration_display():
+    y_true, y_pred, y_std = known_calibration(levels=(1e-4, 1e-2, 1.0), n=50)
+    return UncertaintyCalibrationDisplay.from_predictions(y_true, y_pred, y_std)
+
+
+def test_a_new_calibration_figure_keeps_its_labels_inside():
+    test_a_new_figure_keeps_its_labels_inside(_calibration_display)
