@@ -253,7 +253,7 @@ def block_posterior(factor, priors, label, caller):
     n_iter, scores, converged = np.zeros(n_targets, dtype=int), [], []
     for j in range(n_targets):
         target = _Target(
-            singular, rotated[:, j], float(residual[j]), factor.n_rows, n_features, priors
+            singular, rotated[:, j], float(residual[j]), factor.weighted_rows, n_features, priors
         )
         u0, alpha0, lambda0 = _initial_log_ratio(target, priors)
         if priors.compute_score:
@@ -494,7 +494,9 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
     1 a posterior many times too confident. Without weights both are the same;
     with weights, this equals ``BayesianRidge(fit_intercept=False)`` on the rows
     centred on their weighted means (with an intercept) and multiplied by
-    ``sqrt(w)``.
+    ``sqrt(w)``. A row of weight zero carries no information (infinite noise):
+    it is not counted, as if it were left out (``gradient_weights={"positions":
+    0}`` fits the values alone).
 
     **The posterior mean** is ``TensorMapLstsq(alpha=lambda_ / alpha_)``'s
     weights (per target). Square, wide and rank-deficient blocks are fine: the

@@ -278,8 +278,7 @@ class PartialState:
         records = {}
         for key, record in self.records.items():
             factor = record.factor
-            r = convert(factor.r, device=devices.get(key))
-            factor = Factor(r, factor.n_features, factor.n_rows, factor.intercept)
+            factor = factor.with_r(convert(factor.r, device=devices.get(key)))
             records[key] = PartialBlock(factor, record.layout, record.dtype)
         return PartialState(records, self.key_names, self.y_ndim, None, self.torch_maps)
 
@@ -322,12 +321,7 @@ def merge_partial_states(state, other, caller, names=("earlier batches", "this b
         ) != getattr(seen.factor.r, "device", None):
             # batches of numpy and torch data (or of two devices) merge where the
             # first batch's factor is
-            factor = Factor(
-                convert_like(factor.r, seen.factor.r),
-                factor.n_features,
-                factor.n_rows,
-                factor.intercept,
-            )
+            factor = factor.with_r(convert_like(factor.r, seen.factor.r))
         with single_threaded():  # the same bits for every BLAS thread setting
             merged = seen.factor.merge(factor)
         records[key] = PartialBlock(merged, seen.layout, seen.dtype)

@@ -27,7 +27,7 @@ eps``. The solves use it for well-conditioned tall blocks, refined against the r
 (:func:`residual_gradient`); everything that keeps or merges factors uses the QR.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -70,12 +70,21 @@ class Factor:
         Rows folded in (values and gradients), for the default ``rcond``.
     intercept : bool
         Whether the first column is the intercept's column of ones.
+    n_weighted : int or None
+        Rows folded in whose weight is not zero (the rows a Bayesian evidence
+        counts); None: every row.
     """
 
     r: object
     n_features: int
     n_rows: int
     intercept: bool = False
+    n_weighted: object = None
+
+    @property
+    def weighted_rows(self):
+        """Rows folded in whose weight is not zero."""
+        return self.n_rows if self.n_weighted is None else self.n_weighted
 
     @property
     def n_targets(self):
@@ -100,7 +109,14 @@ class Factor:
                 f"features, {other.n_targets} targets (intercept={other.intercept})"
             )
         r = fold_factors([self.r, other.r])
-        return Factor(r, self.n_features, self.n_rows + other.n_rows, self.intercept)
+        weighted = None
+        if self.n_weighted is not None or other.n_weighted is not None:
+            weighted = self.weighted_rows + other.weighted_rows
+        return Factor(r, self.n_features, self.n_rows + other.n_rows, self.intercept, weighted)
+
+    def with_r(self, r):
+        """This factor with ``r`` in place of its own (e.g. in another library)."""
+        return replace(self, r=r)
 
     def centred(self):
         """``(R_A, Q^T B, head)``: the factor of the (weighted-centred) system.
@@ -145,7 +161,7 @@ class Factor:
     def to_numpy(self):
         """This factor with ``r`` as a numpy array (for pickling or reducing anywhere)."""
         r = self.r if isinstance(self.r, np.ndarray) else self.r.detach().cpu().numpy()
-        return Factor(r, self.n_features, self.n_rows, self.intercept)
+        return self.with_r(r)
 
 
 def row_chunks(system, chunk_rows=CHUNK_ROWS):
@@ -299,7 +315,20 @@ def factorize(system, chunk_rows=None, map_chunks=None, workspace=None):
     r = fold_factors(factors)
     if r is None:
         r = backend_of(like).zeros((0, width), like)
-    return Factor(r, n_features, system.n_rows, system.intercept)
+    return Factor(r, n_features, system.n_rows, system.intercept, _weighted_rows(system))
+
+
+def _weighted_rows(system):
+    """The rows of ``system`` whose weight is not zero."""
+    if system.row_weights is None:
+        return system.n_rows
+    count = 0
+    for part, weights in zip(system.a_parts, system.row_weights):
+        if weights is None or isinstance(weights, float):
+            count += part.shape[0] if weights is None or weights != 0.0 else 0
+        else:
+            count += int(np.count_nonzero(weights))
+    return count
 
 
 # ---------------------------------------------------------------------------------

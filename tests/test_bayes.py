@@ -638,3 +638,32 @@ def test_bit_identical_for_every_blas_thread_setting():
     for key, value in model.sigma_.items():
         np.testing.assert_array_equal(single.sigma_[key], value)
         np.testing.assert_array_equal(single.alpha_[key], model.alpha_[key])
+
+
+def test_rows_of_weight_zero_are_left_out():
+    # a gradient of weight zero, or samples of weight zero, is the fit without them
+    X, y = make_pair(np.random.default_rng(35), n_components=2)
+    values_only = TensorMapBayesianRidge(gradient_weights={"positions": 0.0}).fit(X, y)
+    without = TensorMapBayesianRidge().fit(*(drop_gradients(t) for t in (X, y)))
+    assert_same_fit(values_only, without, rtol=1e-10)
+    A, b = tall_data(seed=36)
+    weights = np.ones(len(b))
+    weights[::3] = 0.0
+    model = TensorMapBayesianRidge().fit(A, b, sample_weight=weights)
+    kept = weights > 0
+    reference = TensorMapBayesianRidge().fit(A[kept], b[kept])
+    np.testing.assert_allclose(model.alpha_, reference.alpha_, rtol=1e-10)
+    np.testing.assert_allclose(model.sigma_, reference.sigma_, rtol=1e-10)
+    # through partial fits too
+    model = TensorMapBayesianRidge()
+    model.partial_fit(A[:30], b[:30], sample_weight=weights[:30])
+    model.partial_fit(A[30:], b[30:], sample_weight=weights[30:])
+    np.testing.assert_allclose(model.alpha_, reference.alpha_, rtol=1e-10)
+
+
+def drop_gradients(tensor):
+    blocks = [
+        TensorBlock(block.values, block.samples, block.components, block.properties)
+        for block in tensor.blocks()
+    ]
+    return TensorMap(tensor.keys, blocks)
