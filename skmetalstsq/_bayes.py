@@ -51,12 +51,19 @@ from ._estimator import (
     TensorMapLstsq,
     merge_partial_states,
 )
-from ._factors import factorize
+from ._factors import factorize, gram_factor
 from ._indexed import holds_torch_maps, unwrap
 from ._parallel import blas_threads, run_tasks, single_threaded, solve_cost
 from ._solvers import Solution, default_rcond
 from ._torch_maps import as_core, type_name
 from ._validation import check_array_like, check_predict_input
+
+#: The largest condition number of a tall block (its features, columns scaled to
+#: unit norm, and each target given them) that :meth:`TensorMapBayesianRidge.fit`
+#: factorises through its Gram matrix, at half the QR's flops: its posterior is
+#: then accurate to about ``1e4^2 x eps``, 2e-8 relative, far below its std
+#: (nothing refines it against the rows). :class:`TensorMapLstsq`'s limit too.
+GRAM_CONDITION = 1e4
 
 #: Bounds of ``u = log(lambda / alpha)`` searched for the fixed point (exp stays finite).
 LOG_RATIO_LIMIT = 700.0
@@ -303,9 +310,14 @@ def block_posterior(factor, priors, label, caller):
 
 
 def _factorize(system):
-    """The factor of one block's system, BLAS on one thread."""
+    """The factor of one block's system, BLAS on one thread: through its Gram matrix
+    for tall, well-conditioned numpy blocks (:func:`~._factors.gram_factor`), else
+    by the QR of its rows."""
     with single_threaded():
-        return factorize(system)
+        factor = None
+        if isinstance(system.a_parts[0], np.ndarray) and system.n_rows >= 2 * system.width:
+            factor = gram_factor(system, GRAM_CONDITION)
+        return factorize(system) if factor is None else factor
 
 
 def _layout(x_block, y_block):

@@ -483,6 +483,73 @@ def gram_matrix(
     return total
 
 
+def gram_factor(system, max_condition, workspace=None):
+    """The :class:`Factor` of a well-conditioned numpy block, from its Gram matrix.
+
+    The upper Cholesky factor of the Gram matrix of the weighted (and, with an
+    intercept, centred) ``[A | B]`` is the ``R`` of :func:`factorize` after its
+    first row, up to rounding and the signs of its rows; with an intercept, that
+    first row is ``sqrt(W) [1, x_mean, y_mean]`` (``W`` the value rows' total
+    weight), as the QR's elimination of the column of ones gives it. Half the
+    flops of the QR at matrix-multiply speed, but only as accurate as
+    ``condition^2 x eps``, with no refinement against the rows.
+
+    Parameters
+    ----------
+    system : BlockSystem
+        With numpy row parts.
+    max_condition : float
+        The largest condition number accepted: of the features' part of the
+        factor with its columns scaled to unit norm (LAPACK ``?trcon``'s
+        estimate), and of each target given the features (its norm over the
+        norm of its residual, whose square the Cholesky factor gets by
+        cancellation).
+
+    Returns
+    -------
+    Factor or None
+        None where the Gram matrix is not positive definite in float64 (rank-
+        deficient features, targets fitted exactly or collinear) or a condition
+        number is above ``max_condition``: :func:`factorize` it then.
+    """
+    n_features = system.n_features
+    means = value_means(system) if system.intercept else None
+    gram = gram_matrix(system, means, workspace=workspace)
+    backend = backend_of(gram)
+    upper = backend.cholesky(gram) if n_features else None
+    if upper is None:
+        return None
+    squares = np.diag(gram)
+    scaled = np.asfortranarray(upper[:n_features, :n_features] / np.sqrt(squares[:n_features]))
+    residuals = (upper[n_features:, n_features:] ** 2).sum(0)
+    if (
+        backend.inverse_condition(scaled) * max_condition < 1.0
+        or (residuals * max_condition**2 < squares[n_features:]).any()
+    ):
+        return None
+    weighted = _weighted_rows(system)
+    if not system.intercept:
+        return Factor(upper, n_features, system.n_rows, False, weighted)
+    root = np.sqrt(_value_weight(system))
+    r = np.zeros((upper.shape[0] + 1, upper.shape[1] + 1))
+    r[0, 0] = root
+    r[0, 1 : 1 + n_features] = root * means[0]
+    r[0, 1 + n_features :] = root * means[1]
+    r[1:, 1:] = upper
+    return Factor(r, n_features, system.n_rows, True, weighted)
+
+
+def _value_weight(system):
+    """The total weight of the value rows of ``system``."""
+    n_values = system.a_parts[0].shape[0]
+    scale = system.row_scale(0)
+    if scale is None:
+        return float(n_values)
+    if isinstance(scale, float):
+        return scale**2 * n_values
+    return float((np.asarray(scale) ** 2).sum())
+
+
 def _task_residual_gradient(weights, intercept, x_mean, steps, workspace=None):
     """``C^T W (B - C w - c)`` over one task's rows (see :func:`residual_gradient`)."""
     gradient = np.zeros(weights.shape)

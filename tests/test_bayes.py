@@ -667,3 +667,40 @@ def drop_gradients(tensor):
         for block in tensor.blocks()
     ]
     return TensorMap(tensor.keys, blocks)
+
+
+def test_gram_factor_is_the_qr_factor_or_none():
+    # the factor of well-conditioned tall blocks from their Gram matrix: the QR's
+    # up to the signs of its rows; None where it would not be accurate
+    from skmetalstsq._blocks import BlockSystem
+    from skmetalstsq._factors import factorize, gram_factor
+
+    rng = np.random.default_rng(37)
+    A = rng.normal(size=(300, 6)) + 2.0
+    B = A @ rng.normal(size=(6, 2)) + 0.1 * rng.normal(size=(300, 2))
+    weights = rng.uniform(0.5, 2.0, 300)
+    for intercept in (True, False):
+        system = BlockSystem("(k=0)", [A], [B], np.float64, [weights], intercept)
+        gram, qr = gram_factor(system, 1e4), factorize(system)
+        np.testing.assert_allclose(np.abs(gram.r), np.abs(qr.r), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(gram.residual_squares(), qr.residual_squares(), rtol=1e-9)
+        assert (gram.n_rows, gram.weighted_rows, gram.intercept) == (300, 300, intercept)
+
+    def system(a, b):
+        return BlockSystem("(k=0)", [a], [b], np.float64, None, True)
+
+    deficient = A.copy()
+    deficient[:, -1] = deficient[:, 0]
+    assert gram_factor(system(deficient, B), 1e4) is None
+    exact = np.c_[A @ np.ones(6), B[:, 0]]
+    assert gram_factor(system(A, exact), 1e4) is None
+    collinear = np.c_[B[:, 0], 2 * B[:, 0]]
+    assert gram_factor(system(A, collinear), 1e4) is None
+    close = A.copy()
+    close[:, -1] = close[:, 0] + 1e-6 * rng.normal(size=300)
+    assert gram_factor(system(close, B), 1e4) is None
+    # and the fit of such blocks (QR) is scikit-learn's too
+    model = TensorMapBayesianRidge().fit(close, B[:, 0])
+    reference = sklearn_fixed_point(close, B[:, 0], True)
+    np.testing.assert_allclose(model.alpha_, reference.alpha_, rtol=1e-7)
+    np.testing.assert_allclose(model.lambda_, reference.lambda_, rtol=1e-7)
