@@ -330,9 +330,13 @@ def _layout(x_block, y_block):
 
 
 def _factor_posterior(factor, priors, label, caller):
-    """The posterior of one block from its accumulated factor (BLAS on one thread)."""
+    """The posterior of one block from its accumulated factor (BLAS on one thread),
+    or the ValueError of a block whose evidence has no finite maximum."""
     with single_threaded():
-        return _in_library(block_posterior(factor, priors, label, caller), factor.r)
+        try:
+            return _in_library(block_posterior(factor, priors, label, caller), factor.r)
+        except ValueError as error:
+            return error
 
 
 def _key_label(names, key):
@@ -710,6 +714,9 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
             for key, record in records.items()
         ]
         posteriors = run_tasks(tasks, self._workers())
+        for posterior in posteriors:
+            if isinstance(posterior, ValueError):  # the first block's, whichever thread
+                raise posterior
         self.factors_ = records
         self._key_names, self._y_ndim = list(state.key_names), state.y_ndim
         layouts = [(record.layout.targets, record.layout.features) for record in records.values()]
