@@ -1,7 +1,9 @@
 """TensorMapBayesianRidge: scikit-learn's BayesianRidge per block and target, from the factor.
 
-Each block is factorised exactly as :class:`~skmetalstsq.TensorMapLstsq` does it: the
-triangular factor ``R`` of its weighted ``[1 | A | B]`` (:mod:`._factors`). Everything the
+Each block is factorised as :class:`~skmetalstsq.TensorMapLstsq` does it: the
+triangular factor ``R`` of its weighted ``[1 | A | B]`` (:mod:`._factors`), by the QR of
+its rows or, for tall well-conditioned numpy blocks in ``fit``, as the Cholesky factor of
+their Gram matrix (:func:`~._factors.gram_factor`). Everything the
 evidence needs is then in ``R``: the SVD ``R_A = U S V^T`` of its feature columns, the
 projected targets ``c = U^T Q^T B``, the part of each target outside A's column space
 (:meth:`~._factors.Factor.residual_squares`) and the number of rows ``N``. For a ratio
@@ -409,8 +411,9 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
     2-D arrays are a TensorMap of one block.
 
     Each block's weighted ``[1 | A | B]`` is factorised as by
-    :class:`TensorMapLstsq`; the evidence is then maximised from that triangular
-    factor alone (its SVD, the projected targets, the residual outside the
+    :class:`TensorMapLstsq` (by its Gram matrix for tall, well-conditioned numpy
+    blocks, else by the QR of its rows); the evidence is then maximised from that
+    triangular factor alone (its SVD, the projected targets, the residual outside the
     features' column space and the number of rows), so that :meth:`partial_fit`
     and :func:`skmetalstsq.distributed.fit_shards` give the result of :meth:`fit`.
 
