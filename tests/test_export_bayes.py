@@ -336,3 +336,45 @@ def test_errors_name_the_method_and_the_block(method, scripted, fitted):
         r"features but 5 named \['feature'\] were seen in fit",
     ):
         method(torch_map(X_few))
+
+
+# ---------------------------------------------------------------------------------
+# sample_weights: the members that sample_y and the module predict with
+# ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("y_ndim", [1, 2])
+def test_sample_weights_on_arrays_are_sample_ys_members(y_ndim):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(30, 4))
+    y = X @ rng.normal(size=(4, 2)) + 0.5 + 0.1 * rng.normal(size=(30, 2))
+    y = y[:, 0] if y_ndim == 1 else y
+    model = TensorMapBayesianRidge().fit(X, y)
+    weights, intercepts = model.sample_weights(6, random_state=1)
+    if y_ndim == 1:
+        assert weights.shape == (6, 4) and intercepts.shape == (6,)
+        expected = X @ weights.T + intercepts
+    else:
+        assert weights.shape == (2, 6, 4) and intercepts.shape == (2, 6)
+        expected = np.einsum("np,tsp->nts", X, weights) + intercepts
+    np.testing.assert_allclose(model.sample_y(X, 6, random_state=1), expected, rtol=1e-12)
+
+
+def test_sample_weights_are_drawn_from_the_posterior():
+    # N(coef_, sigma_) for the weights: the mean and covariance of many draws
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.3 * rng.normal(size=40)
+    model = TensorMapBayesianRidge(fit_intercept=False).fit(X, y)
+    weights, _ = model.sample_weights(20000, random_state=0)
+    scale = np.sqrt(np.diag(model.sigma_))
+    np.testing.assert_allclose(weights.mean(axis=0), model.coef_, atol=0.05 * scale.max())
+    np.testing.assert_allclose(np.cov(weights.T), model.sigma_, atol=0.05 * scale.max() ** 2)
+
+
+def test_sample_weights_checks_n_samples(fitted):
+    model, _, _, _ = fitted
+    with pytest.raises(TypeError, match="sample_weights: n_samples must be an int >= 1"):
+        model.sample_weights(2.0)
+    with pytest.raises(ValueError, match="sample_weights: n_samples must be an int >= 1"):
+        model.sample_weights(0)
