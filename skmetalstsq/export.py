@@ -1,12 +1,14 @@
 """Fitted linear models as TorchScript-compatible modules on metatensor-torch TensorMaps.
 
 :func:`to_module` turns a fitted :class:`~skmetalstsq.TensorMapLstsq` (or
-:class:`~skmetalstsq.TensorMapLstsqCV`, or a fitted Pipeline of
-:class:`~skmetalstsq.preprocessing.TensorMapStandardScaler` steps ending with
-one) into a ``torch.nn.Module`` that predicts what ``predict`` does, from
-:class:`metatensor.torch.TensorMap` features, inside TorchScript: simulation
-engines and metatrain can load it with ``torch.jit.load``, and the gradients
-of its predictions come from autograd through the features.
+:class:`~skmetalstsq.TensorMapLstsqCV`, :class:`~skmetalstsq.TensorMapBayesianRidge`,
+or a fitted Pipeline of :class:`~skmetalstsq.preprocessing.TensorMapStandardScaler`
+steps ending with one) into a ``torch.nn.Module`` that predicts what ``predict``
+does, from :class:`metatensor.torch.TensorMap` features, inside TorchScript:
+simulation engines and metatrain can load it with ``torch.jit.load``, and the
+gradients of its predictions come from autograd through the features. The
+module of a TensorMapBayesianRidge also gives the std of its predictions and a
+committee drawn from the posterior.
 
 metatensor-torch is imported by :func:`to_module` only, so that this module
 imports without it.
@@ -91,11 +93,17 @@ def to_module(estimator, *, n_ensemble=0, random_state=None):
           gradient. metatomic's ``energy_ensemble`` output numbers the members
           as properties instead: ``output.components_to_properties("sample")``
           then metatensor's ``remove_dimension`` and ``rename_dimension`` make
-          it (see the example :ref:`sphx_glr_examples_bayesian_md.py`).
+          it (see the example :ref:`sphx_glr_auto_examples_bayesian_md.py`).
 
         The std and the ensemble are computed as the mean is, in the features'
-        dtype and on their device; ``ensemble`` raises a ``ValueError`` when
-        the module was exported with ``n_ensemble=0``.
+        dtype and on their device, from the buffers ``sigma`` (``sigma_``),
+        ``offset`` (the centre of the value rows), ``noise`` (the noise
+        variances of a value row and of a gradient row of unit weight),
+        ``ensemble_weights`` and ``ensemble_intercept`` (the members, a
+        component ``"sample"`` before the features), all in the estimator's
+        dtype; ``n_ensemble`` is an attribute. ``ensemble`` raises a
+        ``ValueError`` (a ``torch.jit.Error`` once scripted) when the module
+        was exported with ``n_ensemble=0``.
 
     Raises
     ------
@@ -144,6 +152,28 @@ def to_module(estimator, *, n_ensemble=0, random_state=None):
     >>> predicted = module(mts.TensorMap(mts.Labels.single(), [block]))
     >>> predicted.block(0).values
     tensor([[5.5000]], dtype=torch.float64)
+
+    A TensorMapBayesianRidge gives the std of ``predict(X, return_std=True)`` and
+    the committee of ``sample_y``:
+
+    >>> from skmetalstsq import TensorMapBayesianRidge
+    >>> bayes = TensorMapBayesianRidge().fit(X, Y)
+    >>> module = torch.jit.script(to_module(bayes, n_ensemble=4, random_state=0))
+    >>> block = mts.TensorBlock(
+    ...     torch.tensor([[3.0, 1.0]], dtype=torch.float64),
+    ...     mts.Labels.range("system", 1),
+    ...     [],
+    ...     mts.Labels.range("feature", 2),
+    ... )
+    >>> features = mts.TensorMap(mts.Labels.single(), [block])
+    >>> _, std = bayes.predict(features, return_std=True)
+    >>> torch.allclose(module.std(features).block(0).values, std.block(0).values)
+    True
+    >>> members = bayes.sample_y(features, n_samples=4, random_state=0)
+    >>> torch.allclose(module.ensemble(features).block(0).values, members.block(0).values)
+    True
+    >>> members.block(0).values.shape  # samples, members, targets
+    torch.Size([1, 4, 1])
     """
     model, scalers = _model_and_scalers(estimator)
     bayesian = _is_bayesian(model)
