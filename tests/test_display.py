@@ -1027,3 +1027,30 @@ def _calibration_display():
 
 def test_a_new_calibration_figure_keeps_its_labels_inside():
     test_a_new_figure_keeps_its_labels_inside(_calibration_display)
+
+
+def test_calibration_of_indexed_and_torch_maps_is_that_of_numpy_maps(data):
+    pytest.importorskip("torch")
+    X, y = data
+    rng = np.random.default_rng(13)
+    y_pred = map_arrays(y, lambda a: a + 0.3 * rng.standard_normal(a.shape))
+    y_std = map_arrays(y, lambda a: rng.uniform(0.1, 0.5, size=a.shape))
+    reference = UncertaintyCalibrationDisplay.from_predictions(
+        y, y_pred, y_std, gradient="positions", n_bins=4
+    )
+    kinds = {
+        "torch": [to_torch(t) for t in (y, y_pred, y_std)],
+        "indexed": [IndexedTensorMap(t, "system") for t in (y, y_pred, y_std)],
+    }
+    for maps in kinds.values():
+        display = UncertaintyCalibrationDisplay.from_predictions(
+            *maps, gradient="positions", n_bins=4
+        )
+        np.testing.assert_allclose(display.y_std, reference.y_std, rtol=1e-15)
+        np.testing.assert_allclose(display.abs_error, reference.abs_error, rtol=1e-15)
+        np.testing.assert_allclose(display.bin_rmse, reference.bin_rmse, rtol=1e-14)
+        assert display.coverage == reference.coverage
+    # the reference itself, by numpy on the stacked gradient rows
+    error = np.abs(rows_of(y_pred, "positions") - rows_of(y, "positions"))
+    std = rows_of(y_std, "positions")
+    assert reference.coverage[0.95] == np.mean(error <= Z95 * std)
