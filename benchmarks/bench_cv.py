@@ -26,6 +26,17 @@ Workloads:
   ``TensorMapLstsqCV`` does), and the refit; against
   ``TensorMapLstsqCV(rconds, alphas)``: still one decomposition per block per fold.
 
+- ``loo``: leave-one-structure-out on 2 blocks of 40 features (4 atoms per system), at
+  150, 600 and 2400 systems, for two candidate sets: the 12 default ``rconds``, and 12
+  ``alphas`` (``np.logspace(-8, 3, 12)``, ``rconds=[1e-12]``).
+  ``TensorMapLstsqCV(cv="loo")`` (one factorisation per block and one pass over its rows)
+  against ``TensorMapLstsqCV(cv=LeaveOneOut())`` (one decomposition per block and
+  system), ``GridSearchCV(TensorMapLstsq(), cv=LeaveOneOut())`` (at 150 systems only) and
+  a plain ``TensorMapLstsq().fit``: times as multiples of the plain fit, the largest
+  difference of the mean scores against ``LeaveOneOut()`` (exact for alphas; for rconds,
+  where the cut-off of a held-out fit may differ from the full fit's), and the peak of
+  the memory that numpy allocates (tracemalloc) during ``"loo"`` and the plain fit.
+
 Methods are timed in the same process, alternately, after one warm-up call each.
 Times are medians over the repeats; the ratio is GridSearchCV's over
 TensorMapLstsqCV's. The largest difference between the split scores of the two
@@ -38,12 +49,14 @@ import os
 import platform
 import statistics
 import time
+import tracemalloc
 
 import numpy as np
 from metatensor import Labels, TensorBlock, TensorMap
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.model_selection import GridSearchCV, KFold, LeaveOneOut
 
-from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV
+from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV, metrics
+from skmetalstsq._cv import DEFAULT_RCONDS
 
 N_BLOCKS, N_SYSTEMS, N_ATOMS, N_FEATURES = 4, 240, 4, 60
 N_FOLDS = 5
@@ -55,7 +68,7 @@ WORKLOADS = {
 }
 
 
-def make_data(n_systems, seed=0):
+def make_data(n_systems, seed=0, n_blocks=N_BLOCKS, n_features=N_FEATURES):
     """(X, y) IndexedTensorMaps over systems; feature scales span ten decades."""
     rng = np.random.default_rng(seed)
     samples = Labels(
@@ -67,15 +80,15 @@ def make_data(n_systems, seed=0):
         np.array([[i, s, a] for i, (s, _) in enumerate(samples.values) for a in range(N_ATOMS)]),
     )
     xyz = [Labels.range("xyz", 3)]
-    features, target = Labels.range("feature", N_FEATURES), Labels.range("energy", 1)
-    scales = np.logspace(0, -10, N_FEATURES)
+    features, target = Labels.range("feature", n_features), Labels.range("energy", 1)
+    scales = np.logspace(0, -10, n_features)
     x_blocks, y_blocks = [], []
-    for block in range(N_BLOCKS):
-        weights = np.zeros((N_FEATURES, 1))
-        n_informative = 20 + 10 * block
+    for block in range(n_blocks):
+        weights = np.zeros((n_features, 1))
+        n_informative = min(20 + 10 * block, n_features)
         weights[:n_informative] = rng.normal(size=(n_informative, 1))
-        latent = rng.normal(size=(len(samples), N_FEATURES))
-        latent_gradient = rng.normal(size=(len(gradient_samples), 3, N_FEATURES))
+        latent = rng.normal(size=(len(samples), n_features))
+        latent_gradient = rng.normal(size=(len(gradient_samples), 3, n_features))
         x = TensorBlock(latent * scales, samples, [], features)
         noise = 0.3 * rng.normal(size=(len(samples), 1))
         y = TensorBlock(latent @ weights + noise, samples, [], target)
@@ -89,7 +102,7 @@ def make_data(n_systems, seed=0):
         )
         x_blocks.append(x)
         y_blocks.append(y)
-    keys = Labels(["center_type"], np.arange(N_BLOCKS).reshape(-1, 1))
+    keys = Labels(["center_type"], np.arange(n_blocks).reshape(-1, 1))
     return (
         IndexedTensorMap(TensorMap(keys, x_blocks), "system"),
         IndexedTensorMap(TensorMap(keys, y_blocks), "system"),
@@ -160,13 +173,89 @@ def run_workload(workload, X, y, cv, n_jobs, repeats):
     )
 
 
+LOO_SYSTEMS = (150, 600, 2400)
+LOO_CANDIDATES = {
+    "12 rconds": {"rconds": DEFAULT_RCONDS},
+    "12 alphas": {"rconds": [1e-12], "alphas": np.logspace(-8, 3, 12)},
+}
+
+
+def peak_allocated(function):
+    """Seconds of one call and the peak of the memory numpy allocated during it (MiB)."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    function()
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return seconds, peak
+
+
+def run_loo(repeats, n_jobs, systems=LOO_SYSTEMS):
+    """Leave-one-structure-out against LeaveOneOut() refits, in multiples of a plain fit."""
+    print(
+        "\nloo: 2 blocks x 40 features, 4 atoms per system (1 + 12 rows per atom), "
+        'scoring="neg_mse" (its mean over LeaveOneOut() splits is the pooled score)'
+    )
+    for n_systems in systems:
+        X, y = make_data(n_systems, n_blocks=2, n_features=40)
+        for label, grid in LOO_CANDIDATES.items():
+            methods = _loo_methods(X, y, grid, n_jobs, grid_search=n_systems <= 150)
+            results = {name: method() for name, method in methods.items()}  # warm-up
+            times = {name: [] for name in methods}
+            for _ in range(repeats):
+                for name, method in methods.items():
+                    start = time.perf_counter()
+                    method()
+                    times[name].append(time.perf_counter() - start)
+            medians = {name: statistics.median(values) for name, values in times.items()}
+            fit = medians["fit"]
+            exact = results["LeaveOneOut()"].cv_results_["mean_test_score"]
+            fast = results["loo"].cv_results_["mean_test_score"]
+            difference = np.max(np.abs(fast - exact) / np.abs(exact))
+            _, loo_peak = peak_allocated(methods["loo"])
+            _, fit_peak = peak_allocated(methods["fit"])
+            print(
+                f"{n_systems:>5} systems, {label}: "
+                + ", ".join(f"{name} {m:.3f} s ({m / fit:.1f} fits)" for name, m in medians.items())
+            )
+            print(
+                f"      largest relative difference of the mean scores against LeaveOneOut(): "
+                f"{difference:.1e}; same choice: "
+                f"{results['loo'].best_index_ == results['LeaveOneOut()'].best_index_}; "
+                f"peak allocated: loo {loo_peak:.1f} MiB, fit {fit_peak:.1f} MiB"
+            )
+
+
+def _loo_methods(X, y, grid, n_jobs, grid_search):
+    """The timed calls of :func:`run_loo`, by name."""
+
+    def search(cv):
+        return TensorMapLstsqCV(cv=cv, scoring="neg_mse", n_jobs=n_jobs, **grid).fit(X, y)
+
+    methods = {
+        "fit": lambda: TensorMapLstsq(n_jobs=n_jobs).fit(X, y),
+        "loo": lambda: search("loo"),
+        "LeaveOneOut()": lambda: search(LeaveOneOut()),
+    }
+    if grid_search:
+        params = {"rcond": list(grid["rconds"])}
+        if "alphas" in grid:
+            params["alpha"] = list(grid["alphas"])
+        scoring = metrics.scorer("neg_mse")
+        methods["GridSearchCV"] = lambda: GridSearchCV(
+            TensorMapLstsq(), params, cv=LeaveOneOut(), scoring=scoring, n_jobs=n_jobs
+        ).fit(X, y)
+    return methods
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 repeat, 1/4 of the systems")
     parser.add_argument("-r", "--repeats", type=int, default=None)
     parser.add_argument("--n-jobs", type=int, default=None)
     parser.add_argument(
-        "-w", "--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS)
+        "-w", "--workloads", nargs="+", choices=[*WORKLOADS, "loo"], default=[*WORKLOADS, "loo"]
     )
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
@@ -182,7 +271,10 @@ def main():
         f"({n_systems} systems), n_jobs={args.n_jobs}, {repeats} repeat(s)"
     )
     for workload in args.workloads:
-        run_workload(workload, X, y, cv, args.n_jobs, repeats)
+        if workload == "loo":
+            run_loo(repeats, args.n_jobs, LOO_SYSTEMS[:1] if args.quick else LOO_SYSTEMS)
+        else:
+            run_workload(workload, X, y, cv, args.n_jobs, repeats)
     print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -96,27 +96,65 @@ def _ranks(factorization, candidates):
     return [min(factorization.rank(rcond), positive) for rcond, _ in candidates]
 
 
+def _by_rows(x, z, b, root_weight, full, members):
+    """Held-out residuals from each entry's hat block (see :meth:`_HeldOut._entries`).
+
+    ``x``, ``z``: the entries' scaled rows (entries, rows, coordinates), in
+    original units and weighted; ``full``: the full fit's scaled weights.
+    """
+    residuals = {}
+    identity = np.eye(x.shape[1])
+    for c, n in members:
+        x_n, z_n = x[..., :n], z[..., :n]
+        residual = b - x_n @ full[:n]
+        weighted = np.linalg.solve(
+            identity - z_n @ z_n.transpose(0, 2, 1), root_weight[..., None] * residual
+        )
+        residuals[c] = residual + x_n @ (z_n.transpose(0, 2, 1) @ weighted)
+    return residuals
+
+
+def _by_coordinates(x, z, b, root_weight, full, members):
+    """Held-out residuals from each entry's downdated Gram matrix (see
+    :meth:`_HeldOut._entries`); one Cholesky factor ``L`` serves every number
+    of kept coordinates: the held-out predictions keeping ``k`` of them are the
+    partial sums of ``(x L^-T)_j (L^-1 rhs)_j`` over ``j < k``."""
+    size = x.shape[-1]
+    z_t = z.transpose(0, 2, 1)
+    downdated = np.eye(size) - z_t @ z
+    rhs = full - z_t @ (root_weight[..., None] * b)
+    if len(members) == 1 or size == 0:
+        weights = np.linalg.solve(downdated, rhs) if size else rhs
+        return {c: b - x[..., :n] @ weights[:, :n] for c, n in members}
+    factor = _cholesky(downdated)
+    solved = np.linalg.solve(factor, np.concatenate([rhs, x.transpose(0, 2, 1)], axis=2))
+    projected, basis = solved[..., : b.shape[-1]], solved[..., b.shape[-1] :]
+    predictions = np.cumsum(basis.transpose(0, 2, 1)[..., None] * projected[:, None], axis=2)
+    return {c: b - predictions[:, :, n - 1] if n else b.copy() for c, n in members}
+
+
 def _cholesky(matrices):
-    """Cholesky factors of a stack of symmetric matrices, and their squared pivots.
+    """Cholesky factors of a stack of symmetric matrices.
 
     A matrix that is not positive definite keeps the factor of its leading
-    positive definite block, then identity rows with pivots 0 (undetermined).
+    positive definite block, then identity rows: its larger leading blocks are
+    singular, which the exact test of :func:`_smallest_eigenvalue` reports.
     """
     try:
-        factors = np.linalg.cholesky(matrices)
-        return factors, np.diagonal(factors, axis1=1, axis2=2) ** 2
+        return np.linalg.cholesky(matrices)
     except np.linalg.LinAlgError:
         pass
     factors = np.empty_like(matrices)
-    failed = np.full(len(matrices), matrices.shape[-1])
     for e, matrix in enumerate(matrices):
         factors[e], info = scipy.linalg.lapack.dpotrf(matrix, lower=True, clean=True)
         if info > 0:
-            failed[e] = info - 1
             factors[e, info - 1 :] = np.eye(len(matrix))[info - 1 :]
-    pivots = np.diagonal(factors, axis1=1, axis2=2) ** 2
-    pivots[np.arange(matrices.shape[-1]) >= failed[:, None]] = 0.0
-    return factors, pivots
+    return factors
+
+
+def _smallest_eigenvalue(matrix):
+    """The smallest eigenvalue of a symmetric matrix (inf for an empty one)."""
+    return float(np.linalg.eigvalsh(matrix)[0]) if len(matrix) else np.inf
 
 
 def _entry_chunks(counts, chunk_rows):
@@ -182,9 +220,11 @@ class _HeldOut:
     ``G_g = Z_g^T Z_g`` and ``h_g``, and its held-out weights solve the leading
     ``(1 +) rank`` equations of ``(diag(1, s^2 + alpha) - G_g) w = rhs - h_g``.
     These are scaled by ``diag(1, s^2 + alpha)^(-1/2)`` to ``I - G~``, whose
-    Cholesky factor serves every rank at once (a leading block's factor is the
-    leading block of the factor); a pivot at or below :data:`SINGULAR_LIMIT`
-    marks an entry without which a kept direction is undetermined.
+    Cholesky factor ``L`` serves every rank at once: a leading block's factor is
+    the leading block of ``L``, so the held-out predictions keeping ``k``
+    coordinates are partial sums of ``(rows L^-T)_j (L^-1 rhs)_j``. An entry for
+    which the smallest eigenvalue of ``I - G~`` (that of ``I - H_gg``) is at or
+    below :data:`SINGULAR_LIMIT` leaves a kept direction undetermined.
     """
 
     def __init__(self, system, candidates, scored, statistic):
@@ -250,25 +290,51 @@ class _HeldOut:
 
     def _entries(self, rows, b, root_weight):
         """Held-out residuals (entries, rows, targets) of every candidate, by
-        candidate; nan for an entry without which a kept direction is undetermined."""
+        candidate; nan for an entry without which a kept direction is undetermined.
+
+        In coordinates scaled by ``diag(1, s^2 + alpha)^(-1/2)``, all rows'
+        penalised Gram matrix is the identity and the full fit's weights are the
+        scaled ``rhs``. Entries with fewer rows than kept coordinates solve with
+        their hat block ``I - Z Z^T`` (rows x rows), the others with the
+        downdated Gram matrix ``I - Z^T Z`` (coordinates x coordinates).
+        """
         z = root_weight[..., None] * rows
-        z_t = z.transpose(0, 2, 1)
-        gram = z_t @ z
-        rhs = self.rhs - z_t @ (root_weight[..., None] * b)
+        suspects = self._suspects(z)
         held_out = {}
         for alpha, members in self.by_alpha.items():
             size = max(n for _, n in members)
-            scale = 1.0 / np.sqrt(self.gram[:size] + alpha * (np.arange(size) >= self.offset))
-            scaled = np.eye(size) - scale[:, None] * gram[:, :size, :size] * scale
-            factor, pivots = _cholesky(scaled)
-            inverse = np.linalg.inv(factor)
-            projected = inverse @ (scale[:, None] * rhs[:, :size])
+            scale = self._scale(alpha, size)
+            x = rows[..., :size] * scale  # scaled rows, original units
+            z_scaled = root_weight[..., None] * x
+            full = scale[:, None] * self.rhs[:size]  # the full fit's scaled weights
+            if rows.shape[1] < size:
+                residuals = _by_rows(x, z_scaled, b, root_weight, full, members)
+            else:
+                residuals = _by_coordinates(x, z_scaled, b, root_weight, full, members)
             for c, n in members:
-                weights = inverse[:, :n, :n].transpose(0, 2, 1) @ projected[:, :n]
-                residual = b - rows[..., :n] @ (scale[:n, None] * weights)
-                residual[pivots[:, :n].min(1, initial=np.inf) <= SINGULAR_LIMIT] = np.nan
-                held_out[c] = residual
+                for e in suspects:
+                    downdated = np.eye(n) - z_scaled[e, :, :n].T @ z_scaled[e, :, :n]
+                    if _smallest_eigenvalue(downdated) <= SINGULAR_LIMIT:
+                        residuals[c][e] = np.nan
+            held_out.update(residuals)
         return held_out
+
+    def _scale(self, alpha, size):
+        """``diag(1, s^2 + alpha)^(-1/2)`` over the first ``size`` coordinates."""
+        return 1.0 / np.sqrt(self.gram[:size] + alpha * (np.arange(size) >= self.offset))
+
+    def _suspects(self, z):
+        """Entries for which some candidate may leave a direction undetermined.
+
+        ``I - H_gg`` is smallest for the candidate keeping the most directions with
+        the smallest penalty, and its smallest eigenvalue is at least one minus the
+        trace of ``H_gg`` (the entry's summed leverage): entries of a summed
+        leverage below ``1 - SINGULAR_LIMIT`` are determined for every candidate.
+        """
+        size = max(n for members in self.by_alpha.values() for _, n in members)
+        scale = self._scale(min(self.by_alpha), size)
+        leverage = ((z[..., :size] * scale) ** 2).sum(axis=(1, 2))
+        return np.flatnonzero(leverage >= 1.0 - SINGULAR_LIMIT)
 
     def _record(self, c, held_out, entries, part, index):
         """Add candidate ``c``'s held-out residuals to the losses (and residuals)."""
