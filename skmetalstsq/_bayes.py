@@ -331,6 +331,12 @@ def _layout(x_block, y_block):
     return BatchLayout(x_block.properties, y_block.properties, list(x_block.components), gradients)
 
 
+def _fit_block(system, priors, label, caller):
+    """The factor of one block's system and its posterior (see :func:`_factor_posterior`)."""
+    factor = _factorize(system)
+    return factor, _factor_posterior(factor, priors, label, caller)
+
+
 def _factor_posterior(factor, priors, label, caller):
     """The posterior of one block from its accumulated factor (BLAS on one thread),
     or the ValueError of a block whose evidence has no finite maximum."""
@@ -640,14 +646,24 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         rows = self._rows()
         X, y, systems, y_ndim, pairs = rows._systems(X, y, sample_weight, caller)
         self._take_feature_checks(rows)
-        tasks = [(_factorize, (system,), solve_cost(system)) for system in systems]
-        factors = run_tasks(tasks, self._workers())
+        priors, names = self._priors(), list(X.keys.names)
+        # one task per block: its factor, then its posterior
+        tasks = [
+            (
+                _fit_block,
+                (system, priors, _key_label(names, key_tuple(key)), caller),
+                solve_cost(system),
+            )
+            for (key, _, _), system in zip(pairs, systems)
+        ]
+        fitted = run_tasks(tasks, self._workers())
         records = {
             key_tuple(key): PartialBlock(factor, _layout(x_block, y_block), system.dtype)
-            for (key, x_block, y_block), factor, system in zip(pairs, factors, systems)
+            for (key, x_block, y_block), (factor, _), system in zip(pairs, fitted, systems)
         }
         self._torch_maps = torch_maps
-        self._solve_factors(PartialState(records, list(X.keys.names), y_ndim), caller)
+        state = PartialState(records, names, y_ndim)
+        self._solve_factors(state, caller, [posterior for _, posterior in fitted])
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -701,22 +717,24 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
             self._take_feature_checks(rows)
         return state
 
-    def _solve_factors(self, state, caller):
-        """Maximise the evidence of every block from its accumulated factor."""
+    def _solve_factors(self, state, caller, posteriors=None):
+        """Maximise the evidence of every block from its accumulated factor (unless
+        ``posteriors`` already holds the result of :func:`_factor_posterior`)."""
         records = state.records
         keys = Labels(
             state.key_names, np.array(list(records), dtype=np.int32).reshape(len(records), -1)
         )
-        priors = self._priors()
-        tasks = [
-            (
-                _factor_posterior,
-                (record.factor, priors, _key_label(state.key_names, key), caller),
-                (record.factor.r.shape[1]) ** 3,
-            )
-            for key, record in records.items()
-        ]
-        posteriors = run_tasks(tasks, self._workers())
+        if posteriors is None:
+            priors = self._priors()
+            tasks = [
+                (
+                    _factor_posterior,
+                    (record.factor, priors, _key_label(state.key_names, key), caller),
+                    (record.factor.r.shape[1]) ** 3,
+                )
+                for key, record in records.items()
+            ]
+            posteriors = run_tasks(tasks, self._workers())
         for posterior in posteriors:
             if isinstance(posterior, ValueError):  # the first block's, whichever thread
                 raise posterior
