@@ -175,6 +175,12 @@ def fit_shards(estimator, shards, client=None, groups=None):
     else:
         result = _reduce_on_cluster(client, estimator, shards)
     state = result[1].restored()  # solved where fit solves: the data's library and device
+    factors = [record.factor for record in state.records.values()]
+    if factors and not any(factor.weighted_rows for factor in factors):
+        raise ValueError(
+            f"{_CALLER}: every sample weight of every shard is zero, so there is nothing to "
+            "fit; give at least one row a positive weight"
+        )
     for stale in ("coef_", "n_features_in_", "feature_names_in_"):
         estimator.__dict__.pop(stale, None)
     if state.y_ndim is not None:

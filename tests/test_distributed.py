@@ -25,7 +25,12 @@ from sklearn.base import clone
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.model_selection import KFold
 
-from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV
+from skmetalstsq import (
+    IndexedTensorMap,
+    TensorMapBayesianRidge,
+    TensorMapLstsq,
+    TensorMapLstsqCV,
+)
 from skmetalstsq.distributed import fit_shards
 
 dask = pytest.importorskip("dask")
@@ -269,6 +274,24 @@ def test_a_shard_whose_data_is_wrong_names_the_shard():
     Xi, yi = IndexedTensorMap(X), IndexedTensorMap(y)
     with pytest.raises(ValueError, match=r"^fit_shards: shard 2: "):
         fit_shards(TensorMapLstsq(), [lambda: (Xi, yi)] * 2 + [lambda: (Xi, yi, -np.ones(24))])
+
+
+@pytest.mark.parametrize("estimator", [TensorMapLstsq(), TensorMapBayesianRidge()])
+def test_shards_whose_rows_all_weigh_zero_are_refused_as_fit_refuses(estimator):
+    X, y = full_pair(0)
+    Xi, yi = IndexedTensorMap(X), IndexedTensorMap(y)
+    zero = np.zeros(len(Xi))
+    with pytest.raises(ValueError, match="every sample weight is zero"):
+        clone(estimator).fit(Xi, yi, sample_weight=zero)
+    with pytest.raises(
+        ValueError, match=r"^fit_shards: every sample weight of every shard is zero"
+    ):
+        fit_shards(clone(estimator), [lambda: (Xi, yi, zero)] * 2)
+    # one shard of positive weight is enough, and equals the fit on that shard
+    fitted = fit_shards(clone(estimator), [lambda: (Xi, yi, zero), lambda: (Xi, yi)])
+    reference = clone(estimator).fit(Xi, yi)
+    for key, block in reference.weights_.items():
+        np.testing.assert_allclose(fitted.weights_.block(key).values, block.values, rtol=1e-9)
 
 
 def test_shards_must_be_callables_or_delayed():
