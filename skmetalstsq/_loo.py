@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
+from joblib import effective_n_jobs
 from metatensor import TensorBlock, TensorMap
 
 from ._backends import FACTOR_DTYPE, convert_like
 from ._blocks import gradient_parameters
 from ._factors import chunk_rows_for, factorize
 from ._indexed import entry_positions
-from ._parallel import run_tasks, solve_cost
+from ._parallel import blas_threads, run_tasks, single_threaded, solve_cost
 from ._solvers import SVDFactorization, default_rcond
 
 #: Smallest eigenvalue of ``I - H_gg`` below which leaving an entry out leaves a
@@ -192,6 +193,11 @@ def leave_one_out(system, rows, candidates, scored, statistic, predictions=False
     -------
     LeaveOneOut
     """
+    with single_threaded():  # the same bits whichever thread and n_jobs run it
+        return _leave_one_out(system, rows, candidates, scored, statistic, predictions)
+
+
+def _leave_one_out(system, rows, candidates, scored, statistic, predictions):
     held_out = _HeldOut(system, candidates, scored, statistic)
     if predictions:
         held_out.residuals = [
@@ -384,7 +390,9 @@ def n_component_rows(block):
 
 
 def leave_one_out_blocks(systems, rows, candidates, scored, statistic, n_jobs, predictions=False):
-    """:func:`leave_one_out` of every block, the blocks run as parallel tasks.
+    """:func:`leave_one_out` of every block, the blocks run as parallel tasks (in
+    as many threads as BLAS may use where ``n_jobs`` means one worker, as
+    :class:`~skmetalstsq.TensorMapLstsq` solves them).
 
     ``candidates`` is one list of (rcond or None, alpha) for all blocks, or one
     list per block; a None cut-off is resolved with the block's full size.
@@ -400,7 +408,7 @@ def leave_one_out_blocks(systems, rows, candidates, scored, statistic, n_jobs, p
         ]
         args = (system, entries, resolved, (scored[0][b], scored[1][b]), statistic, predictions)
         tasks.append((leave_one_out, args, solve_cost(system)))
-    return run_tasks(tasks, n_jobs)
+    return run_tasks(tasks, blas_threads() if effective_n_jobs(n_jobs) == 1 else n_jobs)
 
 
 def held_out_tensor(keys, y, systems, residuals):

@@ -334,3 +334,25 @@ def test_loo_over_shards_is_refused_naming_the_alternative():
     X, y = make_pair(np.random.default_rng(15), n_systems=4)
     with pytest.raises(ValueError, match=r"cv='loo'.*LeaveOneOut\(\)"):
         fit_shards(TensorMapLstsqCV(cv="loo"), [lambda: (X, y), lambda: (X, y)])
+
+
+def test_bit_identical_for_every_n_jobs_and_thread_count():
+    from threadpoolctl import threadpool_limits
+
+    X, y = example_pair(seed=16, n_systems=8)
+    Xi, yi = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    options = dict(alphas=ALPHAS, rconds=[1e-14, 1e-3], cv="loo", fit_intercept=True)
+    reference = TensorMapLstsqCV(n_jobs=1, **options).fit(Xi, yi)
+    runs = [TensorMapLstsqCV(n_jobs=2, **options).fit(Xi, yi)]
+    with threadpool_limits(1):
+        runs.append(TensorMapLstsqCV(n_jobs=1, **options).fit(Xi, yi))
+    for run in runs:
+        np.testing.assert_array_equal(
+            run.cv_results_["mean_test_score"], reference.cv_results_["mean_test_score"]
+        )
+    predicted = [
+        cross_val_predict(TensorMapLstsq(alpha=0.1), X, y, cv="loo", n_jobs=n_jobs)
+        for n_jobs in (1, 2)
+    ]
+    for key, block in predicted[0].items():
+        np.testing.assert_array_equal(predicted[1].block(key).values, block.values)
