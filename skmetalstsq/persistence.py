@@ -14,7 +14,8 @@ uncompressed:
     :func:`metatensor.save` with numpy arrays.
 ``arrays/<dtype>.mts``
     Every other array (``coef_``, singular values, the columns of ``cv_results_``,
-    the triangular factors of partial fits, ...), one TensorMap per dtype holding one
+    the triangular factors of partial fits, a Bayesian model's ``alpha_``,
+    ``lambda_``, ``sigma_``, ...), one TensorMap per dtype holding one
     block per array (key ``array``, values reshaped to two dimensions).
 
 For every array the manifest records its dtype, shape and memory order (the order of
@@ -61,6 +62,7 @@ from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
+from ._bayes import TensorMapBayesianRidge
 from ._blocks import key_text, key_tuples
 from ._cv import TensorMapLstsqCV
 from ._estimator import BatchLayout, PartialBlock, TensorMapLstsq
@@ -85,6 +87,7 @@ MANIFEST = "manifest.json"
 CLASSES = {
     "skmetalstsq.TensorMapLstsq": TensorMapLstsq,
     "skmetalstsq.TensorMapLstsqCV": TensorMapLstsqCV,
+    "skmetalstsq.TensorMapBayesianRidge": TensorMapBayesianRidge,
     "skmetalstsq.TensorMapStandardScaler": TensorMapStandardScaler,
     "sklearn.pipeline.Pipeline": Pipeline,
 }
@@ -147,7 +150,8 @@ def save(path, estimator):
         beside it, which then replaces the file at ``path`` (keeping its
         permissions), so that a save that fails midway (a full disk) leaves the
         previous file as it was. A file object is written to where it stands.
-    estimator : TensorMapLstsq, TensorMapLstsqCV, TensorMapStandardScaler or Pipeline
+    estimator : TensorMapLstsq, TensorMapLstsqCV, TensorMapBayesianRidge, \
+TensorMapStandardScaler or Pipeline
         Fitted or not. A Pipeline (``sklearn.pipeline.Pipeline``) must have steps
         of these classes (or ``"passthrough"`` / None). Hyperparameters must be
         None, bool, int, float, str, lists, tuples and dicts of these, numpy
@@ -289,7 +293,7 @@ def _class_name(estimator, where):
         hint = " (a subclass: loading it as its base class could change what it does)"
     raise TypeError(
         f"{_SAVE}: {where}cannot save a {kind}{hint}; a model file holds only "
-        "TensorMapLstsq, TensorMapLstsqCV, TensorMapStandardScaler and "
+        "TensorMapLstsq, TensorMapLstsqCV, TensorMapBayesianRidge, TensorMapStandardScaler and "
         "sklearn.pipeline.Pipeline of them"
     )
 
@@ -606,7 +610,7 @@ def load(path, *, device=None):
     member or has one the manifest does not list, or a member whose size or content
     differs from the size and SHA-256 digest in the manifest or whose arrays are not
     the size their headers declare; and while building, when it names a class that
-    is not one of the four a model file holds, holds an array that differs from
+    is not one a model file holds (:data:`CLASSES`), holds an array that differs from
     what the manifest records of it, Labels with repeated entries, or fitted
     attributes of another type, shape or dtype than the estimator sets, or that
     disagree with each other (see :data:`FITTED`). What is read is bounded by these
@@ -626,7 +630,8 @@ def load(path, *, device=None):
 
     Returns
     -------
-    estimator : TensorMapLstsq, TensorMapLstsqCV, TensorMapStandardScaler or Pipeline
+    estimator : TensorMapLstsq, TensorMapLstsqCV, TensorMapBayesianRidge, \
+TensorMapStandardScaler or Pipeline
         With the saved hyperparameters (``get_params()`` equal to the saved
         estimator's) and fitted attributes (arrays bit for bit equal, of the same
         library, dtype and memory layout).
@@ -1464,6 +1469,12 @@ def _factor(value, state):
         return "has a BatchLayout that holds something else than Labels"
     if not (_is_int(factor.n_features) and _is_int(factor.n_rows) and factor.n_rows >= 0):
         return "has a Factor whose n_features or n_rows is not an int"
+    weighted = factor.n_weighted
+    if weighted is not None and not (_is_int(weighted) and 0 <= weighted <= factor.n_rows):
+        return (
+            f"has a Factor whose n_weighted is {_what(weighted)}, not None or an int in "
+            f"[0, n_rows={factor.n_rows}]"
+        )
     if type(factor.intercept) is not bool or _float_array(factor.r, 2):
         return f"has a Factor whose r is {_what(factor.r)}, not a 2-D array of floats"
     width = len(layout.features) + len(layout.targets) + factor.intercept
@@ -1487,7 +1498,7 @@ def _key_names(value, state):
 def _y_ndim(value, state):
     if "factors_" not in state:
         return None  # left by a partial fit that fit replaced: not read
-    expected = (1, 2) if "coef_" in state else (None,)
+    expected = (state["coef_"].ndim,) if "coef_" in state else (None,)
     return None if value in expected and not isinstance(value, bool) else f"must be in {expected}"
 
 
@@ -1590,6 +1601,109 @@ _CV = {
     "refit_time_": _seconds,
 }
 
+
+def _block_shapes(state):
+    """Key tuple -> (n_targets, n_features) of each block of ``weights_``."""
+    weights = as_core(state["weights_"])
+    return {
+        key: tuple(block.values.shape)
+        for key, block in zip(key_tuples(weights.keys), weights.blocks())
+    }
+
+
+def _posterior(check):
+    """A check of a TensorMapBayesianRidge attribute.
+
+    After a fit on TensorMaps, a dict with the keys of ``weights_``, each value passing
+    ``check(value, n_targets, n_features)`` with that block's numbers; after a fit on
+    arrays, the one block's value, passing ``check(value, None, n_features)`` for a
+    1-D y (no target axis, as scikit-learn's) and ``check(value, n_targets,
+    n_features)`` for a 2-D y (``coef_``, checked before, gives the numbers).
+    """
+
+    def posterior(value, state):
+        if "coef_" in state:
+            coef = state["coef_"]
+            targets = None if coef.ndim == 1 else coef.shape[0]
+            return check(value, targets, coef.shape[-1])
+        problem = _per_key(lambda item, state: None)(value, state)
+        if problem:
+            return problem
+        for key, (targets, features) in _block_shapes(state).items():
+            problem = check(value[key], targets, features)
+            if problem:
+                return f"[{key}] {problem}"
+        return None
+
+    return posterior
+
+
+def _numpy_of(value, kind, shape, positive=False):
+    """What is wrong with ``value`` as a numpy array of ``kind`` ('float' or 'int')
+    values of ``shape`` (or, shape None, a scalar of that kind), > 0 with
+    ``positive`` (>= 0 for ints)."""
+    if shape is None:
+        valid = _is_int(value) if kind == "int" else _is_real(value) and not _is_array(value)
+        wanted = "an int" if kind == "int" else "a float"
+    else:
+        kinds = _FLOATS if kind == "float" else ("int8", "int16", "int32", "int64")
+        valid = type(value) is np.ndarray and value.dtype.name in kinds and value.shape == shape
+        wanted = f"a numpy array of {kind}s of shape {shape}"
+    if positive:
+        wanted += " >= 0" if kind == "int" else " > 0"
+        bound = 0 if kind == "int" else np.finfo(np.float64).tiny
+        valid = valid and bool(np.all(np.asarray(value) >= bound))
+    return None if valid else f"must be {wanted}, got {_what(value)}"
+
+
+def _per_target(kind, positive=False):
+    """One value per target: an array (n_targets,), or a scalar for a 1-D y."""
+
+    def check(value, targets, features):
+        shape = None if targets is None else (targets,)
+        return _numpy_of(value, kind, shape, positive)
+
+    return _posterior(check)
+
+
+def _sigma(value, targets, features):
+    square = (features, features)
+    return _numpy_of(value, "float", square if targets is None else (targets, *square))
+
+
+def _x_offset(value, targets, features):
+    return _numpy_of(value, "float", (features,))
+
+
+def _value_weight_sum(value, targets, features):
+    if _is_real(value) and not _is_array(value) and value >= 0:
+        return None
+    return f"must be a float >= 0, got {_what(value)}"
+
+
+def _scores(value, targets, features):
+    def one(item):
+        valid = type(item) is np.ndarray and item.dtype.name in _FLOATS and item.ndim == 1
+        return valid and item.shape[0] >= 1
+
+    if targets is None:
+        return None if one(value) else f"must be a 1-D numpy array of floats, got {_what(value)}"
+    if type(value) is list and len(value) == targets and all(one(item) for item in value):
+        return None
+    return f"must be a list of {targets} 1-D numpy arrays of floats, got {_what(value)}"
+
+
+#: What TensorMapBayesianRidge adds to TensorMapLstsq's attributes.
+_BAYES = {
+    "alpha_": _per_target("float", positive=True),
+    "lambda_": _per_target("float", positive=True),
+    "sigma_": _posterior(_sigma),
+    "n_iter_": _per_target("int", positive=True),
+    "scores_": _posterior(_scores),
+    "X_offset_": _posterior(_x_offset),
+    "value_weight_sum_": _posterior(_value_weight_sum),
+}
+
 #: What every fitted TensorMapLstsqCV has (files of earlier versions lack the others).
 _CV_FITTED = (
     "block_names_",
@@ -1619,6 +1733,24 @@ FITTED = {
         {**_LINEAR, **_CV},
         [
             ("weights_", "intercept_", "rank_", "singular_values_", *_CV_FITTED),
+            ("coef_", "n_features_in_"),
+            ("n_features_in_", "coef_"),
+            ("feature_names_in_", "n_features_in_"),
+        ],
+    ),
+    TensorMapBayesianRidge: (
+        {**_LINEAR, **_BAYES},
+        [
+            (
+                "weights_",
+                "intercept_",
+                "rank_",
+                "singular_values_",
+                *(name for name in _BAYES if name != "scores_"),
+                "factors_",
+                "_key_names",
+                "_y_ndim",
+            ),
             ("coef_", "n_features_in_"),
             ("n_features_in_", "coef_"),
             ("feature_names_in_", "n_features_in_"),

@@ -31,6 +31,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 import skmetalstsq
 from skmetalstsq import (
     IndexedTensorMap,
+    TensorMapBayesianRidge,
     TensorMapFunctionTransformer,
     TensorMapLstsq,
     TensorMapLstsqCV,
@@ -964,7 +965,8 @@ def test_load_refuses_an_unknown_class_in_a_pipeline(tmp_path):
         ),
         (
             lambda m: _attribute(m, {"type": "record", "class": "Factor", "fields": {"r": None}}),
-            r"a Factor must have the fields \['r', 'n_features', 'n_rows', 'intercept'\]",
+            r"a Factor must have the fields \['r', 'n_features', 'n_rows', 'intercept', "
+            r"'n_weighted'\]",
         ),
         (
             lambda m: _array_reference(m).update(shape=[-1]),
@@ -1417,9 +1419,8 @@ def _estimator_nodes(node, where=""):
                 yield from _estimator_nodes(value, f"Pipeline step '{name}': ")
 
 
-def _fitted_attributes(case, tmp_path):
-    """(path of the saved case, [(where, attribute)] of its fitted attributes)."""
-    model, _ = FITTED_CASES[case]()
+def _fitted_attributes(model, tmp_path):
+    """(path of the saved model, [(where, attribute)] of its fitted attributes)."""
     path = tmp_path / "model.zip"
     skmetalstsq.save(path, model)
     manifest = json.loads(read_members(path)["manifest.json"])
@@ -1431,7 +1432,14 @@ def _fitted_attributes(case, tmp_path):
 
 @pytest.mark.parametrize("case", FITTED_CASES)
 def test_load_refuses_every_fitted_attribute_of_another_type(case, tmp_path):
-    path, found = _fitted_attributes(case, tmp_path)
+    model, _ = FITTED_CASES[case]()
+    assert_every_fitted_attribute_of_another_type_refused(model, tmp_path)
+
+
+def assert_every_fitted_attribute_of_another_type_refused(model, tmp_path):
+    """Each fitted attribute of the saved ``model`` replaced by "banana" is refused,
+    by a message naming the file, the estimator and the attribute."""
+    path, found = _fitted_attributes(model, tmp_path)
     assert found
     original = path.read_bytes()
     for position, where, name in found:
@@ -1683,3 +1691,404 @@ def test_fit_after_partial_fit_loads(tmp_path):
     loaded = roundtrip(model, tmp_path)
     assert_same(loaded, model)
     assert_same_prediction(loaded.predict(X), model.predict(X))
+
+
+# ---------------------------------------------------------------------------------
+# TensorMapBayesianRidge
+# ---------------------------------------------------------------------------------
+
+BAYES_GRADIENT_WEIGHTS = {"positions": 0.5, "cell": 2.0}
+
+
+def _bayes_maps(fit_intercept=True, convert=lambda tensor: tensor, partial=False):
+    """Fitted (or partially fitted) on the first systems; the others as a next batch."""
+    (x1, y1), (x2, y2) = _batches()
+    X, _ = _data()
+    model = TensorMapBayesianRidge(
+        fit_intercept=fit_intercept, compute_score=True, gradient_weights=BAYES_GRADIENT_WEIGHTS
+    )
+    (model.partial_fit if partial else model.fit)(convert(x1), convert(y1))
+    return model, convert(X), (convert(x2), convert(y2))
+
+
+def _bayes_float32():
+    torch = pytest.importorskip("torch")
+    return _bayes_maps(convert=lambda tensor: to_torch(tensor, torch.float32))
+
+
+def _bayes_torch_maps():
+    pytest.importorskip("metatensor.torch")
+    from skmetalstsq._torch_maps import to_torch_map
+
+    model, X, batch = _bayes_maps(convert=lambda tensor: to_torch_map(to_torch(tensor)))
+    if not _is_torch_map(model.weights_):
+        pytest.skip("this version fits metatensor-torch maps into metatensor TensorMaps")
+    return model, X, batch
+
+
+def _bayes_arrays(n_targets, dtype=np.float64):
+    rng = np.random.default_rng(4)
+    A = rng.normal(size=(50, 4)).astype(dtype)
+    shape = (4,) if n_targets is None else (4, n_targets)
+    b = (A @ rng.normal(size=shape) + 1.5 + 0.2 * rng.normal(size=(50, *shape[1:]))).astype(dtype)
+    w = rng.uniform(0.5, 2.0, size=50)
+    model = TensorMapBayesianRidge(compute_score=True).fit(A[:30], b[:30], sample_weight=w[:30])
+    return model, rng.normal(size=(7, 4)).astype(dtype), (A[30:], b[30:], w[30:])
+
+
+def _bayes_pipeline():
+    X, y = _data()
+    (x2, y2), _ = _batches()
+    model = make_pipeline(
+        TensorMapStandardScaler(), TensorMapBayesianRidge(gradient_weights=BAYES_GRADIENT_WEIGHTS)
+    )
+    return model.fit(X, y), X, (x2, y2)
+
+
+BAYES_CASES = {
+    "maps": _bayes_maps,
+    "maps_no_intercept": lambda: _bayes_maps(fit_intercept=False),
+    "maps_partial_fit": lambda: _bayes_maps(partial=True),
+    "torch_float32": _bayes_float32,
+    "metatensor_torch_maps": _bayes_torch_maps,
+    "arrays_1d": lambda: _bayes_arrays(None),
+    "arrays_2d": lambda: _bayes_arrays(2),
+    "arrays_float32": lambda: _bayes_arrays(None, np.float32),
+    "pipeline": _bayes_pipeline,
+}
+
+#: the cases without torch
+BAYES_NUMPY_CASES = [
+    "maps",
+    "maps_no_intercept",
+    "maps_partial_fit",
+    "arrays_1d",
+    "arrays_2d",
+    "arrays_float32",
+    "pipeline",
+]
+
+
+def _bayes_step(model, X):
+    """The TensorMapBayesianRidge of ``model`` and what it predicts from ``X``."""
+    if isinstance(model, Pipeline):
+        return model[-1], model[:-1].transform(X)
+    return model, X
+
+
+def bayes_outputs(model, X):
+    """Everything a TensorMapBayesianRidge (or a Pipeline ending in one) gives of X:
+    predict, predict(return_std=True), sample_y and sample_weights with seeds."""
+    bayes, features = _bayes_step(model, X)
+    return {
+        "predict": model.predict(X),
+        "predict_std": model.predict(X, return_std=True),
+        "sample_y": bayes.sample_y(features, n_samples=3, random_state=0),
+        "sample_weights": bayes.sample_weights(n_samples=2, random_state=np.random.RandomState(1)),
+    }
+
+
+@pytest.mark.parametrize("case", BAYES_CASES)
+def test_bayes_round_trip_keeps_everything(case, tmp_path):
+    model, X, _ = BAYES_CASES[case]()
+    bayes, _ = _bayes_step(model, X)
+    assert hasattr(bayes, "sigma_") and hasattr(bayes, "factors_")
+    assert case.startswith("arrays") == hasattr(bayes, "coef_")
+    loaded = roundtrip(model, tmp_path)
+    assert type(loaded) is type(model)
+    assert_same(loaded, model)  # every fitted attribute: type, dtype, layout, bits
+    assert_same(loaded.get_params(), model.get_params(), "get_params()")
+    expected = bayes_outputs(model, X)
+    for name, output in bayes_outputs(loaded, X).items():
+        assert_same(output, expected[name], name)
+
+
+@pytest.mark.parametrize("case", BAYES_CASES)
+def test_bayes_partial_fit_continues_bit_identically_after_loading(case, tmp_path):
+    model, X, batch = BAYES_CASES[case]()
+    loaded = roundtrip(model, tmp_path)
+    for estimator in (model, loaded):
+        bayes, _ = _bayes_step(estimator, X)
+        features = batch[0] if bayes is estimator else estimator[:-1].transform(batch[0])
+        if len(batch) == 3:
+            bayes.partial_fit(features, batch[1], sample_weight=batch[2])
+        else:
+            bayes.partial_fit(features, batch[1])
+    assert_same(loaded, model)
+    expected = bayes_outputs(model, X)
+    for name, output in bayes_outputs(loaded, X).items():
+        assert_same(output, expected[name], name)
+
+
+@pytest.mark.parametrize("case", [case for case in BAYES_CASES if not case.startswith("arrays")])
+def test_bayes_to_module_after_loading_is_the_original_module(case, tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("metatensor.torch")
+    from skmetalstsq._torch_maps import is_torch_map, to_torch_map
+    from skmetalstsq.export import to_module
+
+    model, X, _ = BAYES_CASES[case]()
+    loaded = roundtrip(model, tmp_path)
+    features = X if is_torch_map(X) else to_torch_map(X)
+    if not isinstance(_core(features).block(0).values, torch.Tensor):
+        features = to_torch_map(to_torch(X))
+    modules = [to_module(m, n_ensemble=4, random_state=3) for m in (model, loaded)]
+    for method in ("forward", "std", "ensemble"):
+        ours, theirs = (getattr(module, method)(features) for module in modules)
+        assert_same(ours, theirs, method)
+    buffers = [dict(module.named_buffers()) for module in modules]
+    assert list(buffers[0]) == list(buffers[1])
+    for name, buffer in buffers[1].items():
+        assert_same(buffers[0][name], buffer, name)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_bayes_loaded_from_arrays_is_sklearns_bayesian_ridge(fit_intercept, tmp_path):
+    # the loaded model against an independent fit: scikit-learn at its fixed point
+    from sklearn.linear_model import BayesianRidge
+
+    rng = np.random.default_rng(8)
+    A = rng.normal(size=(40, 3)) + 0.3
+    b = A @ np.array([0.5, -1.0, 2.0]) + 0.7 + 0.3 * rng.normal(size=40)
+    model = TensorMapBayesianRidge(fit_intercept=fit_intercept).fit(A, b)
+    loaded = roundtrip(model, tmp_path)
+    reference = BayesianRidge(fit_intercept=fit_intercept, tol=1e-12, max_iter=100_000)
+    reference.fit(A, b)
+    for name in ("coef_", "intercept_", "alpha_", "lambda_", "sigma_"):
+        np.testing.assert_allclose(
+            getattr(loaded, name), getattr(reference, name), rtol=1e-7, atol=1e-12, err_msg=name
+        )
+    mean, std = loaded.predict(A[:5], return_std=True)
+    expected_mean, expected_std = reference.predict(A[:5], return_std=True)
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-9)
+    if fit_intercept:  # plus the intercept's own variance, which scikit-learn leaves out
+        expected_std = np.sqrt(expected_std**2 + 1.0 / (reference.alpha_ * len(A)))
+    np.testing.assert_allclose(std, expected_std, rtol=1e-7)
+
+
+@pytest.mark.parametrize("case", BAYES_NUMPY_CASES)
+def test_load_refuses_every_bayes_attribute_of_another_type(case, tmp_path):
+    model, _, _ = BAYES_CASES[case]()
+    assert_every_fitted_attribute_of_another_type_refused(model, tmp_path)
+
+
+def _first_item(name):
+    """The manifest value of ``name``'s first block (a per-key dict)."""
+    return lambda m: _attributes(m)[name]["items"][0]
+
+
+def _set(name, value):
+    return lambda m: _attributes(m).__setitem__(name, value)
+
+
+def _set_first(name, value):
+    return lambda m: _first_item(name)(m).__setitem__(1, value)
+
+
+def _drop_first(name):
+    return lambda m: _attributes(m)[name]["items"].pop(0)
+
+
+def _numpy_scalar(value, dtype="float64"):
+    return {"type": "numpy_scalar", "dtype": dtype, "value": value}
+
+
+def _factor_fields(m):
+    return _first_item("factors_")(m)[1]["fields"]["factor"]["fields"]
+
+
+@pytest.mark.parametrize(
+    "case, change, match",
+    [
+        (
+            "maps",
+            _drop_first("alpha_"),
+            r"attribute 'alpha_' must be a dict with the keys of weights_, \[\(0,\), \(1,\), "
+            r"\(3,\)\], got \[\(1,\), \(3,\)\]",
+        ),
+        (
+            "maps",
+            _swap("alpha_", "X_offset_"),
+            r"attribute 'alpha_' \[\(0,\)\] must be a numpy array of floats of shape \(3,\) > 0, "
+            r"got an array of float64 values of shape \[5\]",
+        ),
+        (
+            "maps",
+            _swap("lambda_", "n_iter_"),
+            r"attribute 'lambda_' \[\(0,\)\] must be a numpy array of floats of shape \(3,\) > 0, "
+            r"got an array of int64 values",
+        ),
+        (
+            "maps",
+            _swap("sigma_", "alpha_"),
+            r"attribute 'alpha_' \[\(0,\)\] must be a numpy array of floats of shape \(3,\) > 0, "
+            r"got an array of float64 values of shape \[3, 5, 5\]",
+        ),
+        (
+            "maps",
+            lambda m: _first_item("sigma_")(m)[1].update(shape=[3, 5, 4], order=[0, 1, 2]),
+            r"block \d+ of member 'arrays/float64.mts' holds float64 values of shape "
+            r"\(3, 25\), but the manifest records for TensorMapBayesianRidge attribute "
+            r"'sigma_' an array of shape \[3, 5, 4\]",
+        ),
+        (
+            "maps",
+            lambda m: _first_item("sigma_")(m).__setitem__(1, _first_item("alpha_")(m)[1]),
+            r"attribute 'sigma_' \[\(0,\)\] must be a numpy array of floats of shape "
+            r"\(3, 5, 5\), got an array of float64 values of shape \[3\]",
+        ),
+        (
+            "maps",
+            _set_first("n_iter_", _numpy_scalar(7, "int64")),
+            r"attribute 'n_iter_' \[\(0,\)\] must be a numpy array of ints of shape \(3,\) >= 0, "
+            r"got (np\.int64\()?7\)? \(int64\)",
+        ),
+        (
+            "maps",
+            lambda m: _first_item("scores_")(m)[1].pop(),
+            r"attribute 'scores_' \[\(0,\)\] must be a list of 3 1-D numpy arrays of floats",
+        ),
+        (
+            "maps",
+            _swap("X_offset_", "sigma_"),
+            r"attribute 'sigma_' \[\(0,\)\] must be a numpy array of floats of shape "
+            r"\(3, 5, 5\), got an array of float64 values of shape \[5\]",
+        ),
+        (
+            "maps",
+            _set_first("value_weight_sum_", -1.0),
+            r"attribute 'value_weight_sum_' \[\(0,\)\] must be a float >= 0, got -1.0 \(float\)",
+        ),
+        (
+            "maps",
+            _drop_first("value_weight_sum_"),
+            r"attribute 'value_weight_sum_' must be a dict with the keys of weights_",
+        ),
+        (
+            "maps",
+            lambda m: _attributes(m).pop("sigma_"),
+            r"TensorMapBayesianRidge has the fitted attribute 'weights_' but lacks \['sigma_'\]",
+        ),
+        (
+            "maps",
+            lambda m: _factor_fields(m).update(n_weighted=10**6),
+            r"attribute 'factors_' \[\(0,\)\] has a Factor whose n_weighted is 1000000 \(int\), "
+            r"not None or an int in \[0, n_rows=",
+        ),
+        (
+            "maps",
+            lambda m: _factor_fields(m).update(n_weighted=-1),
+            r"has a Factor whose n_weighted is -1 \(int\)",
+        ),
+        (
+            "arrays_1d",
+            _set("alpha_", _numpy_scalar(-1.0)),
+            r"attribute 'alpha_' must be a float > 0, got (np\.float64\()?-1.0\)? \(float64\)",
+        ),
+        (
+            "arrays_1d",
+            _set("lambda_", _numpy_scalar({"type": "float", "value": "nan"})),
+            r"attribute 'lambda_' must be a float > 0, got (np\.float64\()?nan\)? \(float64\)",
+        ),
+        (
+            "arrays_1d",
+            _swap("sigma_", "X_offset_"),
+            r"attribute 'sigma_' must be a numpy array of floats of shape \(4, 4\), got an array "
+            r"of float64 values of shape \[4\]",
+        ),
+        (
+            "arrays_1d",
+            _set("n_iter_", -3),
+            r"attribute 'n_iter_' must be an int >= 0, got -3 \(int\)",
+        ),
+        (
+            "arrays_1d",
+            _set("scores_", [1.0]),
+            r"attribute 'scores_' must be a 1-D numpy array of floats, got \[1.0\] \(list\)",
+        ),
+        (
+            "arrays_1d",
+            _set("_y_ndim", 2),
+            r"attribute '_y_ndim' must be in \(1,\)",
+        ),
+        (
+            "arrays_2d",
+            _set("alpha_", 1.0),
+            r"attribute 'alpha_' must be a numpy array of floats of shape \(2,\) > 0, got 1.0",
+        ),
+        (
+            "arrays_2d",
+            _swap("sigma_", "X_offset_"),
+            r"attribute 'sigma_' must be a numpy array of floats of shape \(2, 4, 4\)",
+        ),
+        (
+            "arrays_2d",
+            lambda m: _attributes(m)["scores_"].pop(),
+            r"attribute 'scores_' must be a list of 2 1-D numpy arrays of floats",
+        ),
+        (
+            "arrays_2d",
+            _set("value_weight_sum_", "1.0"),
+            r"attribute 'value_weight_sum_' must be a float >= 0, got '1.0' \(str\)",
+        ),
+        (
+            "arrays_2d",
+            _set("_y_ndim", 1),
+            r"attribute '_y_ndim' must be in \(2,\)",
+        ),
+    ],
+    ids=[
+        "alpha_keys",
+        "alpha_shape",
+        "lambda_dtype",
+        "sigma_as_alpha",
+        "sigma_member_shape",
+        "sigma_shape",
+        "n_iter_scalar",
+        "scores_count",
+        "x_offset_as_sigma",
+        "negative_value_weight_sum",
+        "value_weight_sum_keys",
+        "missing_sigma",
+        "n_weighted_above_rows",
+        "negative_n_weighted",
+        "arrays_negative_alpha",
+        "arrays_nan_lambda",
+        "arrays_sigma_shape",
+        "arrays_negative_n_iter",
+        "arrays_scores_list",
+        "arrays_y_ndim",
+        "arrays_2d_alpha_scalar",
+        "arrays_2d_sigma_shape",
+        "arrays_2d_scores_count",
+        "arrays_2d_value_weight_sum",
+        "arrays_2d_y_ndim",
+    ],
+)
+def test_load_refuses_damaged_bayes_attributes(case, change, match, tmp_path):
+    model, X, _ = BAYES_CASES[case]()
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    edit_manifest(path, change)
+    with pytest.raises(ValueError, match=r"model.zip': .*" + match):
+        skmetalstsq.load(path)
+
+
+def test_bayes_attributes_of_another_fit_are_refused(tmp_path):
+    # save checks nothing of fitted attributes: the sigma_ of a fit of three targets
+    # on a model of two is written, and refused by load
+    X, y = _data()
+    two = metatensor.slice(y, "properties", Labels(["target"], np.array([[0], [1]])))
+    model = TensorMapBayesianRidge().fit(X, two)
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    assert skmetalstsq.load(path).sigma_[(0,)].shape == (2, 5, 5)
+    model.sigma_ = TensorMapBayesianRidge().fit(X, y).sigma_
+    skmetalstsq.save(path, model)
+    with pytest.raises(
+        ValueError,
+        match=r"model.zip': TensorMapBayesianRidge attribute 'sigma_' \[\(0,\)\] must be a "
+        r"numpy array of floats of shape \(2, 5, 5\), got an array of float64 values of "
+        r"shape \[3, 5, 5\]",
+    ):
+        skmetalstsq.load(path)
