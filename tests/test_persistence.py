@@ -1716,6 +1716,13 @@ def _bayes_float32():
     return _bayes_maps(convert=lambda tensor: to_torch(tensor, torch.float32))
 
 
+def _bayes_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    return _bayes_maps(convert=lambda tensor: to_torch(tensor, torch.float32, "cuda"))
+
+
 def _bayes_torch_maps():
     pytest.importorskip("metatensor.torch")
     from skmetalstsq._torch_maps import to_torch_map
@@ -1750,6 +1757,7 @@ BAYES_CASES = {
     "maps_no_intercept": lambda: _bayes_maps(fit_intercept=False),
     "maps_partial_fit": lambda: _bayes_maps(partial=True),
     "torch_float32": _bayes_float32,
+    "torch_cuda": _bayes_cuda,
     "metatensor_torch_maps": _bayes_torch_maps,
     "arrays_1d": lambda: _bayes_arrays(None),
     "arrays_2d": lambda: _bayes_arrays(2),
@@ -1840,6 +1848,22 @@ def test_bayes_to_module_after_loading_is_the_original_module(case, tmp_path):
     assert list(buffers[0]) == list(buffers[1])
     for name, buffer in buffers[1].items():
         assert_same(buffers[0][name], buffer, name)
+
+
+def test_bayes_fitted_on_cuda_loads_on_the_cpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    model, X, _ = _bayes_cuda()
+    loaded = roundtrip(model, tmp_path, device="cpu")
+    assert loaded.weights_.block(0).values.device.type == "cpu"
+    assert all(record.factor.r.device.type == "cpu" for record in loaded.factors_.values())
+    for name in ("alpha_", "lambda_", "sigma_", "X_offset_"):
+        assert_same(getattr(loaded, name), getattr(model, name), name)
+    inputs = to_torch(_data()[0], torch.float32)
+    mean, std = loaded.predict(inputs, return_std=True)
+    expected_mean, expected_std = model.predict(X, return_std=True)
+    for ours, theirs in ((mean, expected_mean), (std, expected_std)):
+        for a, b in zip(ours.blocks(), theirs.blocks()):
+            torch.testing.assert_close(a.values, b.values.cpu(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])
