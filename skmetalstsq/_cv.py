@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from metatensor import TensorMap
-from sklearn.base import _fit_context
+from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import StrOptions
@@ -991,14 +991,22 @@ def _warn_singular(held_out, keys, candidates, X, caller):
         )
 
 
-class _HeldOutPredictions:
-    """What a scorer is handed under ``cv="loo"``: predict returns the held-out predictions."""
+class _HeldOutPredictions(RegressorMixin, BaseEstimator):
+    """What a scorer is handed under ``cv="loo"``: a fitted regressor whose predict
+    returns the held-out predictions (scikit-learn's ``RidgeCV`` hands its scorers
+    such an identity regressor too)."""
 
-    def __init__(self, predictions):
+    def __init__(self, predictions=None):
         self.predictions = predictions
+
+    def fit(self, X, y=None):
+        return self
 
     def predict(self, X):
         return self.predictions
+
+    def __sklearn_is_fitted__(self):
+        return True
 
 
 def _held_out_scores(scoring, held_out, systems, keys, tensor_y, data, arrays, y_ndim):

@@ -356,3 +356,33 @@ def test_bit_identical_for_every_n_jobs_and_thread_count():
     ]
     for key, block in predicted[0].items():
         np.testing.assert_array_equal(predicted[1].block(key).values, block.values)
+
+
+@pytest.mark.parametrize("scoring", ["r2", "neg_mean_squared_error", "mse_scorer"])
+def test_scikit_learn_scorers_on_arrays_as_ridgecv(scoring):
+    from sklearn.metrics import get_scorer, make_scorer, mean_squared_error
+
+    if scoring == "mse_scorer":
+        scoring = make_scorer(mean_squared_error, greater_is_better=False)
+    else:
+        scoring = get_scorer(scoring)
+    rng = np.random.default_rng(17)
+    A = rng.normal(size=(25, 4))
+    b = A @ rng.normal(size=4) + 0.3 * rng.normal(size=25)
+    reference = RidgeCV(alphas=ALPHAS, scoring=scoring, fit_intercept=True).fit(A, b)
+    model = TensorMapLstsqCV(
+        alphas=ALPHAS, rconds=[1e-14], cv="loo", scoring=scoring, fit_intercept=True
+    ).fit(A, b)
+    assert model.alpha_ == reference.alpha_
+    np.testing.assert_allclose(model.best_score_, reference.best_score_, rtol=1e-10)
+
+
+def test_scikit_learn_scorers_on_indexed_maps_are_refused_as_in_k_fold():
+    from sklearn.metrics import get_scorer
+
+    from skmetalstsq.metrics import UnsupportedScoringError
+
+    X, y = make_pair(np.random.default_rng(18), n_systems=5)
+    Xi, yi = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    with pytest.raises(UnsupportedScoringError, match=r"use scoring=skmetalstsq.metrics.scorer"):
+        TensorMapLstsqCV(cv="loo", scoring=get_scorer("r2")).fit(Xi, yi)
