@@ -486,16 +486,17 @@ class TensorMapLinearModel(RegressorMixin, BaseEstimator):
             X_tensor, y_tensor = unwrap(X)[0], unwrap(y)[0]
             # checks X's arrays too, so the prediction does not check them again
             check_fit_inputs(X_tensor, y_tensor, caller)
-            row_weights(sample_weight, y, caller)  # its errors name this caller
+            # their errors name this caller
+            _check_some_scored_weight(row_weights(sample_weight, y, caller), caller)
             y_pred = unwrap(y)[1](self._predict_tensor(X_tensor, caller, check_arrays=False))
             return r2(y, y_pred, sample_weight=sample_weight)
+        caller = f"{type(self).__name__}.score"
         y_pred = self.predict(X)
-        check_array_like(y, f"{type(self).__name__}.score", "y")
+        check_array_like(y, caller, "y")
         y = np.asarray(y)
         y_tensor = array_to_tensor(y.reshape(len(y), -1))
-        weights = row_weights(
-            sample_weight, y_tensor, f"{type(self).__name__}.score", per_sample=True
-        )
+        weights = row_weights(sample_weight, y_tensor, caller, per_sample=True)
+        _check_some_scored_weight(weights, caller)
         weights = None if weights is None else _one_block_tensor_weights(weights, y_tensor)
         return r2(y_tensor, array_to_tensor(y_pred.reshape(len(y), -1)), sample_weight=weights)
 
@@ -894,6 +895,22 @@ class TensorMapLstsq(TensorMapLinearModel):
         self._key_names, self._y_ndim = list(key_names), state.y_ndim
         layouts = [(record.layout.targets, record.layout.features) for record in records.values()]
         self._set_blocks(keys, layouts, solutions, state.y_ndim)
+
+
+def _check_some_scored_weight(weights, caller):
+    """Raise ValueError when rows of values exist and every one of them weighs zero.
+
+    ``weights`` is what :func:`row_weights` returns (None passes); the score
+    compares values only, so only their weights count.
+    """
+    if weights is None:
+        return
+    values = [parts[0] for parts in weights.values() if len(parts[0])]
+    if values and not any(part.any() for part in values):
+        raise ValueError(
+            f"{caller}: sample_weight is 0 for every row of y, so there is nothing to score "
+            "(a weighted R^2 needs some weight); give at least one row a positive weight"
+        )
 
 
 def _one_block_tensor_weights(weights, y_tensor):

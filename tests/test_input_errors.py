@@ -12,6 +12,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import r2_score
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate, train_test_split
 
+import skmetalstsq
 import skmetalstsq._estimator
 from skmetalstsq import IndexedTensorMap, TensorMapLstsq, TensorMapLstsqCV
 
@@ -569,6 +570,21 @@ def test_score_checks_its_inputs():
     with raises(ValueError, "TensorMapLstsq.score", "block (center_type=0)", "12 samples in X"):
         kept = Labels(["system"], np.array([[0]], dtype=np.int32))
         model.score(X, metatensor.slice(y, "samples", kept))
+
+
+@pytest.mark.parametrize("kind", ["TensorMapLstsq", "TensorMapBayesianRidge"])
+@pytest.mark.parametrize("inputs", ["arrays", "tensor maps"])
+def test_score_with_every_weight_zero_names_the_caller(kind, inputs):
+    model = getattr(skmetalstsq, kind)()
+    if inputs == "arrays":
+        rng = np.random.default_rng(0)
+        X, y = rng.normal(size=(6, 2)), rng.normal(size=6)
+    else:
+        X, y = data()
+        X, y = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    model.fit(X, y)
+    with raises(ValueError, f"{kind}.score: sample_weight is 0 for every row of y"):
+        model.score(X, y, sample_weight=np.zeros(len(y)))
 
 
 # ---------------------------------------------------------------------------------
