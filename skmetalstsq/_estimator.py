@@ -873,16 +873,19 @@ class TensorMapLstsq(TensorMapLinearModel):
                 records[key_tuple(key)] = PartialBlock(factorize(system), layout, system.dtype)
         return PartialState(records, list(X.keys.names), y_ndim, torch_maps=torch_maps)
 
-    def _solve_factors(self, state, caller):
+    def _solve_factors(self, state, caller, allow_unseen=True):
         """Solve every block from its accumulated factor; set the fitted attributes.
 
-        ``state`` is a :class:`PartialState`.
+        ``state`` is a :class:`PartialState`. ``allow_unseen``: whether ``alpha``
+        may name keys that no row has brought yet (later batches may bring them);
+        False once every row is in, as in :meth:`fit`.
         """
         records, key_names = state.records, state.key_names
         keys = Labels(key_names, np.array(list(records), dtype=np.int32).reshape(len(records), -1))
         blocks = [_empty_block(record.layout) for record in records.values()]
-        # a penalty may name keys that later batches bring
-        alphas = resolve_alpha(self.alpha, TensorMap(keys, blocks), caller, allow_unseen=True)
+        alphas = resolve_alpha(
+            self.alpha, TensorMap(keys, blocks), caller, allow_unseen=allow_unseen
+        )
         solutions = []
         with single_threaded():  # the same bits for every BLAS thread setting
             for key, record in records.items():

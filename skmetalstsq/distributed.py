@@ -187,7 +187,11 @@ def fit_shards(estimator, shards, client=None, groups=None):
         n_features = next(iter(state.records.values())).factor.n_features
         estimator.n_features_in_ = n_features
     estimator._torch_maps = state.torch_maps
-    estimator._solve_factors(state, _CALLER)
+    if isinstance(estimator, TensorMapLstsq):
+        # every shard is in: a penalty for a key that no shard has is refused, as by fit
+        estimator._solve_factors(state, _CALLER, allow_unseen=False)
+    else:
+        estimator._solve_factors(state, _CALLER)
     return estimator
 
 

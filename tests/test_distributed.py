@@ -15,11 +15,13 @@ import warnings
 from pathlib import Path
 
 import builders
+import metatensor
 import numpy as np
 import pytest
 import scipy.linalg
 import shard_loaders
 from builders import as_numpy, stacked
+from metatensor import Labels, TensorBlock, TensorMap
 from shard_loaders import entry_weights, full_pair, load_shard
 from sklearn.base import clone
 from sklearn.linear_model import LinearRegression, Ridge
@@ -292,6 +294,37 @@ def test_shards_whose_rows_all_weigh_zero_are_refused_as_fit_refuses(estimator):
     reference = clone(estimator).fit(Xi, yi)
     for key, block in reference.weights_.items():
         np.testing.assert_allclose(fitted.weights_.block(key).values, block.values, rtol=1e-9)
+
+
+def _alpha_map(X, keys):
+    """A TensorMap of penalties (0.5 per property) for ``keys``, laid out as X's blocks."""
+    properties = X.block(0).properties
+    blocks = [
+        TensorBlock(np.full((1, len(properties)), 0.5), Labels.range("_", 1), [], properties)
+        for _ in keys
+    ]
+    return TensorMap(Labels(X.keys.names, np.array(keys, dtype=np.int32)), blocks)
+
+
+def test_a_penalty_for_a_key_no_shard_has_is_refused_as_fit_refuses():
+    X, y = full_pair(0)
+    keys = [tuple(int(v) for v in key.values) for key in X.keys]
+    for alpha, message in [
+        ({**dict.fromkeys(keys, 0.5), (7,): 0.5}, "alpha must give a penalty for every block"),
+        (_alpha_map(X, [*keys, (7,)]), "the alpha TensorMap must have the blocks of X and no"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)) as refused:
+            TensorMapLstsq(alpha=alpha).fit(X, y)
+        assert "unknown keys [(7,)]" in str(refused.value)
+        with pytest.raises(ValueError, match=f"^fit_shards: {re.escape(message)}") as refused:
+            fit_shards(TensorMapLstsq(alpha=alpha), [lambda: (X, y)])
+        assert "unknown keys [(7,)]" in str(refused.value)
+    # a key that only a later shard brings is not unknown once every shard is in
+    first = metatensor.drop_blocks(X, Labels(["center_type"], np.array([[4]], dtype=np.int32)))
+    first_y = metatensor.drop_blocks(y, Labels(["center_type"], np.array([[4]], dtype=np.int32)))
+    alpha = dict.fromkeys(keys, 0.5)
+    model = fit_shards(TensorMapLstsq(alpha=alpha), [lambda: (first, first_y), lambda: (X, y)])
+    assert len(model.weights_.keys) == 3
 
 
 def test_shards_must_be_callables_or_delayed():
