@@ -45,8 +45,12 @@ __all__ = ["fit_shards"]
 _CALLER = "fit_shards"
 
 
-def _shard_state(estimator, index, data):
-    """The numpy :class:`PartialState` of one shard's ``(X, y[, sample_weight])``."""
+def _shard_state(estimator, index, data, tensors_only=False):
+    """The numpy :class:`PartialState` of one shard's ``(X, y[, sample_weight])``.
+
+    ``tensors_only``: refuse a shard of arrays (cross-validation over shards),
+    before it is factorised.
+    """
     if not isinstance(data, tuple) or len(data) not in (2, 3):
         raise TypeError(
             f"{_CALLER}: shard {index} must give (X, y) or (X, y, sample_weight), got "
@@ -54,19 +58,29 @@ def _shard_state(estimator, index, data):
             + (f" of length {len(data)}" if isinstance(data, tuple) else "")
         )
     X, y, *weights = data
+    if tensors_only:
+        _check_not_arrays(X, y, index)
     sample_weight = weights[0] if weights else None
     return (
         clone(estimator)._factor_batch(X, y, sample_weight, f"{_CALLER}: shard {index}").to_numpy()
     )
 
 
-def _load_and_factor(estimator, index, shard):
+def _load_and_factor(estimator, index, shard, tensors_only=False):
     """Load one shard and factorise it; only its factors outlive the call.
 
     Returns ``([index], state)``: the shards a state is made of, and the state.
     """
     data = shard.compute() if _is_delayed(shard) else (shard() if callable(shard) else shard)
-    return [index], _shard_state(estimator, index, data)
+    return [index], _shard_state(estimator, index, data, tensors_only)
+
+
+def _check_not_arrays(X, y, index):
+    """Raise TypeError for a shard of arrays, which cross-validation over shards refuses."""
+    if _is_array_batch(X, y):
+        raise TypeError(
+            f"{_CALLER}: shard {index}: cross-validation over shards needs TensorMaps, got arrays"
+        )
 
 
 def _shard_names(indices):
@@ -216,8 +230,8 @@ def _reduce_on_cluster(client, estimator, shards):
     return futures[0].result()
 
 
-def _shard_state_indexed(estimator, index, data):
-    return [index], _shard_state(estimator, index, data)
+def _shard_state_indexed(estimator, index, data, tensors_only=False):
+    return [index], _shard_state(estimator, index, data, tensors_only)
 
 
 # ---------------------------------------------------------------------------------
@@ -256,8 +270,7 @@ def _shard_score_sums(estimator, index, shard, solutions, gradient, statistic):
     X, y, *weights = data
     sample_weight = weights[0] if weights else None
     caller = f"{_CALLER}: shard {index}"
-    if _is_array_batch(X, y):
-        raise TypeError(f"{caller}: cross-validation over shards needs TensorMaps, got arrays")
+    _check_not_arrays(X, y, index)  # a loader that gave TensorMaps the first time may not
     y_given = y
     X, y = unwrap(X)[0], unwrap(y)[0]
     row_weight = row_weights(sample_weight, y_given, caller)
@@ -372,7 +385,7 @@ class _LocalRun:
         self.estimator, self.shards = estimator, shards
         self.states = []
         for index, shard in enumerate(shards):
-            self.states.append(_load_and_factor(estimator, index, shard))
+            self.states.append(_load_and_factor(estimator, index, shard, tensors_only=True))
 
     def merged(self, indices):
         result = None
@@ -401,10 +414,12 @@ class _ClusterRun:
         self.states = []
         for index, shard in enumerate(shards):
             if _is_delayed(shard):
-                data = client.compute(shard)
-                future = client.submit(_shard_state_indexed, estimator, index, data, pure=False)
+                function, source = _shard_state_indexed, client.compute(shard)
             else:
-                future = client.submit(_load_and_factor, estimator, index, shard, pure=False)
+                function, source = _load_and_factor, shard
+            future = client.submit(
+                function, estimator, index, source, tensors_only=True, pure=False
+            )
             self.states.append(future)
 
     def merged(self, indices):

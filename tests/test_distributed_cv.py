@@ -106,6 +106,22 @@ def test_a_custom_scorer_is_refused():
         fit_shards(TensorMapLstsqCV(cv=3, scoring=lambda est, X, y: 0.0), shards)
 
 
+def test_shards_of_arrays_are_refused_at_the_first_shard():
+    loaded = []
+
+    def arrays(index):
+        loaded.append(index)
+        rng = np.random.default_rng(index)
+        return rng.normal(size=(4, 3)), rng.normal(size=4)
+
+    shards = [partial(arrays, s) for s in range(4)]
+    with pytest.raises(
+        TypeError, match="^fit_shards: shard 0: cross-validation over shards needs TensorMaps"
+    ):
+        fit_shards(TensorMapLstsqCV(cv=2), shards)
+    assert loaded == [0]  # no other shard was loaded, none was factorised
+
+
 def test_on_a_local_cluster():
     distributed = pytest.importorskip("distributed")
     cloudpickle = pytest.importorskip("cloudpickle")
