@@ -353,3 +353,75 @@ def check_predict_input(X, weights, caller, check_arrays=True):
             check_block_arrays(block, caller, "X", key)
         positions.append(position)
     return positions
+
+
+def check_groups(groups, n_entries, entries, caller):
+    """``groups`` unchanged, checked to give one group per entry (None passes).
+
+    ``entries`` names what is split, for the messages ("'system' entries of X and y").
+    """
+    if groups is None:
+        return None
+    shape = tuple(groups.shape) if hasattr(groups, "shape") else np.shape(groups)
+    if len(shape) != 1 or shape[0] != n_entries:
+        given = f"{shape[0]} entries" if len(shape) == 1 else f"an array of shape {shape}"
+        raise ValueError(
+            f"{caller}: groups must give the group of each of the {n_entries} {entries}, "
+            f"got {given}"
+        )
+    return groups
+
+
+def check_splits(splits, n_entries, entries, caller):
+    """Each ``(train, test)`` of ``cv`` as arrays of entry positions, checked.
+
+    Indices are integers in ``[-n_entries, n_entries)`` (negative ones count
+    from the end, as numpy's) or boolean masks over the entries; an entry
+    appears at most once in each, and every training set has an entry.
+    """
+    if not splits:
+        raise ValueError(f"{caller}: cv gave no splits")
+    checked = []
+    for s, split in enumerate(splits):
+        if len(split) != 2:
+            raise ValueError(
+                f"{caller}: cv must give (train, test) pairs of indices, split {s} has "
+                f"{len(split)} parts"
+            )
+        train, test = (
+            _split_positions(index, part, s, n_entries, entries, caller)
+            for index, part in zip(split, ("training", "test"))
+        )
+        if not len(train):
+            raise ValueError(f"{caller}: split {s} of cv has no training entries")
+        checked.append((train, test))
+    return checked
+
+
+def _split_positions(index, part, s, n_entries, entries, caller):
+    """Positions of the ``part`` ("training" or "test") entries of split ``s``."""
+    where = f"{caller}: the {part} indices of split {s} of cv"
+    index = np.asarray(index)
+    if index.dtype == bool and index.ndim == 1:
+        if len(index) != n_entries:
+            raise ValueError(
+                f"{where} are a boolean mask of {len(index)} values for the {n_entries} {entries}"
+            )
+        return np.flatnonzero(index)
+    if index.ndim != 1 or (index.size and index.dtype.kind not in "iu"):
+        raise ValueError(
+            f"{where} must be a 1-D array of integers or booleans, got an array of "
+            f"dtype {index.dtype} and shape {index.shape}"
+        )
+    index = index.astype(np.int64)
+    outside = index[(index < -n_entries) | (index >= n_entries)]
+    if len(outside):
+        raise ValueError(
+            f"{where} hold {int(outside[0])}, out of range for the {n_entries} {entries}"
+        )
+    positions = np.where(index < 0, index + n_entries, index)
+    ordered = np.sort(positions)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if len(repeated):
+        raise ValueError(f"{where} hold the entry {int(repeated[0])} more than once")
+    return positions

@@ -26,9 +26,7 @@ from ._cv import (
     _STATISTICS,
     TensorMapLstsqCV,
     _check_alphas,
-    _check_groups,
     _check_rconds,
-    _check_splits,
     _resolve_scoring,
     _scores,
     _search_results,
@@ -37,7 +35,7 @@ from ._cv import (
 from ._estimator import TensorMapLstsq, _is_array_batch, merge_partial_states
 from ._indexed import unwrap
 from ._solvers import SVDFactorization, default_rcond, factor_solution
-from ._validation import resolve_device
+from ._validation import check_groups, check_splits, resolve_device
 from ._weights import row_weights
 
 __all__ = ["fit_shards"]
@@ -327,9 +325,9 @@ def _cross_validate_shards(search, shards, client, groups):
             "leave one shard out with cv=sklearn.model_selection.LeaveOneOut()"
         )
     statistic = _STATISTICS[metric]
-    groups = _check_groups(groups, len(shards), "shards", caller)
+    groups = check_groups(groups, len(shards), "shards", caller)
     splits = list(check_cv(search.cv).split(np.zeros((len(shards), 1)), None, groups))
-    splits = _check_splits(splits, len(shards), "shards", caller)
+    splits = check_splits(splits, len(shards), "shards", caller)
     factorer = _factor_estimator(search)
     run = _LocalRun(factorer, shards) if client is None else _ClusterRun(client, factorer, shards)
     everything = run.merged(range(len(shards)))

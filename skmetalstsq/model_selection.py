@@ -19,6 +19,7 @@ from ._estimator import TensorMapLstsq
 from ._indexed import IndexedTensorMap, check_same_entries, unwrap
 from ._loo import held_out_tensor, leave_one_out_blocks, row_entries
 from ._torch_maps import is_torch_map, type_name
+from ._validation import check_groups, check_splits
 
 __all__ = ["cross_val_predict"]
 
@@ -256,7 +257,11 @@ def cross_val_predict(
         as ``GroupKFold``.
     cv : int, cross-validation generator, iterable or None, default=None
         As in scikit-learn: None is 5-fold ``KFold``, an int is that many folds.
-        The test folds must form a partition of the entries.
+        The splits are checked before any fit, as by
+        :class:`~skmetalstsq.TensorMapLstsqCV`: indices of entries in range
+        (negative ones count from the end, as numpy's) or boolean masks over
+        the entries, no entry twice in one set, a training set in every split;
+        the test folds must form a partition of the entries.
     n_jobs : int or None, default=None
         Folds fitted in parallel, with joblib's meaning.
     verbose : int, default=0
@@ -276,9 +281,11 @@ def cross_val_predict(
     Raises
     ------
     ValueError
-        If the test folds are not a partition of the entries (``ShuffleSplit``,
-        say), if X and y index different entries, or if a prediction does not
-        fit the layout of ``y``.
+        If ``groups`` does not give one group per entry, if a split of ``cv``
+        holds an index out of range or no training entry, if the test folds
+        are not a partition of the entries (``ShuffleSplit``, say), if X and y
+        index different entries, or if a prediction does not fit the layout of
+        ``y``.
 
     Notes
     -----
@@ -310,8 +317,10 @@ def cross_val_predict(
         if cv != "loo":
             raise ValueError(f"{caller}: cv must be 'loo', an int, a splitter or None, got {cv!r}")
         return wrap(_leave_one_out_predictions(estimator, X, y, n_jobs, caller))
+    entries = f"'{X.sample}' entries of X and y"
+    groups = check_groups(groups, len(X), entries, caller)
     cv = check_cv(cv, classifier=False)
-    splits = list(cv.split(X, y, groups))
+    splits = check_splits(list(cv.split(X, y, groups)), len(X), entries, caller)
     _check_partition(splits, len(X), X.sample, caller)
     predictions = Parallel(n_jobs=n_jobs, verbose=verbose)(
         delayed(_fit_and_predict)(clone(estimator), X, y, train, test) for train, test in splits

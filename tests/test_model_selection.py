@@ -553,6 +553,32 @@ def test_cross_val_predict_errors(data):
         cross_val_predict(TensorMapLstsq(), np.zeros((16, 2)), yi)
 
 
+def test_cross_val_predict_checks_the_splits_before_any_fit(data):
+    X, y = data
+    Xi, yi = _indexed(X, y)
+    # a driver that fit refuses: the splits are checked before any fit
+    unfit = TensorMapLstsq(driver="banana")
+    train = np.arange(2, N_SYSTEMS)
+    with pytest.raises(
+        ValueError,
+        match=r"^cross_val_predict: the test indices of split 0 of cv hold 16, out of range "
+        r"for the 16 'system' entries of X and y",
+    ):
+        cross_val_predict(unfit, Xi, yi, cv=[(train, np.array([3, N_SYSTEMS]))])
+    with pytest.raises(ValueError, match=r"^cross_val_predict: split 1 of cv has no training"):
+        cross_val_predict(unfit, Xi, yi, cv=[(train, np.arange(2)), ([], train)])
+    with pytest.raises(
+        ValueError, match=r"^cross_val_predict: groups must give the group of each of the 16 "
+    ):
+        cross_val_predict(unfit, Xi, yi, cv=GroupKFold(2), groups=np.arange(5))
+    # negative indices count from the end, boolean masks select, as numpy's
+    first_half = np.arange(N_SYSTEMS) < 8
+    halves = [(np.arange(8, 16) - 16, first_half), (first_half, np.arange(8, 16) - 16)]
+    result = cross_val_predict(TensorMapLstsq(rcond=1e-10), Xi, yi, cv=halves)
+    expected = _hand_out_of_fold(X, y, list(KFold(2).split(np.arange(N_SYSTEMS))), 1e-10)
+    _check_out_of_fold(result.tensor, y, expected)
+
+
 def test_cross_val_predict_torch(data):
     torch = pytest.importorskip("torch")
     from builders import to_torch
