@@ -148,13 +148,25 @@ def fit_shards(estimator, shards, client=None, groups=None):
         TensorMapLstsq or a TensorMapBayesianRidge, ``factors_`` holds the
         merged factors, so that ``partial_fit`` can add more rows. For a
         TensorMapLstsqCV, ``cv_results_`` are the scores of ``GridSearchCV`` on
-        the joined data with the splits of the shards (a ``PredefinedSplit``).
+        the joined data with the splits of the shards (a ``PredefinedSplit``),
+        with the keys that :meth:`TensorMapLstsqCV.fit` gives. Its times are
+        seconds as this process sees them (on a cluster, waiting for the
+        workers): a split's fit time is the time to merge the factors of its
+        training shards, decompose them and solve every candidate, counted in
+        full for each candidate, as ``fit`` counts a shared decomposition; its
+        score time is the time to load the test shards again and score them,
+        shared equally between the candidates. Loading and factorising each
+        shard, done once for all splits before them, is in no split's time.
+        ``refit_time_`` is the solve of the choice from the factors of all shards.
 
     Raises
     ------
     ValueError, TypeError
-        For shards whose layouts disagree (naming the shards and the block), or
-        a shard that does not give ``(X, y[, sample_weight])``.
+        For shards whose layouts disagree (naming the shards and the block), a
+        shard that does not give ``(X, y[, sample_weight])``, a TensorMap
+        ``alpha`` or a dict ``alpha`` with a key that no shard has (as ``fit``
+        refuses a key that X lacks), or, for a TensorMapLstsqCV, a shard of
+        arrays (refused as it is loaded, before any shard is factorised).
     """
     if not isinstance(estimator, (TensorMapLstsq, TensorMapBayesianRidge, TensorMapLstsqCV)):
         raise TypeError(
@@ -334,9 +346,17 @@ def _cross_validate_shards(search, shards, client, groups):
     state = run.result(everything)[1].restored()
     keys = list(state.records)
     split_sums = []
-    for train, test in splits:
+    fit_seconds = np.zeros((len(splits), len(candidates)))
+    score_seconds = np.zeros((len(splits), len(candidates)))
+    for s, (train, test) in enumerate(splits):
+        # as the caller sees them: the split's merge, decompositions and solves, in
+        # full for every candidate; its scoring, shared equally between them
+        start = time.perf_counter()
         solutions = run.solutions(run.merged(train), candidates)
+        fit_seconds[s] = time.perf_counter() - start
+        start = time.perf_counter()
         split_sums.append(run.score(test, solutions, gradient, statistic))
+        score_seconds[s] = (time.perf_counter() - start) / len(candidates)
     losses = np.zeros((len(splits), len(keys), len(candidates)))
     totals = np.zeros((len(splits), len(keys)))
     counts = np.zeros((len(splits), len(keys)))
@@ -355,7 +375,9 @@ def _cross_validate_shards(search, shards, client, groups):
         key: ",".join(f"{n}={int(v)}" for n, v in zip(state.key_names, key)) for key in keys
     }
     pooled = _scores(metric, losses.sum(1), totals.sum(1)[:, None], counts.sum(1)[:, None])
-    search.cv_results_ = _search_results(candidates, {"score": pooled})
+    search.cv_results_ = _search_results(
+        candidates, {"score": pooled}, times=(fit_seconds, score_seconds)
+    )
     search.n_splits_ = len(splits)
     choice = search._choose(candidates, keys, metric, results)
     start = time.perf_counter()
@@ -436,7 +458,14 @@ class _ClusterRun:
         return merged.result()
 
     def solutions(self, merged, candidates):
-        return self.client.submit(_split_solutions, merged, candidates, pure=False)
+        """The future of the split's solutions, once they are computed (they stay on
+        the cluster; the scoring tasks wait for them in any case)."""
+        from distributed import wait
+
+        solutions = self.client.submit(_split_solutions, merged, candidates, pure=False)
+        with self.client.as_current():  # wait asks the current client
+            wait(solutions)
+        return solutions
 
     def score(self, test, solutions, gradient, statistic):
         futures = [

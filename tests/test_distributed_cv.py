@@ -100,6 +100,25 @@ def test_per_block_choice_over_shards():
             np.testing.assert_allclose(search.cv_results_[name], model.cv_results_[name], rtol=1e-8)
 
 
+def test_cv_results_have_the_keys_of_fit_with_times():
+    shards = [partial(shard, s) for s in range(N_SHARDS)]
+    search = fit_shards(TensorMapLstsqCV(rconds=RCONDS, alphas=ALPHAS, cv=2), shards)
+    model = TensorMapLstsqCV(rconds=RCONDS, alphas=ALPHAS, cv=KFold(2)).fit(*joined())
+    assert set(search.cv_results_) == set(model.cv_results_)
+    n_candidates = len(RCONDS) * len(ALPHAS)
+    for name in ("fit", "score"):
+        for statistic in ("mean", "std"):
+            seconds = search.cv_results_[f"{statistic}_{name}_time"]
+            assert seconds.shape == (n_candidates,)
+            assert np.all(np.isfinite(seconds)) and np.all(seconds >= 0)
+        # each split's time is the same for every candidate: counted in full
+        # (fit) or shared equally (score)
+        means = search.cv_results_[f"mean_{name}_time"]
+        np.testing.assert_allclose(means, means[0], rtol=1e-12)
+        assert means[0] > 0
+    assert search.refit_time_ >= 0
+
+
 def test_a_custom_scorer_is_refused():
     shards = [partial(shard, s) for s in range(3)]
     with pytest.raises(ValueError, match="fit_shards: cross-validation over shards scores with"):
@@ -143,6 +162,8 @@ def test_on_a_local_cluster():
     np.testing.assert_allclose(
         search.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"], rtol=1e-12
     )
+    assert set(search.cv_results_) == set(local.cv_results_)
+    assert np.all(search.cv_results_["mean_fit_time"] > 0)
 
 
 # ---------------------------------------------------------------------------------
