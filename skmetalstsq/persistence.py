@@ -29,7 +29,11 @@ Every member is stored (uncompressed): :func:`load` refuses compressed members,
 members that claim more bytes than the file has, and manifests larger than
 :data:`MAX_MANIFEST_SIZE` or nested deeper than :data:`MAX_MANIFEST_DEPTH`, before
 reading them, so that it never reads more than the file holds, and parses at most
-:data:`MAX_MANIFEST_SIZE` bytes of JSON. It then checks every fitted attribute
+:data:`MAX_MANIFEST_SIZE` bytes of JSON. What it builds is bounded too: each member
+and each array block is built at most once (:func:`save` writes every array once,
+and a file that refers to one twice is refused), so the arrays total at most the
+bytes of the members, and the arrays of strings of the manifest at most
+:data:`MAX_MANIFEST_SIZE` bytes together. It then checks every fitted attribute
 against what the estimators set (:data:`FITTED`), so that a loaded estimator
 predicts, or the file is refused.
 
@@ -59,6 +63,7 @@ import metatensor
 import metatensor.io
 import numpy as np
 from metatensor import Labels, TensorBlock, TensorMap
+from sklearn import config_context
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
@@ -156,7 +161,9 @@ TensorMapStandardScaler or Pipeline
         of these classes (or ``"passthrough"`` / None). Hyperparameters must be
         None, bool, int, float, str, lists, tuples and dicts of these, numpy
         arrays, torch tensors or devices, TensorMaps (e.g. ``alpha``) or scorers
-        of :func:`skmetalstsq.metrics.scorer`.
+        of :func:`skmetalstsq.metrics.scorer` (with the metadata request of their
+        ``set_score_request``, which :func:`load` restores whether metadata
+        routing is enabled or not).
 
     Raises
     ------
@@ -166,6 +173,9 @@ TensorMapStandardScaler or Pipeline
         (a callable ``scoring``, a ``cv`` splitter object, ...), or an attribute
         named like a method or property of its class. The message names the
         estimator, the step of a Pipeline and the parameter or attribute.
+    OSError
+        Of the kind ``open(path, "wb")`` raises (``FileNotFoundError`` for a
+        missing folder, ``PermissionError``, ...), naming ``path``.
 
     See Also
     --------
@@ -225,7 +235,10 @@ def _replace_atomically(path, write):
     """
     target = os.path.realpath(path)
     folder, name = os.path.split(target)
-    descriptor, temporary = _new_file(folder, name)
+    try:
+        descriptor, temporary = _new_file(folder, name)
+    except OSError as error:  # a missing folder, one not writable, ...: as open(path, "wb")
+        raise type(error)(error.errno, f"{_SAVE}: {error.strerror}", path) from None
     try:
         with os.fdopen(descriptor, "wb") as stream:
             write(stream)
@@ -433,11 +446,18 @@ class _Writer:
         if isinstance(value, np.dtype) and value.name in ARRAY_DTYPES:
             return {"type": "numpy_dtype", "name": value.name}
         if kind is TensorMapScorer:
-            return {
+            node = {
                 "type": "scorer",
                 "name": self.value(value.name, where),
                 "gradient": self.value(value.gradient, where),
             }
+            request = value.get_metadata_routing().score.requests
+            if request != _DEFAULT_SCORE_REQUEST:
+                problem = _score_request_problem(request)
+                if problem:
+                    raise TypeError(f"{_SAVE}: {where} is a scorer whose score request {problem}")
+                node["score_request"] = dict(request)
+            return node
         if kind in RECORDS.values():
             content = {f.name: self.value(getattr(value, f.name), where) for f in fields(value)}
             return {"type": "record", "class": kind.__name__, "fields": content}
@@ -554,6 +574,31 @@ class _Writer:
         return reference
 
 
+#: The score request of a scorer on which set_score_request was not called (a file
+#: without ``score_request`` gives it).
+_DEFAULT_SCORE_REQUEST = {"sample_weight": None}
+
+
+def _score_request_problem(request):
+    """What is wrong with ``request`` as a scorer's stored score request, or None.
+
+    Its keys are the metadata a scorer takes (``sample_weight``), each value True,
+    False, None or an alias (a Python identifier), as ``set_score_request`` takes.
+    """
+    names = list(_DEFAULT_SCORE_REQUEST)
+    if type(request) is not dict or list(request) != names:
+        shown = list(request) if type(request) is dict else _what(request)
+        return f"must name the metadata {names}, got {shown}"
+    for name, alias in request.items():
+        alias_name = type(alias) is str and alias.isidentifier()
+        if not (alias is None or type(alias) is bool or alias_name):
+            return (
+                f"for {name!r} must be True, False, None or an alias (a Python identifier), "
+                f"got {alias!r}"
+            )
+    return None
+
+
 _UNSTORABLE = (
     "which a model file cannot hold: it stores None, bool, int, float, str, lists, "
     "tuples and dicts of them, numpy arrays, torch tensors, TensorMaps, Labels and "
@@ -611,16 +656,21 @@ def load(path, *, device=None):
     differs from the size and SHA-256 digest in the manifest or whose arrays are not
     the size their headers declare; and while building, when it names a class that
     is not one a model file holds (:data:`CLASSES`), holds an array that differs from
-    what the manifest records of it, Labels with repeated entries, or fitted
-    attributes of another type, shape or dtype than the estimator sets, or that
-    disagree with each other (see :data:`FITTED`). What is read is bounded by these
-    limits, not by sizes the file gives: no member is inflated, and none is read
-    past the size the file really has.
+    what the manifest records of it, refers to a member or an array block a second
+    time, holds arrays of strings of more than :data:`MAX_MANIFEST_SIZE` bytes
+    together, Labels with repeated entries, a scorer's metadata request of other
+    names or values than ``set_score_request`` takes, or fitted attributes of
+    another type, shape or dtype than the estimator sets, or that disagree with
+    each other (see :data:`FITTED`). What is read and built is bounded by these
+    limits, not by sizes the file gives: no member is inflated, none is read past
+    the size the file really has, and none is built twice.
 
     Parameters
     ----------
-    path : str, path-like or binary file object
-        A file written by :func:`save`.
+    path : str, path-like or seekable binary file object
+        A file written by :func:`save` (a zip archive, read from its end: a pipe
+        or another stream that cannot seek is refused; read it into an
+        ``io.BytesIO`` first).
     device : None, str or torch.device, default=None
         Where torch tensors go: None puts each on the device it was saved from
         (its dtype is always the saved one). A device, e.g. ``"cpu"``, puts them all
@@ -642,6 +692,8 @@ TensorMapStandardScaler or Pipeline
         For a file that is refused (see above); the message names the file and
         what is wrong. Also when torch tensors were saved from a CUDA device that is
         not available here (pass ``device="cpu"``).
+    TypeError
+        For a ``path`` of another type, or a file object that cannot seek.
     ImportError
         When the file holds torch tensors (or ``device`` is given) and torch is not
         installed.
@@ -653,6 +705,7 @@ TensorMapStandardScaler or Pipeline
     source = _source_name(path)
     target = None if device is None else _resolve_device(device, source)
     with _opened(path) as stream:
+        _check_seekable(stream, source)
         size = stream.seek(0, os.SEEK_END)
         try:
             archive = zipfile.ZipFile(stream)
@@ -689,6 +742,16 @@ def _opened(path):
             yield stream
     else:
         yield path
+
+
+def _check_seekable(stream, source):
+    seekable = getattr(stream, "seekable", None)
+    if not (callable(seekable) and seekable()):
+        raise TypeError(
+            f"{_LOAD}: {source} cannot seek, and a zip archive is read from its end: "
+            "pass a path to a regular file, or a seekable binary file object such as "
+            "io.BytesIO(stream.read())"
+        )
 
 
 def _source_name(path):
@@ -947,6 +1010,18 @@ class _Reader:
         self.members = members
         self.device = device
         self.array_members = {}
+        self.referenced = set()  # members and (member, block) built from, once each
+        self.string_bytes = 0  # of the str arrays built
+
+    def _once(self, reference, what, where):
+        """Refuse a second reference to a member or array block: :func:`save` writes
+        each array once, so that what load builds is bounded by the file's size."""
+        if reference in self.referenced:
+            raise self.refuse(
+                f"{where} refers to {what} a second time; {_SAVE} writes every array once, "
+                "and load builds each at most once"
+            )
+        self.referenced.add(reference)
 
     def refuse(self, text):
         return _Refused(f"{_LOAD}: {self.source}: {text}")
@@ -1095,11 +1170,14 @@ class _Reader:
         valid = type(length) is int and length >= 0 and all(type(item) is str for item in items)
         if not valid or len(items) != math.prod(shape):
             raise self.refuse(f"{where}: a malformed array of strings")
-        if 4 * length * len(items) > MAX_MANIFEST_SIZE:  # 4 bytes a character
+        size = 4 * length * len(items)  # 4 bytes a character
+        if self.string_bytes + size > MAX_MANIFEST_SIZE:
             raise self.refuse(
                 f"{where}: an array of {len(items)} strings of {length} characters, more "
-                f"than the {MAX_MANIFEST_SIZE} bytes a manifest holds"
+                f"than the {MAX_MANIFEST_SIZE} bytes (MAX_MANIFEST_SIZE) that load builds "
+                f"for all arrays of strings together ({self.string_bytes} before it)"
             )
+        self.string_bytes += size
         return np.array(items, dtype=f"<U{length}").reshape(shape)
 
     def _labels(self, data, where):
@@ -1135,7 +1213,17 @@ class _Reader:
             ) from None
 
     def _scorer(self, data, where):
-        return scorer(self.value(data["name"], where), gradient=self.value(data["gradient"], where))
+        restored = scorer(
+            self.value(data["name"], where), gradient=self.value(data["gradient"], where)
+        )
+        request = data.get("score_request", _DEFAULT_SCORE_REQUEST)
+        problem = _score_request_problem(request)
+        if problem:
+            raise self.refuse(f"{where}: the scorer's score request {problem}")
+        if request != _DEFAULT_SCORE_REQUEST:
+            with config_context(enable_metadata_routing=True):  # its request, routing on or off
+                restored.set_score_request(**request)
+        return restored
 
     def _record(self, data, where):
         cls = RECORDS.get(data["class"]) if type(data["class"]) is str else None
@@ -1163,6 +1251,7 @@ class _Reader:
     def _member(self, name, where, prefix):
         if type(name) is not str or not name.startswith(prefix) or name not in self.members:
             raise self.refuse(f"{where} refers to the member {name!r}, which the file lacks")
+        self._once(name, f"the member '{name}'", where)
         try:
             return metatensor.io.load_buffer(self.members[name])
         except Exception as error:  # any failure of the parser is a refused file
@@ -1190,6 +1279,7 @@ class _Reader:
             raise self.refuse(
                 f"{where} refers to block {index!r} of member '{name}', which it lacks"
             )
+        self._once((name, index), f"block {index} of member '{name}'", where)
         stored = arrays[index]
         permuted = tuple(shape[axis] for axis in order)
         if stored.dtype.name != dtype or stored.shape != _two_dimensional(permuted):

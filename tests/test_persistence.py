@@ -13,6 +13,7 @@ import json
 import math
 import os
 import pickle
+import re
 import stat
 import struct
 import subprocess
@@ -22,6 +23,7 @@ import zipfile
 import metatensor
 import numpy as np
 import pytest
+import sklearn
 from builders import example_pair, to_torch
 from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.linear_model import LinearRegression
@@ -1472,6 +1474,17 @@ def _swap(first, second):
     return change
 
 
+def _swap_with_alpha(name):
+    """Swap the attribute ``name`` with the TensorMap ``alpha`` (each member is
+    referred to once)."""
+
+    def change(manifest):
+        attributes, params = _attributes(manifest), manifest["estimator"]["params"]
+        attributes[name], params["alpha"] = params["alpha"], attributes[name]
+
+    return change
+
+
 @pytest.mark.parametrize(
     "case, change, match",
     [
@@ -1508,7 +1521,7 @@ def _swap(first, second):
         ),
         (
             "alpha_tensor_map",
-            lambda m: _attributes(m).update(weights_=m["estimator"]["params"]["alpha"]),
+            _swap_with_alpha("weights_"),
             r"attribute 'intercept_' block \(center_type=0\) must have one column and the rows",
         ),
         (
@@ -1673,6 +1686,225 @@ def test_load_refuses_strings_longer_than_a_manifest(saved):
         ValueError, match=r"attribute 'x_': an array of 1 strings of 1000000000 characters, more"
     ):
         skmetalstsq.load(saved)
+
+
+def test_load_refuses_a_member_referred_to_twice(saved):
+    # one member parsed and copied once per reference would make a small file build
+    # much more than it holds: save writes every TensorMap to a member of its own
+    edit_manifest(saved, lambda m: _attribute(m, [_weights(m)] * 3))
+    with pytest.raises(
+        ValueError,
+        match=r"model.zip': TensorMapLstsq attribute 'x_' refers to the member "
+        r"'tensors/0.mts' a second time; skmetalstsq.save writes every array once",
+    ):
+        skmetalstsq.load(saved)
+
+
+def test_load_refuses_an_array_block_referred_to_twice(saved):
+    edit_manifest(saved, lambda m: _attribute(m, [dict(_array_reference(m))] * 3))
+    with pytest.raises(
+        ValueError,
+        match=r"model.zip': TensorMapLstsq attribute 'x_' refers to block \d+ of member "
+        r"'arrays/float64.mts' a second time",
+    ):
+        skmetalstsq.load(saved)
+
+
+def _references(node):
+    """The members and (member, block) of arrays that the manifest ``node`` refers to."""
+    found = []
+    if type(node) is dict and node.get("type") == "tensor_map":
+        found.append(node["member"])
+    elif type(node) is dict and node.get("type") == "array":
+        found.append((f"arrays/{node['dtype']}.mts", node["index"]))
+    for child in node.values() if type(node) is dict else node:
+        if type(child) in (dict, list):
+            found += _references(child)
+    return found
+
+
+def test_every_saved_member_and_array_block_is_referred_to_once(tmp_path):
+    # what load requires of a file is what save writes, in every case
+    for case in CASES:
+        model, _ = CASES[case]()
+        path = tmp_path / f"{case}.zip"
+        skmetalstsq.save(path, model)
+        with zipfile.ZipFile(path) as archive:
+            manifest = json.loads(archive.read("manifest.json"))
+            blocks = {
+                name: len(metatensor.io.load_buffer(archive.read(name)).keys)
+                for name in manifest["members"]
+                if name.startswith("arrays/")
+            }
+        references = _references(manifest["estimator"])
+        tensors = [name for name in manifest["members"] if name.startswith("tensors/")]
+        arrays = [(name, index) for name, count in blocks.items() for index in range(count)]
+        assert sorted(map(str, references)) == sorted(map(str, tensors + arrays)), case
+
+
+def test_load_refuses_more_strings_than_a_manifest_in_total(saved, monkeypatch):
+    # each array of strings under the limit, all of them together over it
+    monkeypatch.setattr(skmetalstsq.persistence, "MAX_MANIFEST_SIZE", 2**20)
+    strings = {"type": "str_array", "length": 2**17 - 1, "shape": [1], "items": ["a"]}
+    edit_manifest(saved, lambda m: _attribute(m, [strings] * 2))
+    assert skmetalstsq.load(saved).x_[1].dtype == np.dtype(f"<U{2**17 - 1}")
+    edit_manifest(saved, lambda m: _attribute(m, [strings] * 3))
+    with pytest.raises(
+        ValueError,
+        match=r"model.zip': TensorMapLstsq attribute 'x_': an array of 1 strings of 131071 "
+        r"characters, more than the 1048576 bytes \(MAX_MANIFEST_SIZE\) that load builds for "
+        r"all arrays of strings together \(1048568 before it\)",
+    ):
+        skmetalstsq.load(saved)
+
+
+def _repeated_strings(manifest):
+    strings = {"type": "str_array", "shape": [1], "length": 2**24 - 1, "items": ["a"]}
+    _attribute(manifest, [strings] * 40)
+
+
+def _repeated_member(manifest):
+    _attribute(manifest, [manifest["estimator"]["attributes"]["big_map_"]] * 200)
+
+
+def _repeated_block(manifest):
+    _attribute(manifest, [manifest["estimator"]["attributes"]["big_array_"]] * 200)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc")
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (_repeated_strings, r"more than the 67108864 bytes \(MAX_MANIFEST_SIZE\)"),
+        (_repeated_member, r"refers to the member 'tensors/\d+.mts' a second time"),
+        (_repeated_block, r"refers to block \d+ of member 'arrays/float64.mts' a second time"),
+    ],
+    ids=["strings", "member", "array_block"],
+)
+def test_loading_repeated_references_allocates_nothing_large(change, match, tmp_path):
+    # a small file whose manifest builds the same 64 MiB of strings, or the same 8 MiB
+    # member or array block, again and again (2.5 GiB before load refused them)
+    model, _ = _lstsq()
+    big = np.zeros((1024, 1024))  # 8 MiB
+    model.big_array_ = big
+    model.big_map_ = TensorMap(
+        Labels.range("key", 1),
+        [TensorBlock(big, Labels.range("sample", 1024), [], Labels.range("property", 1024))],
+    )
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    edit_manifest(path, change)
+    assert path.stat().st_size < 20 * 2**20
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY, str(path)], capture_output=True, text=True, check=True
+    )
+    assert f"refused: skmetalstsq.load: '{path}'" in run.stdout, run.stdout
+    assert re.search(match, run.stdout), run.stdout
+    growth = int(run.stdout.split("growth_kib:")[1])
+    assert growth < 192 * 1024, run.stdout
+
+
+def test_load_refuses_a_stream_that_cannot_seek(saved):
+    class Unseekable(io.RawIOBase):
+        def __init__(self, data):
+            self.data = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            return self.data.readinto(buffer)
+
+    match = (
+        r"skmetalstsq.load: the file object cannot seek, and a zip archive is read from its "
+        r"end: pass a path to a regular file, or a seekable binary file object such as "
+        r"io.BytesIO\(stream.read\(\)\)"
+    )
+    with pytest.raises(TypeError, match=match):
+        skmetalstsq.load(Unseekable(saved.read_bytes()))
+    reading, writing = os.pipe()
+    os.close(writing)
+    with os.fdopen(reading, "rb") as pipe, pytest.raises(TypeError, match=match):
+        skmetalstsq.load(pipe)
+
+
+def test_save_into_a_missing_folder_names_the_path_given(tmp_path):
+    path = tmp_path / "missing" / "model.zip"
+    with pytest.raises(FileNotFoundError) as error:
+        skmetalstsq.save(path, TensorMapLstsq())
+    assert error.value.filename == str(path)
+    assert str(error.value) == (
+        f"[Errno {errno.ENOENT}] skmetalstsq.save: {os.strerror(errno.ENOENT)}: '{path}'"
+    )
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.fixture
+def metadata_routing():
+    """scikit-learn's metadata routing enabled, and restored after the test."""
+    enabled = sklearn.get_config()["enable_metadata_routing"]
+    sklearn.set_config(enable_metadata_routing=True)
+    yield
+    sklearn.set_config(enable_metadata_routing=enabled)
+
+
+def _requested_cv(request):
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(12, 3))
+    b = A @ [1.0, -2.0, 0.5] + 0.1 * rng.normal(size=12)
+    scoring = metrics.scorer("r2").set_score_request(sample_weight=request)
+    return TensorMapLstsqCV(cv=2, scoring=scoring).fit(A, b)
+
+
+@pytest.mark.parametrize("request_", [True, False, "weights", None])
+@pytest.mark.parametrize("routing_on_load", [True, False])
+def test_scorer_metadata_request_round_trips(request_, routing_on_load, metadata_routing, tmp_path):
+    model = _requested_cv(request_)
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, model)
+    sklearn.set_config(enable_metadata_routing=routing_on_load)
+    loaded = skmetalstsq.load(path)
+    requests = loaded.scoring.get_metadata_routing().score.requests
+    assert requests == {"sample_weight": request_}
+    assert loaded.get_params() == model.get_params()
+    assert loaded.scoring != metrics.scorer("r2") or request_ is None
+    assert sklearn.get_config()["enable_metadata_routing"] is routing_on_load
+
+
+@pytest.mark.parametrize(
+    "request_, match",
+    [
+        ({"sample_weight": "not an alias"}, r"for 'sample_weight' must be True, False, None or"),
+        ({"sample_weight": 1}, r"for 'sample_weight' must be True, False, None or an alias"),
+        ({"sample_weight": True, "groups": True}, r"must name the metadata \['sample_weight'\]"),
+        ({}, r"must name the metadata \['sample_weight'\], got \[\]"),
+        ([True], r"must name the metadata \['sample_weight'\], got \[True\] \(list\)"),
+    ],
+    ids=["not_identifier", "int", "unknown_name", "empty", "list"],
+)
+def test_load_refuses_a_malformed_scorer_request(request_, match, metadata_routing, tmp_path):
+    path = tmp_path / "model.zip"
+    skmetalstsq.save(path, _requested_cv(True))
+    edit_manifest(
+        path, lambda m: m["estimator"]["params"]["scoring"].update(score_request=request_)
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"model.zip': TensorMapLstsqCV parameter 'scoring': the scorer's score request "
+        + match,
+    ):
+        skmetalstsq.load(path)
+
+
+def test_save_refuses_a_scorer_request_load_would_refuse(metadata_routing, tmp_path):
+    scoring = metrics.scorer("r2").set_score_request(sample_weight="$WARN$")
+    with pytest.raises(
+        TypeError,
+        match=r"TensorMapLstsqCV parameter 'scoring' is a scorer whose score request for "
+        r"'sample_weight' must be True, False, None or an alias \(a Python identifier\), "
+        r"got '\$WARN\$'",
+    ):
+        skmetalstsq.save(tmp_path / "model.zip", TensorMapLstsqCV(scoring=scoring))
 
 
 def test_load_names_a_few_of_many_unlisted_members(saved):
@@ -1913,6 +2145,12 @@ def _drop_first(name):
     return lambda m: _attributes(m)[name]["items"].pop(0)
 
 
+def _swap_first_scores_with_sigma(manifest):
+    # scores_ is checked after sigma_; each array block is referred to once
+    sigma, scores = _first_item("sigma_")(manifest), _first_item("scores_")(manifest)[1]
+    sigma[1], scores[0] = scores[0], sigma[1]
+
+
 def _numpy_scalar(value, dtype="float64"):
     return {"type": "numpy_scalar", "dtype": dtype, "value": value}
 
@@ -1957,9 +2195,9 @@ def _factor_fields(m):
         ),
         (
             "maps",
-            lambda m: _first_item("sigma_")(m).__setitem__(1, _first_item("alpha_")(m)[1]),
+            _swap_first_scores_with_sigma,
             r"attribute 'sigma_' \[\(0,\)\] must be a numpy array of floats of shape "
-            r"\(3, 5, 5\), got an array of float64 values of shape \[3\]",
+            r"\(3, 5, 5\), got an array of float64 values of shape \[\d+\]",
         ),
         (
             "maps",
