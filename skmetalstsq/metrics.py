@@ -14,7 +14,10 @@ gradient) may come in another order than in ``y_true``, and are put in
 properties of a row); see :func:`rmse` for the kinds it accepts.
 """
 
+import numbers
+
 import numpy as np
+from metatensor import Labels, TensorBlock, TensorMap
 from sklearn.utils._metadata_requests import (
     MetadataRequest,
     _MetadataRequester,
@@ -23,7 +26,7 @@ from sklearn.utils._metadata_requests import (
 )
 
 from ._backends import array_library
-from ._blocks import blocks_in_order, key_text, key_tuple
+from ._blocks import array_to_tensor, blocks_in_order, key_text, key_tuple
 from ._indexed import unwrap
 from ._sklearn_scoring import SKLEARN_NAMES, UnsupportedScoringError
 from ._validation import _array_kind, check_finite, check_is_tensor_map, check_same_keys
@@ -48,6 +51,19 @@ def _paired_rows(y_true, y_pred, gradient, sample_weight, caller):
         raise TypeError(
             f"{caller}: gradient must be None or the name of a gradient (a str), got {gradient!r}"
         )
+    if _is_plain_array(y_true) and _is_plain_array(y_pred):
+        # arrays, as scikit-learn's searches hand them to a scorer: one block
+        if gradient is not None:
+            raise ValueError(f"{caller}: arrays have no '{gradient}' gradient to score")
+        y_true, y_pred = (
+            _array_block(y_true, caller, "y_true"),
+            _array_block(y_pred, caller, "y_pred"),
+        )
+        if sample_weight is not None and not isinstance(sample_weight, numbers.Real):
+            sample_weight = row_weights(
+                sample_weight, y_true, caller, per_sample=True, name="y_true"
+            )
+            sample_weight = _weight_map(sample_weight, y_true)
     tensor_true, tensor_pred = unwrap(y_true)[0], unwrap(y_pred)[0]
     check_is_tensor_map(tensor_true, caller, "y_true")
     check_is_tensor_map(tensor_pred, caller, "y_pred")
@@ -73,6 +89,34 @@ def _paired_rows(y_true, y_pred, gradient, sample_weight, caller):
     else:
         weights = [None] * len(plans)
     return [(*_apply(true, pred, orders), w) for (true, pred, orders), w in zip(plans, weights)]
+
+
+def _is_plain_array(data):
+    """Whether ``data`` is an array (numpy, torch, a list) rather than a TensorMap."""
+    return not isinstance(unwrap(data)[0], TensorMap) and hasattr(data, "__len__")
+
+
+def _array_block(data, caller, name):
+    """A 1-D or 2-D array as a one-block TensorMap of (samples, columns)."""
+    array = data if hasattr(data, "shape") else np.asarray(data)
+    if array.ndim not in (1, 2):
+        raise ValueError(
+            f"{caller}: {name} must be 1-D or 2-D, got an array of shape {array.shape}"
+        )
+    return array_to_tensor(array.reshape(len(array), -1))
+
+
+def _weight_map(weights, y):
+    """Row weights of a one-block ``y`` (as :func:`row_weights` gives them) as a map."""
+    (values,) = weights.values()
+    block = y.block(0)
+    weight_block = TensorBlock(
+        np.asarray(values[0], dtype=np.float64)[:, None],
+        block.samples,
+        [],
+        Labels.range("weight", 1),
+    )
+    return TensorMap(y.keys, [weight_block])
 
 
 def _plan_block(key, true_block, pred_block, gradient, caller):

@@ -1169,3 +1169,41 @@ def test_get_params_survive_a_save_and_load(tmp_path, fitted):
     loaded = load(tmp_path / "model.zip")
     assert loaded.get_params()["scoring"] is not model.scoring
     assert loaded.get_params() == model.get_params()
+
+
+@pytest.mark.parametrize("shape", [(24,), (12, 2)])
+def test_metrics_of_arrays_equal_scikit_learn(shape):
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    rng = np.random.default_rng(21)
+    y_true, y_pred = rng.normal(size=shape), rng.normal(size=shape)
+    weights = rng.uniform(0.1, 2.0, size=shape[0])
+    multioutput = {"multioutput": "variance_weighted"} if len(shape) == 2 else {}
+    for ours, theirs in (
+        (metrics.r2, lambda *a, **k: r2_score(*a, **k, **multioutput)),
+        (metrics.mse, mean_squared_error),
+        (metrics.mae, mean_absolute_error),
+    ):
+        for w in (None, weights, 2.5):
+            expected_w = None if w is None else np.broadcast_to(w, (shape[0],))
+            np.testing.assert_allclose(
+                ours(y_true, y_pred, sample_weight=w),
+                theirs(y_true, y_pred, sample_weight=expected_w),
+                rtol=1e-12,
+            )
+    with pytest.raises(ValueError, match="arrays have no 'positions' gradient"):
+        metrics.rmse(y_true, y_pred, gradient="positions")
+
+
+def test_scorers_in_a_grid_search_on_arrays():
+    from sklearn.model_selection import GridSearchCV
+
+    rng = np.random.default_rng(22)
+    A = rng.normal(size=(30, 3))
+    b = A @ [1.0, 2.0, 3.0] + rng.normal(size=30)
+    grid = {"alpha": [0.1, 10.0]}
+    ours = GridSearchCV(TensorMapLstsq(), grid, scoring=metrics.scorer("r2"), cv=3).fit(A, b)
+    theirs = GridSearchCV(TensorMapLstsq(), grid, scoring="r2", cv=3).fit(A, b)
+    np.testing.assert_allclose(
+        ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"], rtol=1e-12
+    )
