@@ -385,9 +385,8 @@ class TensorMapLstsqCV(TensorMapLinearModel):
             candidates, {"score": pooled}, times=(fit_times, score_times)
         )
         self.n_splits_ = len(X) if leave_one_out else len(splits)
-        if leave_one_out:  # one pooled score per candidate: no splits to list or spread
-            for name in ("split0_test_score", "std_test_score"):
-                del self.cv_results_[name]
+        if leave_one_out:
+            _drop_split_keys(self.cv_results_)
 
         choice = self._choose(candidates, keys, metric, results)
         start = time.perf_counter()
@@ -435,6 +434,8 @@ class TensorMapLstsqCV(TensorMapLinearModel):
         block_scores = _scores(metric, losses, totals[..., None], counts[..., None])
         per_block = {self.block_names_[key]: block_scores[:, b] for b, key in enumerate(keys)}
         self.cv_results_.update(_search_results(candidates, per_block, params=False))
+        if isinstance(self.cv, str):  # "loo"
+            _drop_split_keys(self.cv_results_)
         choice = [
             int(np.argmin(self.cv_results_[f"rank_test_{self.block_names_[key]}"])) for key in keys
         ]
@@ -898,6 +899,12 @@ def _leave_one_out(systems, rows, scored, candidates, statistic, n_jobs):
     return held_out, seconds, np.zeros_like(seconds)
 
 
+def _drop_split_keys(results):
+    """Leave-one-out has one pooled score per candidate: no splits to list or spread."""
+    for name in [n for n in results if n.startswith(("split0_test_", "std_test_"))]:
+        del results[name]
+
+
 def _leave_one_out_sums(held_out):
     """(losses, totals, counts) of the pooled held-out predictions, as one split."""
     losses = np.array([[block.losses for block in held_out]])
@@ -919,7 +926,8 @@ def _warn_singular(held_out, keys, candidates, X, caller):
             f"{X.entries[entries[:10]].tolist()} ({entries.size} in all) leaves a direction "
             f"of the features that no other entry has; candidates {', '.join(named)} "
             f"({len(failed)} in all) score nan (a penalty alpha > 0 or a larger rcond "
-            "determines it)",
+            "determines a direction of the features; the intercept needs value rows of "
+            "other entries)",
             FitFailedWarning,
             stacklevel=3,
         )
@@ -994,7 +1002,7 @@ def _scores(metric, losses, totals, counts):
             scores = -np.sqrt(losses / counts)
         else:  # neg_mse, neg_mae: the mean of the statistic
             scores = -losses / counts
-    return np.where(counts == 0, np.nan, scores)
+    return np.where((counts == 0) | np.isnan(losses), np.nan, scores)
 
 
 def _custom_scores(scoring, candidates, solutions, fitted, data, splits):

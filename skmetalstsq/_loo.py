@@ -97,34 +97,38 @@ def _ranks(factorization, candidates):
     return [min(factorization.rank(rcond), positive) for rcond, _ in candidates]
 
 
-def _by_rows(x, z, b, root_weight, full, members):
+def _by_rows(x, z, b, root_weight, full, members, undetermined):
     """Held-out residuals from each entry's hat block (see :meth:`_HeldOut._entries`).
 
     ``x``, ``z``: the entries' scaled rows (entries, rows, coordinates), in
-    original units and weighted; ``full``: the full fit's scaled weights.
+    original units and weighted; ``full``: the full fit's scaled weights;
+    ``undetermined``: by candidate, the entries whose system is singular (solved
+    with an identity in its place, their residuals to be discarded).
     """
     residuals = {}
     identity = np.eye(x.shape[1])
     for c, n in members:
         x_n, z_n = x[..., :n], z[..., :n]
         residual = b - x_n @ full[:n]
-        weighted = np.linalg.solve(
-            identity - z_n @ z_n.transpose(0, 2, 1), root_weight[..., None] * residual
-        )
+        complement = identity - z_n @ z_n.transpose(0, 2, 1)
+        complement[undetermined[c]] = identity
+        weighted = np.linalg.solve(complement, root_weight[..., None] * residual)
         residuals[c] = residual + x_n @ (z_n.transpose(0, 2, 1) @ weighted)
     return residuals
 
 
-def _by_coordinates(x, z, b, root_weight, full, members):
+def _by_coordinates(x, z, b, root_weight, full, members, undetermined):
     """Held-out residuals from each entry's downdated Gram matrix (see
     :meth:`_HeldOut._entries`); one Cholesky factor ``L`` serves every number
     of kept coordinates: the held-out predictions keeping ``k`` of them are the
-    partial sums of ``(x L^-T)_j (L^-1 rhs)_j`` over ``j < k``."""
+    partial sums of ``(x L^-T)_j (L^-1 rhs)_j`` over ``j < k``. A factor that
+    breaks down keeps its leading block (see :func:`_cholesky`)."""
     size = x.shape[-1]
     z_t = z.transpose(0, 2, 1)
     downdated = np.eye(size) - z_t @ z
     rhs = full - z_t @ (root_weight[..., None] * b)
     if len(members) == 1 or size == 0:
+        downdated[undetermined[members[0][0]]] = np.eye(size)
         weights = np.linalg.solve(downdated, rhs) if size else rhs
         return {c: b - x[..., :n] @ weights[:, :n] for c, n in members}
     factor = _cholesky(downdated)
@@ -313,15 +317,16 @@ class _HeldOut:
             x = rows[..., :size] * scale  # scaled rows, original units
             z_scaled = root_weight[..., None] * x
             full = scale[:, None] * self.rhs[:size]  # the full fit's scaled weights
-            if rows.shape[1] < size:
-                residuals = _by_rows(x, z_scaled, b, root_weight, full, members)
-            else:
-                residuals = _by_coordinates(x, z_scaled, b, root_weight, full, members)
+            undetermined = {}
             for c, n in members:
+                undetermined[c] = np.zeros(len(rows), dtype=bool)
                 for e in suspects:
                     downdated = np.eye(n) - z_scaled[e, :, :n].T @ z_scaled[e, :, :n]
-                    if _smallest_eigenvalue(downdated) <= SINGULAR_LIMIT:
-                        residuals[c][e] = np.nan
+                    undetermined[c][e] = _smallest_eigenvalue(downdated) <= SINGULAR_LIMIT
+            solve = _by_rows if rows.shape[1] < size else _by_coordinates
+            residuals = solve(x, z_scaled, b, root_weight, full, members, undetermined)
+            for c, _ in members:
+                residuals[c][undetermined[c]] = np.nan
             held_out.update(residuals)
         return held_out
 

@@ -104,7 +104,8 @@ def _raise_singular(results, keys, X, caller):
                 f"{caller}: in block {key_text(key)}, leaving out '{X.sample}' "
                 f"{X.entries[entries[:10]].tolist()} ({entries.size} in all) leaves a "
                 "direction of the features that no other entry has: their held-out "
-                "predictions are undetermined (add a penalty alpha > 0 or an rcond cut)"
+                "predictions are undetermined (a penalty alpha > 0 or an rcond cut determines a "
+                "direction of the features; the intercept needs value rows of other entries)"
             )
 
 

@@ -386,3 +386,46 @@ def test_scikit_learn_scorers_on_indexed_maps_are_refused_as_in_k_fold():
     Xi, yi = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
     with pytest.raises(UnsupportedScoringError, match=r"use scoring=skmetalstsq.metrics.scorer"):
         TensorMapLstsqCV(cv="loo", scoring=get_scorer("r2")).fit(Xi, yi)
+
+
+def test_exactly_singular_entries_give_nan_and_errors_not_linalg_errors():
+    """0/1 descriptors: a feature seen by one entry only makes I - H_gg exactly singular."""
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    y = np.array([1.0, 2.0, 3.0])
+    for alphas, features in (([0.0, 1.0], 2), ([0.0], 1)):
+        model = TensorMapLstsqCV(alphas=alphas, rconds=[1e-12], cv="loo", scoring="neg_mse")
+        with pytest.warns(FitFailedWarning, match=r"'sample' \[0\]"):
+            model.fit(X[:, :features], y)
+        assert np.isnan(model.cv_results_["mean_test_score"][0])
+        if len(alphas) == 2:  # the penalised candidate is determined and chosen
+            assert model.alpha_ == 1.0
+            expected = refit_predictions(
+                TensorMapLstsq(alpha=1.0), *[_one_block(a) for a in (X, y[:, None])]
+            )
+            score = -np.mean((expected.block(0).values[:, 0] - y) ** 2)
+            np.testing.assert_allclose(model.best_score_, score, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"'system' \[0\]"):
+        cross_val_predict(TensorMapLstsq(), _one_block(X), _one_block(y[:, None]), cv="loo")
+
+
+def test_undetermined_candidates_score_nan_under_r2_of_constant_targets():
+    X = np.array([[1.0], [1e-7], [-1e-7], [0.0]])
+    model = TensorMapLstsqCV(alphas=[0.0], rconds=[1e-12], cv="loo")
+    with pytest.warns(FitFailedWarning):
+        model.fit(X, np.ones(4))
+    assert np.isnan(model.best_score_)
+
+
+def test_per_block_loo_has_no_split_keys():
+    X, y = make_pair(np.random.default_rng(19), n_systems=5)
+    Xi, yi = IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    model = TensorMapLstsqCV(alphas=ALPHAS, rconds=[1e-14], cv="loo", per_block=True)
+    model.fit(Xi, yi)
+    assert not [k for k in model.cv_results_ if k.startswith(("split", "std_test"))]
+    assert "mean_test_center_type=0" in model.cv_results_
+
+
+def _one_block(array):
+    samples = Labels.range("system", len(array))
+    block = TensorBlock(array, samples, [], Labels.range("p", array.shape[1]))
+    return TensorMap(Labels.single(), [block])
