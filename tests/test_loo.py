@@ -429,3 +429,28 @@ def _one_block(array):
     samples = Labels.range("system", len(array))
     block = TensorBlock(array, samples, [], Labels.range("p", array.shape[1]))
     return TensorMap(Labels.single(), [block])
+
+
+def test_cuda_maps_give_cuda_maps():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("metatensor.torch")
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    X, y = make_pair(np.random.default_rng(20), n_systems=6)
+    estimator = TensorMapLstsq(alpha=0.1, fit_intercept=True)
+    expected = refit_predictions(estimator, X, y)
+    predicted = cross_val_predict(
+        estimator, torch_map(X, device="cuda"), torch_map(y, device="cuda"), cv="loo"
+    )
+    assert predicted.block(0).values.device.type == "cuda"
+    np.testing.assert_allclose(
+        predicted.block(0).values.cpu().numpy(), expected.block(0).values, rtol=1e-9, atol=1e-10
+    )
+    model = TensorMapLstsqCV(alphas=ALPHAS, rconds=[1e-14], cv="loo", device="cuda")
+    model.fit(IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system"))
+    reference = TensorMapLstsqCV(alphas=ALPHAS, rconds=[1e-14], cv="loo").fit(
+        IndexedTensorMap(X, "system"), IndexedTensorMap(y, "system")
+    )
+    np.testing.assert_allclose(
+        model.cv_results_["mean_test_score"], reference.cv_results_["mean_test_score"], rtol=1e-9
+    )
