@@ -194,8 +194,10 @@ def _fixed_point(target, u0):
     h0 = target.step(u0)
     if h0 == 0.0 or not math.isfinite(h0):
         return u0, math.isfinite(h0)
+    if target.evaluations >= max_iter:  # the update from u0 is the answer, as scikit-learn's
+        return u0, False
     direction, size = math.copysign(1.0, h0), max(abs(h0), 1e-8)
-    a = u0
+    a, ha = u0, h0
     while True:
         b = min(max(a + direction * size, -limit), limit)
         hb = target.step(b)
@@ -207,9 +209,12 @@ def _fixed_point(target, u0):
             break
         if abs(b) == limit or target.evaluations >= max_iter:
             return b, False
-        a, size = b, 2 * size
+        a, ha, size = b, hb, 2 * size
+    # Brent's method evaluates both ends again, then once per iteration
+    budget = max_iter - target.evaluations - 2
+    if budget < 1:
+        return (a, False) if abs(ha) < abs(hb) else (b, False)
     left, right = min(a, b), max(a, b)
-    budget = max(max_iter - target.evaluations, 1)
     root, result = brentq(
         target.step,
         left,
@@ -268,14 +273,23 @@ def block_posterior(factor, priors, label, caller):
         if priors.compute_score:
             target.scores.append(target.log_evidence(alpha0, lambda0))
         root, found = _fixed_point(target, u0)
-        alpha, lambda_ = target.update(math.exp(root))
+        n_iter[j] = target.evaluations
+        if not factor.weighted_rows:
+            raise ValueError(
+                f"{caller}: block {label}: every row weighs zero, so its evidence (and error "
+                "bars) are undefined; give its rows a positive weight or leave the block out"
+            )
+        # the posterior at the point found; its evidence ends scores_ in place of the
+        # last evaluation's (the same point where the search ended on it)
+        alpha, lambda_ = target.update(math.exp(root), record=False)
+        if priors.compute_score and len(target.scores) > 1:
+            target.scores[-1] = target.log_evidence(alpha, lambda_)
         if not (math.isfinite(alpha) and math.isfinite(lambda_) and alpha > 0 and lambda_ > 0):
             raise ValueError(
                 f"{caller}: block {label}, target {j}: the evidence has no finite maximum "
                 f"(alpha_={alpha!r}, lambda_={lambda_!r}); the targets are fitted exactly or "
                 "are all zero: use alpha_2 > 0 and lambda_2 > 0 (scikit-learn's defaults)"
             )
-        n_iter[j] = target.evaluations
         mean = target.mean(lambda_ / alpha)
         # scikit-learn's test: one more update changes the weights by less than tol
         alpha_next, lambda_next = target.update(lambda_ / alpha, record=False)
@@ -433,7 +447,10 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         machine precision. This takes tens of evaluations, each O(rank) from the
         factor's SVD, where iterating the updates can take thousands of steps on
         ill-conditioned blocks; the fixed point is scikit-learn's at a tight
-        ``tol``.
+        ``tol``. ``n_iter_`` counts the evaluations, never more than
+        ``max_iter``; where the budget ends first, the result is one update
+        from the last point evaluated (with ``max_iter`` 1 or 2, scikit-learn's
+        own iterates) and a ``ConvergenceWarning`` names the block.
     tol : float > 0, default=1e-3
         scikit-learn's convergence test, checked at the fixed point found: one
         more update must change the weights by less than ``tol`` (sum of absolute
@@ -444,7 +461,10 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
     alpha_init : float >= 0 or None, default=None
         Initial ``alpha``; None is 1 / (mean square of the target over the rows,
         weighted, and centred with an intercept): scikit-learn's 1 / Var(y)
-        without weights and with an intercept.
+        without weights and with an intercept. Without an intercept the square is
+        not centred (the factor of ``[A | B]`` holds no column means), where
+        scikit-learn centres it anyway: only the starting point and
+        ``scores_[0]`` differ, not the fixed point.
     lambda_init : float >= 0 or None, default=None
         Initial ``lambda``; None is 1.
     compute_score : bool, default=False
@@ -619,6 +639,15 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         n_jobs = effective_n_jobs(self.n_jobs)
         return blas_threads() if n_jobs == 1 else self.n_jobs
 
+    def _validated(self, X, y, caller, reset):
+        """Arrays checked by scikit-learn in this estimator's name (TensorMaps as they are)."""
+        if any(isinstance(unwrap(data)[0], TensorMap) for data in (X, y)):
+            return X, y
+        check_array_like(X, caller, "X")
+        if y is not None:  # scikit-learn's own error for a missing y
+            check_array_like(y, caller, "y")
+        return validate_data(self, X, y, reset=reset, multi_output=True, y_numeric=True)
+
     def _take_feature_checks(self, rows):
         """Keep what ``validate_data`` recorded on ``rows`` (a fit on arrays)."""
         for name in ("n_features_in_", "feature_names_in_"):
@@ -643,6 +672,7 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         for stale in ("coef_", "n_features_in_", "feature_names_in_"):
             self.__dict__.pop(stale, None)
         torch_maps = holds_torch_maps(X, y)
+        X, y = self._validated(X, y, caller, reset=True)
         rows = self._rows()
         X, y, systems, y_ndim, pairs = rows._systems(X, y, sample_weight, caller)
         self._take_feature_checks(rows)
@@ -697,9 +727,8 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         if not first and hasattr(self, "coef_") != is_array:
             kinds = ("arrays", "TensorMaps") if hasattr(self, "coef_") else ("TensorMaps", "arrays")
             raise TypeError(f"{caller}: earlier batches were {kinds[0]}, this one is {kinds[1]}")
-        if is_array and not first:
-            check_array_like(X, caller, "X")
-            validate_data(self, X, reset=False)  # X's features as seen so far
+        if is_array:  # X's features as seen so far; errors in this estimator's name
+            X, y = self._validated(X, y, caller, reset=first)
         weighed = not first and any(record.factor.n_rows for record in self.factors_.values())
         batch = self._factor_batch(X, y, sample_weight, caller, check_weights=not weighed)
         if not first:
@@ -852,7 +881,10 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         if not return_std:
             return mean
         caller = f"{type(self).__name__}.predict"
-        return mean, self._map_rows(X, caller, self._std_rows)
+        std = self._map_rows(X, caller, self._std_rows)
+        if isinstance(std, np.ndarray) and isinstance(mean, np.ndarray):
+            std = std.astype(mean.dtype, copy=False)  # arrays: the mean's dtype, as coef_'s
+        return mean, std
 
     def _std_rows(self, rows, parameter, key, n_features):
         sigma, alpha, x_mean, value_weight = self._posterior_of(key, n_features)

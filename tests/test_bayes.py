@@ -704,3 +704,42 @@ def test_gram_factor_is_the_qr_factor_or_none():
     reference = sklearn_fixed_point(close, B[:, 0], True)
     np.testing.assert_allclose(model.alpha_, reference.alpha_, rtol=1e-7)
     np.testing.assert_allclose(model.lambda_, reference.lambda_, rtol=1e-7)
+
+
+@pytest.mark.parametrize("max_iter", [1, 2])
+def test_a_few_iterations_equal_scikit_learn_s_and_the_budget_holds(max_iter):
+    A, y = tall_data(seed=3)
+    with pytest.warns(ConvergenceWarning):
+        model = TensorMapBayesianRidge(max_iter=max_iter).fit(A, y)
+    reference = BayesianRidge(max_iter=max_iter).fit(A, y)
+    assert model.n_iter_ == reference.n_iter_ == max_iter
+    np.testing.assert_allclose(model.lambda_, reference.lambda_, rtol=1e-10)
+    np.testing.assert_allclose(model.alpha_, reference.alpha_, rtol=1e-10)
+    np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-10)
+    for budget in (3, 4, 5, 7):
+        with pytest.warns(ConvergenceWarning):
+            assert TensorMapBayesianRidge(max_iter=budget).fit(A, y).n_iter_ <= budget
+
+
+def test_array_errors_name_the_bayesian_model():
+    with pytest.raises(ValueError, match="TensorMapBayesianRidge does not accept missing values"):
+        TensorMapBayesianRidge().fit(np.array([[np.nan, 1.0], [1.0, 2.0]]), [1.0, 2.0])
+    with pytest.raises(ValueError, match="required by TensorMapBayesianRidge"):
+        TensorMapBayesianRidge().fit(np.zeros((0, 2)), np.zeros(0))
+
+
+def test_std_of_float32_arrays_has_the_mean_s_dtype():
+    A, y = tall_data(seed=4)
+    model = TensorMapBayesianRidge().fit(A.astype(np.float32), y)
+    mean, std = model.predict(A.astype(np.float32), return_std=True)
+    assert std.dtype == mean.dtype == model.coef_.dtype
+
+
+def test_a_block_whose_rows_all_weigh_zero_is_refused_naming_it():
+    X, y = make_pair(np.random.default_rng(5), keys=((0,), (6,)), n_systems=6)
+    weights = weight_map(y, np.ones)
+    zero = weights.block({"center_type": 6})
+    zero.values[:] = 0.0
+    zero.gradient("positions").values[:] = 0.0
+    with pytest.raises(ValueError, match=r"block \(center_type=6\): every row weighs zero"):
+        TensorMapBayesianRidge().fit(X, y, sample_weight=weights)
