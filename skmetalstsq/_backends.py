@@ -537,6 +537,15 @@ def convert(array, device=None, dtype=None):
     return array.to(device=device or array.device, dtype=dtype or array.dtype)
 
 
+def to_numpy(array):
+    """``array`` as a numpy array: torch tensors are detached and copied to the CPU."""
+    if isinstance(array, np.ndarray):
+        return array
+    if hasattr(array, "detach"):
+        return array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
 def convert_like(array, like):
     """``array`` converted to the library, device and dtype of ``like``."""
     if array_library(like) == "numpy":

@@ -42,7 +42,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._backends import FACTOR_EPS, backend_of, convert_like
+from ._backends import FACTOR_EPS, backend_of, convert_like, to_numpy
 from ._blocks import is_floating, key_tuple, key_tuples
 from ._estimator import (
     N_JOBS,
@@ -1074,7 +1074,7 @@ class TensorMapBayesianRidge(TensorMapLinearModel):
         else:
             weights_map, intercept_map = as_core(self.weights_), as_core(self.intercept_)
             means = {
-                key: (_numpy(block.values), _numpy(intercept_map.block(i).values)[:, 0])
+                key: (to_numpy(block.values), to_numpy(intercept_map.block(i).values)[:, 0])
                 for i, (key, block) in enumerate(
                     zip(key_tuples(weights_map.keys), weights_map.blocks())
                 )
@@ -1106,7 +1106,3 @@ def _check_n_samples(n_samples, caller):
         raise TypeError(f"{caller}: n_samples must be an int >= 1, got {n_samples!r}")
     if n_samples < 1:
         raise ValueError(f"{caller}: n_samples must be an int >= 1, got {n_samples!r}")
-
-
-def _numpy(array):
-    return array if isinstance(array, np.ndarray) else array.detach().cpu().numpy()

@@ -28,7 +28,7 @@ from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import validate_data
 
-from ._backends import FACTOR_DTYPE, array_library, convert
+from ._backends import FACTOR_DTYPE, array_library, convert, to_numpy
 from ._blocks import (
     BlockSystem,
     array_to_tensor,
@@ -740,14 +740,10 @@ def score_sums(a_test, b_test, weights, solutions, values, statistic):
         m2 = (w[:, None] * (b_test - mean) ** 2).sum(0)
     # a column of one value: its own mean, no deviation (the rounded mean gives 1e-34),
     # so that combining parts of one value keeps m2 exactly 0
-    constant, value = (_to_numpy(part) for part in constant_columns(b_test, weights))
-    mean = np.where(constant, value, _to_numpy(mean))
-    m2 = np.where(constant, 0.0, _to_numpy(m2))
+    constant, value = (to_numpy(part) for part in constant_columns(b_test, weights))
+    mean = np.where(constant, value, to_numpy(mean))
+    m2 = np.where(constant, 0.0, to_numpy(m2))
     return ScoreSums(np.array(losses), weight_sum, mean, m2)
-
-
-def _to_numpy(array):
-    return np.asarray(array) if isinstance(array, np.ndarray) else array.detach().cpu().numpy()
 
 
 def convert_like_rows(weights, like):

@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._backends import convert, convert_like, device_of
+from ._backends import convert, convert_like, device_of, to_numpy
 from ._blocks import (
     array_to_tensor,
     block_pairs,
@@ -65,18 +65,12 @@ def _is_tensor_input(data):
     return isinstance(unwrap(data)[0], TensorMap)
 
 
-def _to_numpy(array):
-    if isinstance(array, np.ndarray):
-        return array
-    return array.detach().cpu().numpy()
-
-
 def _penalty(value, caller, where, n_features=None, block=""):
     """A penalty checked to be a finite float >= 0, or, where ``n_features`` is
     given, also a 1-D array of that many (one per feature of the ``block``
     named)."""
     try:
-        array = np.asarray(_to_numpy(value) if hasattr(value, "detach") else value)
+        array = np.asarray(to_numpy(value) if hasattr(value, "detach") else value)
     except (ValueError, TypeError):  # ragged nested sequences
         array = np.asarray(None)
     valid = array.dtype.kind in "iuf" and np.isfinite(array).all() and (array >= 0).all()
@@ -399,8 +393,8 @@ class TensorMapLinearModel(RegressorMixin, BaseEstimator):
         if y_ndim is not None:
             # numpy, as scikit-learn's own linear models, even after a torch solve;
             # their intercept_ is a numpy scalar for a 1-D y and 0.0 when not fitted
-            coef = _to_numpy(solutions[0].weights)
-            intercept = _to_numpy(self.intercept_.block(0).values)[:, 0]
+            coef = to_numpy(solutions[0].weights)
+            intercept = to_numpy(self.intercept_.block(0).values)[:, 0]
             self.coef_ = coef[0] if y_ndim == 1 else coef
             self.intercept_ = intercept[0] if y_ndim == 1 else intercept
             if solutions[0].intercept is None:

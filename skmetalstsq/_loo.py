@@ -30,7 +30,7 @@ import scipy.linalg
 from joblib import effective_n_jobs
 from metatensor import TensorBlock, TensorMap
 
-from ._backends import FACTOR_DTYPE, convert_like
+from ._backends import FACTOR_DTYPE, convert_like, to_numpy
 from ._blocks import gradient_parameters
 from ._factors import chunk_rows_for, factorize
 from ._indexed import entry_positions
@@ -74,9 +74,7 @@ class LeaveOneOut:
 
 def _numpy(part):
     """A float64 numpy view or copy of a row part (numpy or torch, any device)."""
-    if not isinstance(part, np.ndarray):
-        part = part.detach().cpu().numpy()
-    return np.asarray(part, dtype=FACTOR_DTYPE)
+    return np.asarray(to_numpy(part), dtype=FACTOR_DTYPE)
 
 
 def _row_weights(system, position):

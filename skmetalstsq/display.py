@@ -39,6 +39,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._optional_dependencies import check_matplotlib_support
 from sklearn.utils._plotting import _validate_score_name, _validate_style_kwargs
 
+from ._backends import to_numpy
 from ._indexed import unwrap
 from ._solvers import default_rcond
 from .metrics import TensorMapScorer, _paired_rows, mae, rmse
@@ -54,13 +55,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------
 # shared helpers
 # ---------------------------------------------------------------------------------
-
-
-def _numpy(array):
-    """``array`` as a numpy array (torch tensors are detached and copied to the CPU)."""
-    if hasattr(array, "detach"):
-        return array.detach().cpu().numpy()
-    return np.asarray(array)
 
 
 def _block_name(names, values):
@@ -389,7 +383,7 @@ def _parity_data(y_true, y_pred, gradient, per_block, sample_weight, caller):
     keys = unwrap(y_true)[0].keys
     points = {}
     for key, (true, pred, weights) in zip(keys, pairs):
-        true, pred = _numpy(true), _numpy(pred)
+        true, pred = to_numpy(true), to_numpy(pred)
         if weights is not None:
             true, pred = true[weights > 0], pred[weights > 0]
         points[_block_name(key.names, key.values)] = (true.ravel(), pred.ravel())
@@ -433,7 +427,7 @@ def _one_block_weight(sample_weight, y_true, block_true, key):
         return _one_block(sample_weight, key)
     # one weight per entry of y_true: those of the entries the block has
     position = {int(entry): i for i, entry in enumerate(y_true.entries)}
-    weights = _numpy(sample_weight).astype(np.float64).reshape(-1)
+    weights = to_numpy(sample_weight).astype(np.float64).reshape(-1)
     return weights[[position[int(entry)] for entry in block_true.entries]]
 
 
@@ -1166,7 +1160,7 @@ class SingularValuesDisplay:
                     f"{block}: no singular values (its driver does not compute them), not drawn"
                 )
                 continue
-            values = _numpy(values).astype(np.float64).reshape(-1)
+            values = to_numpy(values).astype(np.float64).reshape(-1)
             if values.size == 0 or not values.max() > 0:
                 notes.append(f"{block}: no nonzero singular value, not drawn")
                 continue
@@ -1460,8 +1454,8 @@ class UncertaintyCalibrationDisplay:
         ideal_kwargs = _validate_style_kwargs(
             {"color": "black", "alpha": 0.7, "linestyle": "--"}, ideal_kwargs or {}
         )
-        y_std, abs_error = _numpy(self.y_std), _numpy(self.abs_error)
-        bin_std, bin_rmse = _numpy(self.bin_std), _numpy(self.bin_rmse)
+        y_std, abs_error = to_numpy(self.y_std), to_numpy(self.abs_error)
+        bin_std, bin_rmse = to_numpy(self.bin_std), to_numpy(self.bin_rmse)
         notes = []
         shown = np.ones(y_std.shape, dtype=bool)
         shown_bins = np.ones(bin_std.shape, dtype=bool)
@@ -1687,7 +1681,7 @@ def _calibration_entries(y_true, y_pred, y_std, gradient, caller):
             )
         arrays = {}
         for name, data in (("y_true", y_true), ("y_pred", y_pred), ("y_std", y_std)):
-            array = _numpy(data)
+            array = to_numpy(data)
             if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
                 raise TypeError(f"{caller}: {name} must hold real numbers, got {array.dtype}")
             arrays[name] = array.astype(np.float64)
@@ -1725,14 +1719,14 @@ def _calibration_entries(y_true, y_pred, y_std, gradient, caller):
     for key, (block_true, block_pred, _), (_, block_std, _) in zip(
         unwrap(y_true)[0].keys, pairs, std_pairs
     ):
-        block_std = _numpy(block_std).astype(np.float64)
+        block_std = to_numpy(block_std).astype(np.float64)
         if (block_std < 0).any():
             raise ValueError(
                 f"{caller}: y_std block ({_block_name(key.names, key.values)}) has negative "
                 f"{where} (the smallest is {block_std.min():.3g}); a standard deviation is >= 0"
             )
-        true.append(_numpy(block_true).astype(np.float64).reshape(-1))
-        pred.append(_numpy(block_pred).astype(np.float64).reshape(-1))
+        true.append(to_numpy(block_true).astype(np.float64).reshape(-1))
+        pred.append(to_numpy(block_pred).astype(np.float64).reshape(-1))
         std.append(block_std.reshape(-1))
     return tuple(np.concatenate(parts) if parts else np.empty(0) for parts in (true, pred, std))
 
