@@ -256,8 +256,14 @@ def cross_val_predict(
     groups : array-like of shape (n_entries,) or None, default=None
         Group of each entry, in the order of ``X.entries``, for splitters such
         as ``GroupKFold``.
-    cv : int, cross-validation generator, iterable or None, default=None
+    cv : int, cross-validation generator, iterable, "loo" or None, default=None
         As in scikit-learn: None is 5-fold ``KFold``, an int is that many folds.
+        ``"loo"``, for a :class:`~skmetalstsq.TensorMapLstsq` with one penalty
+        per block: every entry left out in turn, exactly, from one
+        factorisation of each block and one pass over its rows (equal to
+        ``sklearn.model_selection.LeaveOneOut()``; an ``rcond`` cut keeps the
+        full fit's singular directions); a ValueError names the block and the
+        entries whose removal leaves a direction undetermined.
         The splits are checked before any fit, as by
         :class:`~skmetalstsq.TensorMapLstsqCV`: indices of entries in range
         (negative ones count from the end, as numpy's) or boolean masks over
