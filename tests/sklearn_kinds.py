@@ -8,8 +8,13 @@ scikit-learn's splitters can split). These helpers build the inputs and read
 ``coef_``, ``intercept_`` and predictions back as scikit-learn's arrays.
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 from metatensor import Labels, TensorBlock, TensorMap
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.linear_model.tests.test_ridge import _make_sparse_offset_regression
+from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from skmetalstsq import IndexedTensorMap
 
@@ -91,3 +96,53 @@ def score(model, kind, X, y, sample_weight=None):
     """``model.score`` on the data as ``kind``."""
     X, y, sample_weight = as_kind(kind, X, y, sample_weight)
     return model.score(X, y, sample_weight=sample_weight)
+
+
+def tiled_sample_weight_case(fit_intercept, n_features, y_shape, noise, alphas):
+    """The data and reference of scikit-learn's ``test_ridge_gcv_sample_weights``.
+
+    Integer sample weights are repeated samples (``X_tiled``, ``y_tiled``), kept
+    together by ``GroupKFold`` over ``indices`` (the splits ``cv``): RidgeCV on the
+    tiled samples chooses ``kfold.alpha_``, and ``kfold_errors`` are each sample's
+    squared held-out errors summed over its copies.
+    """
+    rng = np.random.RandomState(0)
+    n_targets = y_shape[-1] if len(y_shape) == 2 else 1
+    X, y = _make_sparse_offset_regression(
+        n_samples=11,
+        n_features=n_features,
+        n_targets=n_targets,
+        random_state=0,
+        shuffle=False,
+        noise=noise,
+    )
+    y = y.reshape(y_shape)
+    sample_weight = 3 * rng.randn(len(X))
+    sample_weight = (sample_weight - sample_weight.min() + 1).astype(int)
+    indices = np.repeat(np.arange(X.shape[0]), sample_weight)
+    sample_weight = sample_weight.astype(float)
+    X_tiled, y_tiled = X[indices], y[indices]
+    cv = GroupKFold(n_splits=X.shape[0])
+    splits = cv.split(X_tiled, y_tiled, groups=indices)
+    kfold = RidgeCV(
+        alphas=alphas, cv=splits, scoring="neg_mean_squared_error", fit_intercept=fit_intercept
+    )
+    kfold.fit(X_tiled, y_tiled)
+    ridge_reg = Ridge(alpha=kfold.alpha_, fit_intercept=fit_intercept)
+    splits = cv.split(X_tiled, y_tiled, groups=indices)
+    predictions = cross_val_predict(ridge_reg, X_tiled, y_tiled, cv=splits)
+    if predictions.shape != y_tiled.shape:
+        predictions = predictions.reshape(y_tiled.shape)
+    kfold_errors = (y_tiled - predictions) ** 2
+    kfold_errors = [np.sum(kfold_errors[indices == i], axis=0) for i in np.arange(X.shape[0])]
+    return SimpleNamespace(
+        X=X,
+        y=y,
+        sample_weight=sample_weight,
+        X_tiled=X_tiled,
+        y_tiled=y_tiled,
+        indices=indices,
+        cv=cv,
+        kfold=kfold,
+        kfold_errors=np.asarray(kfold_errors),
+    )

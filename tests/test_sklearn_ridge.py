@@ -51,10 +51,8 @@ from sklearn.linear_model import LinearRegression, Ridge, RidgeCV
 from sklearn.metrics import get_scorer, make_scorer, mean_squared_error
 from sklearn.model_selection import (
     GridSearchCV,
-    GroupKFold,
     KFold,
     LeaveOneOut,
-    cross_val_predict,
 )
 from sklearn.preprocessing import minmax_scale
 from sklearn.utils._testing import (
@@ -728,39 +726,10 @@ def test_regularization_limits_ridge_gcv(kind, alpha, fit_intercept, X_shape, dt
 def test_ridge_gcv_sample_weights(fit_intercept, n_features, y_shape, noise):
     # integer weights are repeated samples, kept together by GroupKFold
     alphas = [1e-3, 0.1, 1.0, 10.0, 1e3]
-    rng = np.random.RandomState(0)
-    n_targets = y_shape[-1] if len(y_shape) == 2 else 1
-    X, y = _make_sparse_offset_regression(
-        n_samples=11,
-        n_features=n_features,
-        n_targets=n_targets,
-        random_state=0,
-        shuffle=False,
-        noise=noise,
-    )
-    y = y.reshape(y_shape)
-
-    sample_weight = 3 * rng.randn(len(X))
-    sample_weight = (sample_weight - sample_weight.min() + 1).astype(int)
-    indices = np.repeat(np.arange(X.shape[0]), sample_weight)
-    sample_weight = sample_weight.astype(float)
-    X_tiled, y_tiled = X[indices], y[indices]
-
-    cv = GroupKFold(n_splits=X.shape[0])
-    splits = cv.split(X_tiled, y_tiled, groups=indices)
-    kfold = RidgeCV(
-        alphas=alphas, cv=splits, scoring="neg_mean_squared_error", fit_intercept=fit_intercept
-    )
-    kfold.fit(X_tiled, y_tiled)
-
-    ridge_reg = Ridge(alpha=kfold.alpha_, fit_intercept=fit_intercept)
-    splits = cv.split(X_tiled, y_tiled, groups=indices)
-    predictions = cross_val_predict(ridge_reg, X_tiled, y_tiled, cv=splits)
-    if predictions.shape != y_tiled.shape:
-        predictions = predictions.reshape(y_tiled.shape)
-    kfold_errors = (y_tiled - predictions) ** 2
-    kfold_errors = [np.sum(kfold_errors[indices == i], axis=0) for i in np.arange(X.shape[0])]
-    kfold_errors = np.asarray(kfold_errors)
+    case = kinds.tiled_sample_weight_case(fit_intercept, n_features, y_shape, noise, alphas)
+    X, y, sample_weight, kfold = case.X, case.y, case.sample_weight, case.kfold
+    X_tiled, y_tiled, indices, cv = case.X_tiled, case.y_tiled, case.indices, case.cv
+    kfold_errors = case.kfold_errors
 
     for kind in SPLIT_KINDS:
         # the weighted leave-one-out search, in place of RidgeCV's gcv_mode

@@ -25,7 +25,8 @@ from sklearn.linear_model.tests.test_ridge import (
     _ridge_regularization_limits,
 )
 from sklearn.metrics import get_scorer, mean_squared_error
-from sklearn.model_selection import GroupKFold, LeaveOneOut, cross_val_predict
+from sklearn.model_selection import LeaveOneOut
+from sklearn_kinds import tiled_sample_weight_case
 
 from skmetalstsq import TensorMapLstsqCV
 
@@ -132,39 +133,9 @@ def test_ridge_loo_cv_asym_scoring():
 )
 def test_ridge_gcv_sample_weights(fit_intercept, n_features, y_shape, noise):
     alphas = [1e-3, 0.1, 1.0, 10.0, 1e3]
-    rng = np.random.RandomState(0)
-    n_targets = y_shape[-1] if len(y_shape) == 2 else 1
-    X, y = _make_sparse_offset_regression(
-        n_samples=11,
-        n_features=n_features,
-        n_targets=n_targets,
-        random_state=0,
-        shuffle=False,
-        noise=noise,
-    )
-    y = y.reshape(y_shape)
-    sample_weight = 3 * rng.randn(len(X))
-    sample_weight = (sample_weight - sample_weight.min() + 1).astype(int)
-    indices = np.repeat(np.arange(X.shape[0]), sample_weight)
-    sample_weight = sample_weight.astype(float)
-    X_tiled, y_tiled = X[indices], y[indices]
-    cv = GroupKFold(n_splits=X.shape[0])
-    kfold = RidgeCV(
-        alphas=alphas,
-        cv=cv.split(X_tiled, y_tiled, groups=indices),
-        scoring="neg_mean_squared_error",
-        fit_intercept=fit_intercept,
-    ).fit(X_tiled, y_tiled)
-    predictions = cross_val_predict(
-        Ridge(alpha=kfold.alpha_, fit_intercept=fit_intercept),
-        X_tiled,
-        y_tiled,
-        cv=cv.split(X_tiled, y_tiled, groups=indices),
-    ).reshape(y_tiled.shape)
-    kfold_errors = (y_tiled - predictions) ** 2
-    kfold_errors = np.asarray(
-        [np.sum(kfold_errors[indices == i], axis=0) for i in range(X.shape[0])]
-    )
+    case = tiled_sample_weight_case(fit_intercept, n_features, y_shape, noise, alphas)
+    X, y, sample_weight, kfold = case.X, case.y, case.sample_weight, case.kfold
+    kfold_errors = case.kfold_errors
     gcv = LOO(alphas=alphas, fit_intercept=fit_intercept, scoring="neg_mse").fit(
         X, y, sample_weight=sample_weight
     )
