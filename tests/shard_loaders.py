@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from builders import make_pair, to_torch, torch_map
 
 from skmetalstsq import IndexedTensorMap
@@ -100,3 +101,33 @@ def load_arrays(seed, index, n_shards, n_features=5):
     b = A @ rng.normal(size=n_features) + 0.1 * rng.normal(size=60)
     rows = np.array_split(np.arange(60), n_shards)[index]
     return A[rows], b[rows]
+
+
+def _cuda_available():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+needs_cuda = pytest.mark.skipif(not _cuda_available(), reason="CUDA is not available")
+
+#: (shards' kind, their dtype, their device, the estimator's device)
+PLACEMENTS = {
+    "torch arrays": ("torch arrays", None, "cpu", None),
+    "torch map": ("torch map", None, "cpu", None),
+    "float32 torch arrays": ("torch arrays", "float32", "cpu", None),
+    "float32 torch map": ("torch map", "float32", "cpu", None),
+    "numpy, device cpu": ("numpy", None, "cpu", "cpu"),
+    "torch map, device cpu": ("torch map", None, "cpu", "cpu"),
+    "torch arrays on cuda": pytest.param(
+        ("torch arrays", None, "cuda", None), marks=needs_cuda, id="torch arrays on cuda"
+    ),
+    "numpy, device cuda": pytest.param(
+        ("numpy", None, "cpu", "cuda"), marks=needs_cuda, id="numpy, device cuda"
+    ),
+    "float32 torch map on cuda": pytest.param(
+        ("torch map", "float32", "cuda", None), marks=needs_cuda, id="float32 torch map on cuda"
+    ),
+}

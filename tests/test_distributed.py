@@ -22,7 +22,7 @@ import scipy.linalg
 import shard_loaders
 from builders import as_numpy, stacked
 from metatensor import Labels, TensorBlock, TensorMap
-from shard_loaders import entry_weights, full_pair, load_shard
+from shard_loaders import PLACEMENTS, entry_weights, full_pair, load_shard
 from sklearn.base import clone
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.model_selection import KFold
@@ -425,36 +425,6 @@ def test_a_worker_killed_while_loading_a_shard(client, tmp_path):
 # ---------------------------------------------------------------------------------
 # torch data and devices: the results where fit puts them
 # ---------------------------------------------------------------------------------
-
-
-def _cuda_available():
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
-needs_cuda = pytest.mark.skipif(not _cuda_available(), reason="CUDA is not available")
-
-#: (shards' kind, their dtype, their device, the estimator's device)
-PLACEMENTS = {
-    "torch arrays": ("torch arrays", None, "cpu", None),
-    "torch map": ("torch map", None, "cpu", None),
-    "float32 torch arrays": ("torch arrays", "float32", "cpu", None),
-    "float32 torch map": ("torch map", "float32", "cpu", None),
-    "numpy, device cpu": ("numpy", None, "cpu", "cpu"),
-    "torch map, device cpu": ("torch map", None, "cpu", "cpu"),
-    "torch arrays on cuda": pytest.param(
-        ("torch arrays", None, "cuda", None), marks=needs_cuda, id="torch arrays on cuda"
-    ),
-    "numpy, device cuda": pytest.param(
-        ("numpy", None, "cpu", "cuda"), marks=needs_cuda, id="numpy, device cuda"
-    ),
-    "float32 torch map on cuda": pytest.param(
-        ("torch map", "float32", "cuda", None), marks=needs_cuda, id="float32 torch map on cuda"
-    ),
-}
 
 
 def placement_loaders(placement, weighted=False, n_shards=N_SHARDS):

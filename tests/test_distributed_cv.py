@@ -6,6 +6,7 @@ import metatensor
 import numpy as np
 import pytest
 from builders import as_numpy, make_pair, weight_map
+from shard_loaders import PLACEMENTS as SHARD_PLACEMENTS
 from shard_loaders import as_kind
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold
 
@@ -171,29 +172,11 @@ def test_on_a_local_cluster():
 # ---------------------------------------------------------------------------------
 
 
-def _cuda_available():
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
-needs_cuda = pytest.mark.skipif(not _cuda_available(), reason="CUDA is not available")
-
-#: (shards' kind, their dtype, their device, the estimator's device)
+#: the placements of test_distributed.py but the float32 torch map ones
 PLACEMENTS = {
-    "torch arrays": ("torch arrays", None, "cpu", None),
-    "torch map": ("torch map", None, "cpu", None),
-    "float32 torch arrays": ("torch arrays", "float32", "cpu", None),
-    "numpy, device cpu": ("numpy", None, "cpu", "cpu"),
-    "torch map, device cpu": ("torch map", None, "cpu", "cpu"),
-    "torch arrays on cuda": pytest.param(
-        ("torch arrays", None, "cuda", None), marks=needs_cuda, id="torch arrays on cuda"
-    ),
-    "numpy, device cuda": pytest.param(
-        ("numpy", None, "cpu", "cuda"), marks=needs_cuda, id="numpy, device cuda"
-    ),
+    name: placement
+    for name, placement in SHARD_PLACEMENTS.items()
+    if "float32 torch map" not in name
 }
 
 
