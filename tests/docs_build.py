@@ -8,6 +8,7 @@ already in the source tree) and nothing is written into the repository.
 import atexit
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -102,3 +103,55 @@ def script_output(build, example):
         lines = chunk.splitlines()
         outputs += [line[4:] for line in lines if line.startswith("    ")]
     return "\n".join(outputs)
+
+
+#: a number as the examples print it
+NUMBER = r"([0-9.]+(?:e[+-]\d+)?)"
+
+
+def numbers(pattern, text):
+    """The groups of the first match of ``pattern`` in ``text``, as floats."""
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in the output:\n{text}"
+    return [float(group) for group in match.groups()]
+
+
+#: the modules the molecular dynamics examples need (the ``examples`` extra)
+MD_MODULES = ("ase", "matplotlib", "featomic.torch", "metatomic.torch", "metatomic_ase")
+
+#: the filters of setup.cfg: warnings are errors, except TorchScript's deprecation
+_WARNINGS = ["-W", "error", "-W", "ignore:`torch.jit.:DeprecationWarning"]
+
+
+def run_example(example, timeout_s=300):
+    """What ``examples/<example>.py`` printed, run as ``__main__`` in a fresh interpreter.
+
+    The exported classes are then ``__main__.*``, which TorchScript serialises; the
+    run has matplotlib's Agg backend and warnings as errors (as pytest has), prints
+    the number of figures drawn last, and is skipped where the ``examples`` extra
+    is missing.
+    """
+    import pytest
+
+    for module in MD_MODULES:
+        # ImportError too: a compiled extension built for another torch raises it
+        pytest.importorskip(
+            module, reason="the examples extra is not installed", exc_type=ImportError
+        )
+    path = ROOT / "examples" / f"{example}.py"
+    runner = (
+        "import runpy\nimport matplotlib.pyplot as plt\n"
+        f"runpy.run_path({str(path)!r}, run_name='__main__')\n"
+        "print('figures drawn:', len(plt.get_fignums()))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, *_WARNINGS, "-c", runner],
+        cwd=ROOT,
+        env=dict(os.environ, MPLBACKEND="Agg"),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    return completed.stdout

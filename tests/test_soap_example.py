@@ -12,7 +12,7 @@ import re
 import runpy
 
 import pytest
-from docs_build import ROOT, build_docs, script_output
+from docs_build import ROOT, build_docs, numbers, script_output
 
 EXAMPLE = ROOT / "examples" / "soap_energies_forces.py"
 
@@ -43,21 +43,15 @@ def soap():
     return script_output(build, "soap_energies_forces"), len(list(images))
 
 
-def _number(pattern, text):
-    match = re.search(pattern, text)
-    assert match, f"{pattern!r} not in the output:\n{text}"
-    return [float(group) for group in match.groups()]
-
-
 def test_dataset_and_split(soap):
     output, _ = soap
-    n_structures, n_atoms = _number(r"(\d+) structures, (\d+) atoms", output)
-    n_train, n_test = _number(r"(\d+) training and (\d+) test structures", output)
+    n_structures, n_atoms = numbers(r"(\d+) structures, (\d+) atoms", output)
+    n_train, n_test = numbers(r"(\d+) training and (\d+) test structures", output)
     assert n_train + n_test == n_structures
     assert 0 < n_test < n_train
-    n_rows, n_features = _number(r"values: \((\d+), (\d+)\)", output)
+    n_rows, n_features = numbers(r"values: \((\d+), (\d+)\)", output)
     assert n_rows == n_structures
-    gradient_rows, xyz, gradient_features = _number(
+    gradient_rows, xyz, gradient_features = numbers(
         r"positions gradient: \((\d+), (\d+), (\d+)\)", output
     )
     # one gradient row per atom once atoms are summed, x y z, the same features
@@ -66,22 +60,22 @@ def test_dataset_and_split(soap):
 
 def test_grid_search_and_tensormaplstsqcv_agree(soap):
     output, _ = soap
-    (grid_rcond,) = _number(r"GridSearchCV: rcond ([0-9.e+-]+)", output)
-    (cv_rcond,) = _number(r"TensorMapLstsqCV: rcond ([0-9.e+-]+)", output)
+    (grid_rcond,) = numbers(r"GridSearchCV: rcond ([0-9.e+-]+)", output)
+    (cv_rcond,) = numbers(r"TensorMapLstsqCV: rcond ([0-9.e+-]+)", output)
     assert grid_rcond == cv_rcond
-    (difference,) = _number(r"force errors: ([0-9.e+-]+) eV/Å", output)
+    (difference,) = numbers(r"force errors: ([0-9.e+-]+) eV/Å", output)
     assert difference < 1e-8
-    rank, n_features = _number(r"training matrix: (\d+) of (\d+)", output)
+    rank, n_features = numbers(r"training matrix: (\d+) of (\d+)", output)
     assert 0 < rank < n_features  # summed power spectra are rank-deficient
 
 
 def test_held_out_errors_are_small_against_the_spread_of_the_data(soap):
     output, _ = soap
-    _, energy_spread = _number(r"energy per atom: ([0-9.-]+) \+- ([0-9.]+) eV", output)
-    (energy_rmse,) = _number(r"test energy RMSE: ([0-9.]+) meV/atom", output)
-    (energy_mae,) = _number(r"test energy MAE: ([0-9.]+) meV/atom", output)
-    (force_rmse,) = _number(r"test force RMSE: ([0-9.]+) meV/Å", output)
-    (force_spread,) = _number(r"test force components: ([0-9.]+) meV/Å", output)
+    _, energy_spread = numbers(r"energy per atom: ([0-9.-]+) \+- ([0-9.]+) eV", output)
+    (energy_rmse,) = numbers(r"test energy RMSE: ([0-9.]+) meV/atom", output)
+    (energy_mae,) = numbers(r"test energy MAE: ([0-9.]+) meV/atom", output)
+    (force_rmse,) = numbers(r"test force RMSE: ([0-9.]+) meV/Å", output)
+    (force_spread,) = numbers(r"test force components: ([0-9.]+) meV/Å", output)
     assert 0 < energy_mae <= energy_rmse
     # a linear model on SOAP fits EMT well: a tenth of the spread is a loose bound
     # that a wrong sign of the forces or misaligned gradient rows would break
@@ -103,8 +97,8 @@ def _score_table(output):
 
 def test_force_weight_and_alpha_chosen_by_the_best_leave_one_out_score(soap):
     output, _ = soap
-    weight, alpha = _number(r"chosen force weight ([0-9.e+-]+), alpha ([0-9.e+-]+)", output)
-    (n_candidates,) = _number(r"\((\d+) candidates", output)
+    weight, alpha = numbers(r"chosen force weight ([0-9.e+-]+), alpha ([0-9.e+-]+)", output)
+    (n_candidates,) = numbers(r"\((\d+) candidates", output)
     table = _score_table(output)
     assert len(table) == n_candidates > 1
     assert len({w for w, _ in table}) > 1 and len({a for _, a in table}) > 1
@@ -115,7 +109,7 @@ def test_force_weight_and_alpha_chosen_by_the_best_leave_one_out_score(soap):
 
 def test_held_out_predictions_are_those_of_refits_without_each_structure(soap):
     output, _ = soap
-    energy_difference, force_difference = _number(
+    energy_difference, force_difference = numbers(
         r"difference from the refits: ([0-9.e+-]+) eV \(energies\), ([0-9.e+-]+) eV/Å", output
     )
     # energies of about 1 eV, forces of about 0.5 eV/Å: a formula that is not exact
@@ -126,12 +120,12 @@ def test_held_out_predictions_are_those_of_refits_without_each_structure(soap):
 
 def test_chosen_score_is_that_of_the_held_out_predictions(soap):
     output, _ = soap
-    energy_scale, force_scale = _number(
+    energy_scale, force_scale = numbers(
         r"training targets: ([0-9.]+) meV/atom, ([0-9.]+) meV/Å", output
     )
-    (energy_rmse,) = _number(r"leave-one-structure-out energy RMSE: ([0-9.]+) meV/atom", output)
-    (force_rmse,) = _number(r"leave-one-structure-out force RMSE: ([0-9.]+) meV/Å", output)
-    weight, alpha = _number(r"chosen force weight ([0-9.e+-]+), alpha ([0-9.e+-]+)", output)
+    (energy_rmse,) = numbers(r"leave-one-structure-out energy RMSE: ([0-9.]+) meV/atom", output)
+    (force_rmse,) = numbers(r"leave-one-structure-out force RMSE: ([0-9.]+) meV/Å", output)
+    weight, alpha = numbers(r"chosen force weight ([0-9.e+-]+), alpha ([0-9.e+-]+)", output)
     # the balanced score of the example: each RMSE relative to its targets' spread
     balanced = -(energy_rmse / energy_scale + force_rmse / force_scale)
     rounding = 0.0005 / energy_scale + 0.005 / force_scale + 5e-6
@@ -143,12 +137,12 @@ def test_chosen_score_is_that_of_the_held_out_predictions(soap):
 
 def test_weighted_fit_lowers_the_held_out_energy_error_at_little_cost_in_forces(soap):
     output, _ = soap
-    (energy_rmse,) = _number(r"test energy RMSE: ([0-9.]+) meV/atom", output)
-    (force_rmse,) = _number(r"test force RMSE: ([0-9.]+) meV/Å", output)
-    energy_before, energy_after = _number(
+    (energy_rmse,) = numbers(r"test energy RMSE: ([0-9.]+) meV/atom", output)
+    (force_rmse,) = numbers(r"test force RMSE: ([0-9.]+) meV/Å", output)
+    energy_before, energy_after = numbers(
         r"test energy RMSE, before -> after: ([0-9.]+) -> ([0-9.]+) meV/atom", output
     )
-    force_before, force_after = _number(
+    force_before, force_after = numbers(
         r"test force RMSE, before -> after: ([0-9.]+) -> ([0-9.]+) meV/Å", output
     )
     # "before" is the model of the earlier sections
