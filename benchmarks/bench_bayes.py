@@ -53,13 +53,13 @@ import gc
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
 import numpy as np
+from peak_memory import peak_added
 
 N_BLOCKS = 4
 N_SAMPLES = 2000
@@ -244,23 +244,6 @@ def time_all(scale, n_shards, n_features, repeats):
 # ---------------------------------------------------------------------------------
 
 
-def _status_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def run_method(method, scale, n_shards, n_features):
     """Make the data as ``method`` needs it and fit; the fitted estimator."""
     from skmetalstsq import TensorMapBayesianRidge, TensorMapLstsq
@@ -288,14 +271,13 @@ def memory_of(method, scale, n_shards, n_features):
     """Peak resident memory added (KiB) by making the data and fitting, in this process."""
     run_method(method, 0.01, 2, n_features)  # libraries loaded, BLAS threads started
     gc.collect()
-    exact = _reset_peak()
-    before = _status_kib("VmRSS")
-    estimator = run_method(method, scale, n_shards, n_features)
-    peak = _status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    estimator, extra_kib, exact = peak_added(
+        lambda: run_method(method, scale, n_shards, n_features)
+    )
     weights = [estimator.weights_.block(i).values.ravel().tolist() for i in range(N_BLOCKS)]
     shard = input_bytes(*load_shard(0, scale, n_shards, n_features))
     return {
-        "extra_kib": peak - before,
+        "extra_kib": extra_kib,
         "shard_bytes": shard,
         "weights": weights,
         "method": "VmHWM reset" if exact else "ru_maxrss",

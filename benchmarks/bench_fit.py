@@ -111,7 +111,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -119,6 +118,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from peak_memory import peak_added
 
 
 @dataclass(frozen=True)
@@ -490,23 +490,6 @@ def matmul_rates(repeats=3):
     return rates
 
 
-def _status_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def memory_of(name, scale, method):
     """Peak resident memory added by one run of ``method`` (KiB), in this process."""
     from threadpoolctl import threadpool_limits
@@ -527,12 +510,9 @@ def memory_of(name, scale, method):
         runner = make_runner(method, X, y)
     gc.collect()
     with threadpool_limits(limits=None):
-        exact = _reset_peak()
-        before = _status_kib("VmRSS")
-        runner()
-        peak = _status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        _, extra_kib, exact = peak_added(runner)
     return {
-        "extra_kib": peak - before,
+        "extra_kib": extra_kib,
         "input_bytes": input_bytes(X, y),
         "method": "VmHWM reset" if exact else "ru_maxrss",
     }
